@@ -1,0 +1,53 @@
+"""Backends by name: built-ins plus third-party ones from the ``scrfd_ref.backends``
+entry-point group (``name = "package.module:factory"``; the factory takes the model
+path and keyword options and returns a :class:`Backend`).
+"""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from ..errors import InputError
+from .base import Backend, stack_outputs
+
+ENTRY_POINT_GROUP = "scrfd_ref.backends"
+
+BackendFactory = Callable[..., Backend]
+
+
+def _ort(model: Any, **options: Any) -> Backend:
+    from .ort import OrtBackend
+
+    return OrtBackend(model, **options)
+
+
+_BUILTIN: dict[str, BackendFactory] = {"ort": _ort}
+
+
+def builtin_backends() -> dict[str, BackendFactory]:
+    """Backends shipped with scrfd-ref (name -> factory)."""
+    return dict(_BUILTIN)
+
+
+def plugin_backends() -> dict[str, BackendFactory]:
+    """Backends registered by installed packages through the entry-point group."""
+    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_backends() -> dict[str, BackendFactory]:
+    """All backends by name; a plugin may not shadow a built-in name."""
+    found = plugin_backends()
+    found.update(_BUILTIN)
+    return found
+
+
+def get_backend(name: str, model: Any, **options: Any) -> Backend:
+    """Create backend ``name`` for ``model`` with backend-specific ``options``."""
+    backends = available_backends()
+    if name not in backends:
+        raise InputError(f"unknown backend {name!r}; available: {', '.join(sorted(backends))}")
+    return backends[name](model, **options)
+
+
+__all__ = ["Backend", "ENTRY_POINT_GROUP", "available_backends", "builtin_backends",
+           "get_backend", "plugin_backends", "stack_outputs"]

@@ -1,0 +1,116 @@
+"""ONNX Runtime backend (CPU always; CUDA / TensorRT providers when installed and asked)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataMissingError, InputError
+from .base import Backend, stack_outputs
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+def resolve_providers(providers: Sequence[str] | str | None) -> list[str]:
+    """Turn ``cpu``/``cuda``/``tensorrt`` aliases into ORT provider names (CPU appended).
+
+    Raises InputError when a requested provider is not installed.
+    """
+    import onnxruntime as ort
+
+    if providers is None:
+        providers = ["cpu"]
+    if isinstance(providers, str):
+        providers = [p for p in providers.split(",") if p]
+    names = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
+    available = ort.get_available_providers()
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise InputError(f"ONNX Runtime provider(s) {', '.join(missing)} not available "
+                         f"(installed: {', '.join(available)})")
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")
+    return names
+
+
+class OrtBackend(Backend):
+    """Runs an ONNX model with onnxruntime.
+
+    Args:
+        model: path of the ONNX file (or serialized model bytes).
+        providers: ``cpu`` (default), ``cuda``, ``tensorrt`` or full provider names.
+        intra_threads: ORT intra-op threads (None: ORT's default).
+        dtype: label for reports (``fp32``/``fp16``/``int8``); the model decides the math.
+    """
+
+    name = "ort"
+
+    def __init__(self, model: str | Path | bytes, providers: Sequence[str] | str | None = None,
+                 intra_threads: int | None = None, dtype: str = "fp32") -> None:
+        import onnxruntime as ort
+
+        if not isinstance(model, bytes):
+            path = Path(model)
+            if not path.is_file():
+                raise DataMissingError(f"model file not found: {path}")
+            source: Any = str(path)
+            self.model_path: Path | None = path
+        else:
+            source, self.model_path = model, None
+        opts = ort.SessionOptions()
+        if intra_threads:
+            opts.intra_op_num_threads = int(intra_threads)
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(source, sess_options=opts,
+                                                providers=resolve_providers(providers))
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise InputError(f"{self.model_path or 'model bytes'}: ONNX Runtime cannot load "
+                             f"the model: {str(exc).strip().splitlines()[0]}") from exc
+        inp = self.session.get_inputs()
+        if len(inp) != 1 or len(inp[0].shape) != 4:
+            raise InputError(f"{self.model_path}: expected one NCHW image input, got "
+                             f"{[(i.name, i.shape) for i in inp]}")
+        self.input_name = inp[0].name
+        self.input_dtype = np.float16 if inp[0].type == "tensor(float16)" else np.float32
+        shape = inp[0].shape
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self._input_size = ((shape[3], shape[2])
+                            if isinstance(shape[2], int) and isinstance(shape[3], int) else None)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.dtype = dtype
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self._input_size
+
+    def _run_one(self, blob: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: blob})
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        blob = np.ascontiguousarray(blob, dtype=self.input_dtype)
+        if self._input_size is not None and (blob.shape[3], blob.shape[2]) != self._input_size:
+            raise InputError(f"{self.model_path}: model input is fixed at "
+                             f"{self._input_size[0]}x{self._input_size[1]}, blob is "
+                             f"{blob.shape[3]}x{blob.shape[2]}")
+        if self._fixed_batch is None or blob.shape[0] == self._fixed_batch:
+            return self._run_one(blob)
+        if self._fixed_batch != 1:
+            raise InputError(f"{self.model_path}: model batch is fixed at {self._fixed_batch}, "
+                             f"blob has {blob.shape[0]}")
+        return stack_outputs([self._run_one(blob[i:i + 1]) for i in range(blob.shape[0])])
+
+    def info(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"backend": self.name, "library": "onnxruntime", "version": ort.__version__,
+                "providers": self.session.get_providers(), "dtype": self.dtype,
+                "device": "gpu" if any(p != "CPUExecutionProvider"
+                                       for p in self.session.get_providers()) else "cpu",
+                "model": str(self.model_path) if self.model_path else None}

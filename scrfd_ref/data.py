@@ -1,0 +1,107 @@
+"""Where data lives: the data directory setting and the SCRFD variants table.
+
+The data directory holds ``models/``, ``widerface/`` and ``images/`` (see the shared
+data README). It is found, in order, from an explicit argument (CLI ``--data-dir``),
+the ``SCRFD_DATA`` environment variable, and ``../shared/data`` beside the checkout.
+Nothing here downloads anything: a missing model is reported with where to put it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataMissingError
+
+ENV_VAR = "SCRFD_DATA"
+_CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One SCRFD variant and its published numbers (insightface, 640 input, WIDER val)."""
+
+    name: str
+    ap_easy: float
+    ap_medium: float
+    ap_hard: float
+    gflops: float
+    params_m: float
+    landmarks: bool
+    gpu_ms: float  # published VGA inference time on an unnamed GPU
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """Model file names accepted for this variant, most preferred first."""
+        base = f"scrfd_{self.name}"
+        return (f"{base}.onnx", f"{base}_dynamic.onnx", f"{base}_shape640x640.onnx")
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("500m", 90.57, 88.12, 68.51, 0.5, 0.57, False, 3.6),
+        Variant("500m_bnkps", 90.97, 88.44, 69.49, 0.5, 0.57, True, 3.6),
+        Variant("1g", 92.38, 90.57, 74.80, 1.0, 0.64, False, 4.1),
+        Variant("2.5g", 93.78, 92.16, 77.87, 2.5, 0.67, False, 4.2),
+        Variant("2.5g_bnkps", 93.80, 92.02, 77.13, 2.5, 0.82, True, 4.3),
+        Variant("10g", 95.16, 93.87, 83.05, 10.0, 3.86, False, 4.9),
+        Variant("10g_bnkps", 95.40, 94.01, 82.80, 10.0, 4.23, True, 5.0),
+        Variant("34g", 96.06, 94.92, 85.29, 34.0, 9.80, False, 11.7),
+    )
+}
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the data directory: ``explicit``, else ``$SCRFD_DATA``, else ``../shared/data``.
+
+    The directory is returned even when it does not exist; callers that need a file
+    in it use :func:`require` to get a clear error.
+    """
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser().resolve()
+    return (_CHECKOUT_ROOT.parent / "shared" / "data").resolve()
+
+
+def require(path: Path, what: str) -> Path:
+    """Return ``path`` if it exists, else raise :class:`DataMissingError` naming ``what``."""
+    if not path.exists():
+        raise DataMissingError(
+            f"{what} not found: {path} (set {ENV_VAR} or --data-dir to the data folder)"
+        )
+    return path
+
+
+def models_dir(root: Path | None = None) -> Path:
+    """The ``models/`` folder of the data directory."""
+    return (root or data_dir()) / "models"
+
+
+def find_model(variant: str, root: Path | None = None) -> Path | None:
+    """Return the ONNX file for ``variant`` in the data directory, or None if absent."""
+    if variant not in VARIANTS:
+        raise KeyError(f"unknown SCRFD variant {variant!r}; known: {', '.join(VARIANTS)}")
+    folder = models_dir(root)
+    for name in VARIANTS[variant].file_names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def missing_model_reason(variant: str, root: Path | None = None) -> str:
+    """One line saying that ``variant``'s weights are absent and where to put them."""
+    names = " or ".join(VARIANTS[variant].file_names[:2])
+    return f"no weights for SCRFD {variant}: put {names} in {models_dir(root)}"
+
+
+def widerface_dir(root: Path | None = None) -> Path:
+    """The ``widerface/`` folder of the data directory."""
+    return (root or data_dir()) / "widerface"
+
+
+def images_dir(root: Path | None = None) -> Path:
+    """The ``images/`` folder of the data directory."""
+    return (root or data_dir()) / "images"

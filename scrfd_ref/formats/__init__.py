@@ -1,0 +1,1 @@
+"""File formats: images, detection JSON, WIDER txt, ground truth, device npz files."""
