@@ -21,3 +21,8 @@ class LayoutError(InputError):
 
 class DataMissingError(ScrfdRefError, FileNotFoundError):
     """A data file (model weights, ground truth, images) is not where it was looked for."""
+
+
+class BackendUnavailable(ScrfdRefError):
+    """A backend (or a backend x dtype combination) cannot run here: missing library,
+    provider or GPU. The message is a one-line reason suitable for a pytest skip."""

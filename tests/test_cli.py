@@ -1,0 +1,96 @@
+"""The ``scrfd-ref`` command line: help, the detect JSON contract, clean errors."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from scrfd_ref.cli import build_parser, main
+from scrfd_ref.detector import Detector
+from scrfd_ref.formats.detections_json import read_detections_json
+from scrfd_ref.formats.images import read_image
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_option_of_every_command_is_explained():
+    parser = build_parser()
+    subs = _subcommands(parser)
+    assert {"detect", "models", "profiles"} <= set(subs)
+    for name, sub in subs.items():
+        assert sub.description, f"{name} has no description"
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help and len(action.help) > 10, f"{name} {action.option_strings} lacks help"
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("scrfd-ref")
+    assert exe, "the scrfd-ref console script is not on PATH (pip install -e .)"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "detect" in out and "--data-dir" in out
+
+
+@pytest.mark.data
+def test_detect_json_contract(tmp_path, data_root, need, capsys):
+    image_path = need(data_root / "images" / "one_face_1280x720.jpg", "sample image")
+    model = need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    target = tmp_path / "d.json"
+    rc = main(["--data-dir", str(data_root), "detect", str(image_path), "--model", str(model),
+               "--profile", "device-flow", "--score-thr", "0.3", "--json", str(target),
+               "--out", str(tmp_path / "pics")])
+    assert rc == 0
+    doc = read_detections_json(target)
+    assert doc["model"] == str(model)
+    assert doc["profile"]["name"] == "device-flow" and doc["profile"]["score_thr"] == 0.3
+    assert doc["profile"]["nms_thr"] == 0.45 and doc["profile"]["box_mode"] == "clip_round"
+    (img,) = doc["images"]
+    assert (img["width"], img["height"]) == (1280, 720)
+    scores = [d["score"] for d in img["detections"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) >= 1
+    for d in img["detections"]:
+        assert len(d["box"]) == 4 and len(d["landmarks"]) == 5
+        assert all(float(v).is_integer() for v in d["box"]), "device-flow rounds boxes"
+    # the document holds exactly what the Python API returns
+    want = Detector(model, profile="device-flow", score_thr=0.3).detect(read_image(image_path))
+    np.testing.assert_array_equal(np.array([d["box"] for d in img["detections"]], np.float32),
+                                  want.boxes)
+    np.testing.assert_array_equal(np.array(scores, np.float32), want.scores)
+    assert (tmp_path / "pics" / "one_face_1280x720.jpg").is_file()
+
+
+@pytest.mark.data
+def test_detect_json_to_stdout(data_root, need, capsys):
+    need(data_root / "models" / "scrfd_1g.onnx", "model file")
+    rc = main(["--data-dir", str(data_root), "detect", "--model", "1g", "--json", "-"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["images"]) == 2
+    assert all(d["landmarks"] is None for i in doc["images"] for d in i["detections"])
+
+
+def test_missing_image_is_one_clear_line(tmp_path, capsys, data_root):
+    rc = main(["--data-dir", str(data_root), "detect", str(tmp_path / "nope.jpg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.jpg" in err and "Traceback" not in err
+
+
+def test_missing_variant_weights_say_where_to_put_them(tmp_path, capsys):
+    rc = main(["--data-dir", str(tmp_path), "detect", "--model", "34g", str(tmp_path / "x.jpg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "scrfd_34g.onnx" in err and str(tmp_path / "models") in err
+
+
+def test_models_table_lists_all_variants(tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path), "models"]) == 0
+    out = capsys.readouterr().out
+    for v in ("500m", "500m_bnkps", "1g", "2.5g", "2.5g_bnkps", "10g", "10g_bnkps", "34g"):
+        assert f"\n{v} " in out
+    assert "90.97" in out and "missing" in out
