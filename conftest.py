@@ -1,11 +1,15 @@
-"""Options, markers and shared fixtures of the scrfd-ref test suites.
+"""Options, markers and fixtures of every scrfd-ref test suite (one place).
 
-Data files come from the data directory (``--data-dir`` or ``$SCRFD_DATA``); a test
-that needs a missing file is skipped with the path in its reason, or fails when
-``--require-data`` is given (CI runs that way, so missing data cannot pass silently).
+Data comes from the data directory (``--data-dir`` or ``$SCRFD_DATA``); a test that needs
+a missing file is skipped with the path in its reason, or fails under ``--require-data``
+(CI). Conformance tests take a ``device_spec`` fixture parametrized over
+backend x dtype x variant (ids like ``ort-int8-500m_bnkps``) or one replay folder
+(``--device-outputs``); each is compared with the fp32 ONNX Runtime reference of its
+variant, computed once per session (or per xdist worker, or shared via ``--ref-cache``).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,15 +17,96 @@ import pytest
 
 from scrfd_ref import data as data_mod
 
+#: the real model files of the shared data folder (README of ../shared/data)
+SHARED_MODEL_FILES = (
+    "scrfd_500m_bnkps.onnx",
+    "scrfd_500m_bnkps_dynamic.onnx",
+    "scrfd_2.5g_bnkps_dynamic.onnx",
+    "scrfd_1g.onnx",
+    "scrfd_2.5g.onnx",
+)
+#: the five complete WIDER FACE val events in the shared data
+SHARED_EVENTS = ("0--Parade", "13--Interview", "19--Couple", "20--Family_Group", "4--Dancing")
+DEFAULT_BACKENDS = ("ort", "opencv", "gpu")
+REPORT_KEY = pytest.StashKey["object"]()
+
+
+# ----------------------------------------------------------------------------- options
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("scrfd-ref")
-    group.addoption("--data-dir", default=None,
-                    help="data folder with models/, widerface/, images/ (default: $SCRFD_DATA, "
-                         "then ../shared/data)")
-    group.addoption("--require-data", action="store_true",
-                    default=os.environ.get("SCRFD_REQUIRE_DATA") == "1",
-                    help="fail, instead of skip, when a data file a test needs is missing (CI)")
+    g = parser.getgroup("scrfd-ref")
+    g.addoption("--data-dir", default=None,
+                help="data folder with models/, widerface/, images/ (default: $SCRFD_DATA, "
+                     "then ../shared/data)")
+    g.addoption("--require-data", action="store_true",
+                default=os.environ.get("SCRFD_REQUIRE_DATA") == "1",
+                help="fail, instead of skip, when a data file a test needs is missing (CI; "
+                     "also SCRFD_REQUIRE_DATA=1). Variants without weights still skip.")
+    g.addoption("--backend", action="append", default=None, metavar="NAME",
+                help=f"conformance: backend(s) to check, repeatable (default: "
+                     f"{', '.join(DEFAULT_BACKENDS)} and installed plugins)")
+    g.addoption("--dtype", action="append", default=None, metavar="DTYPE",
+                help="conformance: fp32, fp16, int8, repeatable (default: all)")
+    g.addoption("--variant", action="append", default=None, metavar="VARIANT",
+                help="conformance: SCRFD variant(s), repeatable (default: all eight; those "
+                     "without weights skip)")
+    g.addoption("--device-outputs", default=None, metavar="DIR",
+                help="conformance: replay a folder of device output npz files (datalist.txt "
+                     "in or beside it; scrfd_dump.json gives variant/dtype/profile if present)")
+    g.addoption("--profile", default=None, metavar="NAME",
+                help="conformance: profile of both runs (default widerface-eval; for "
+                     "--device-outputs the dump's own)")
+    g.addoption("--gates", default=None, metavar="FILE",
+                help="conformance: gates TOML file (default data/gates.toml)")
+    g.addoption("--report", default=None, metavar="DIR",
+                help="conformance: write report.json, report.md, PR curves and overlays here")
+    g.addoption("--ref-cache", default=None, metavar="DIR",
+                help="conformance: save/reuse fp32 reference runs here (share between xdist "
+                     "workers or hosts)")
+    g.addoption("--head-images", type=int, default=12, metavar="N",
+                help="conformance: images whose raw heads are compared (default 12)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from scrfd_ref.report import ConformanceReport
+
+    config.stash[REPORT_KEY] = ConformanceReport()
+
+
+def _xdist_worker(config: pytest.Config) -> str | None:
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks refuse to time under pytest-xdist (workers share the cores)."""
+    xdist = _xdist_worker(config) is not None or bool(getattr(config.option, "numprocesses", 0))
+    if not xdist or config.getoption("benchmark_disable", default=False):
+        return
+    skip = pytest.mark.skip(reason="benchmarks do not time under pytest-xdist (workers share "
+                                   "cores and skew every number): run `pytest benchmarks/ "
+                                   "-p no:xdist`, or add --benchmark-disable to only execute them")
+    for item in items:
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    folder = session.config.getoption("--report")
+    report = session.config.stash.get(REPORT_KEY, None)
+    if not folder or report is None:
+        return
+    worker = _xdist_worker(session.config)
+    if worker is not None:
+        report.write_partial(folder, worker)
+    elif report.devices or any(Path(folder).glob(".partial-*.json")):
+        js, md = report.write(folder)
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"scrfd-ref report: {md} and {js}")
+
+
+# ----------------------------------------------------------------------------- data
 
 
 @pytest.fixture(scope="session")
@@ -46,18 +131,6 @@ def need(pytestconfig: pytest.Config):
     return _need
 
 
-#: the real model files of the shared data folder (README of ../shared/data)
-SHARED_MODEL_FILES = (
-    "scrfd_500m_bnkps.onnx",
-    "scrfd_500m_bnkps_dynamic.onnx",
-    "scrfd_2.5g_bnkps_dynamic.onnx",
-    "scrfd_1g.onnx",
-    "scrfd_2.5g.onnx",
-)
-#: the five complete WIDER FACE val events in the shared data
-SHARED_EVENTS = ("0--Parade", "13--Interview", "19--Couple", "20--Family_Group", "4--Dancing")
-
-
 @pytest.fixture(scope="session", params=SHARED_MODEL_FILES)
 def shared_model(request: pytest.FixtureRequest, data_root: Path, need) -> Path:
     """Each real SCRFD model file of the shared data (parametrized)."""
@@ -73,3 +146,210 @@ def sample_images(data_root: Path, need) -> list[Path]:
         folder = need(data_root / "widerface" / "WIDER_val" / "images" / event, "WIDER event folder")
         images += sorted(folder.glob("*.jpg"))[:4]
     return images
+
+
+@pytest.fixture(scope="session")
+def wider_images_dir(data_root: Path, need) -> Path:
+    """``WIDER_val/images`` of the data directory."""
+    return need(data_root / "widerface" / "WIDER_val" / "images", "WIDER val images")
+
+
+@pytest.fixture(scope="session")
+def ground_truth(data_root: Path, need):
+    """The official WIDER FACE val ground truth (.mat files)."""
+    from scrfd_ref.formats.ground_truth import load_ground_truth
+
+    return load_ground_truth(need(data_root / "widerface" / "ground_truth", "WIDER ground truth"))
+
+
+# ----------------------------------------------------------------------------- conformance
+
+
+def _dump_meta(folder: Path) -> dict:
+    from scrfd_ref.device_flow import DUMP_META
+
+    p = folder / DUMP_META
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def device_specs(config: pytest.Config) -> list:
+    """The devices this session checks, from --backend/--dtype/--variant/--device-outputs."""
+    from scrfd_ref.backends import available_backends
+    from scrfd_ref.conformance import DeviceSpec
+    from scrfd_ref.gates import DTYPES
+
+    variants = config.getoption("--variant") or list(data_mod.VARIANTS)
+    bad = [v for v in variants if v not in data_mod.VARIANTS]
+    if bad:
+        raise pytest.UsageError(f"--variant {', '.join(bad)}: known: {', '.join(data_mod.VARIANTS)}")
+    dtypes = config.getoption("--dtype")
+    bad = [d for d in dtypes or () if d not in DTYPES]
+    if bad:
+        raise pytest.UsageError(f"--dtype {', '.join(bad)}: known: {', '.join(DTYPES)}")
+    outputs = config.getoption("--device-outputs")
+    if outputs:
+        folder = Path(outputs)
+        meta = _dump_meta(folder) if folder.is_dir() else {}
+        variant = (config.getoption("--variant") or [meta.get("variant")])[0]
+        dtype = (dtypes or [meta.get("dtype") or meta.get("output_dtype")])[0]
+        if not variant or not dtype:
+            raise pytest.UsageError(f"--device-outputs {folder}: no scrfd_dump.json saying the "
+                                    "variant and dtype; pass --variant and --dtype")
+        return [DeviceSpec("replay", dtype, variant, folder)]
+    backends = config.getoption("--backend")
+    if backends is None:
+        backends = list(DEFAULT_BACKENDS) + [b for b in available_backends()
+                                             if b not in DEFAULT_BACKENDS and b != "replay"]
+    known = available_backends()
+    bad = [b for b in backends if b not in known]
+    if bad:
+        raise pytest.UsageError(f"--backend {', '.join(bad)}: available: {', '.join(known)}")
+    return [DeviceSpec(b, d, v) for v in variants for b in backends for d in (dtypes or DTYPES)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device_spec" in metafunc.fixturenames:
+        specs = device_specs(metafunc.config)
+        metafunc.parametrize("device_spec", specs, ids=[s.id for s in specs], scope="session")
+
+
+@pytest.fixture(scope="session")
+def gates(pytestconfig: pytest.Config):
+    """The acceptance gates (``--gates`` or the committed data/gates.toml)."""
+    from scrfd_ref.gates import Gates
+
+    return Gates.load(pytestconfig.getoption("--gates"))
+
+
+@pytest.fixture(scope="session")
+def conformance_profile(pytestconfig: pytest.Config):
+    """The profile both the device and the reference run with."""
+    from scrfd_ref.profiles import Profile, get_profile
+
+    name = pytestconfig.getoption("--profile")
+    if name:
+        return get_profile(name)
+    outputs = pytestconfig.getoption("--device-outputs")
+    if outputs and Path(outputs).is_dir():
+        recorded = _dump_meta(Path(outputs)).get("profile")
+        if recorded:
+            recorded["input_size"] = tuple(recorded["input_size"])
+            return Profile(**recorded)
+        return get_profile("device-flow")
+    return get_profile("widerface-eval")
+
+
+@pytest.fixture(scope="session")
+def eval_items(wider_images_dir: Path, ground_truth):
+    """Every WIDER val image present whose event is in the ground truth."""
+    from scrfd_ref.widerface.run import list_images
+
+    events = [p.name for p in sorted(wider_images_dir.iterdir())
+              if p.is_dir() and p.name in ground_truth.events]
+    return list_images(wider_images_dir, events)
+
+
+@pytest.fixture(scope="session")
+def conformance_report(pytestconfig: pytest.Config, conformance_profile, gates, eval_items):
+    """The session's report collector (written at the end with --report DIR)."""
+    from scrfd_ref.report import library_versions
+
+    report = pytestconfig.stash[REPORT_KEY]
+    report.meta.update(profile=conformance_profile.to_dict(), gates=gates.source,
+                       versions=library_versions(), images=len(eval_items),
+                       events=sorted({i.event for i in eval_items}))
+    return report
+
+
+class _Runs:
+    """Session cache of runs, keyed by device id (and variant for references)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, object] = {}
+        self.ap: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def run_cache() -> _Runs:
+    return _Runs()
+
+
+@pytest.fixture(scope="session")
+def conformance_set(device_spec, eval_items, pytestconfig):
+    """(images, head image keys, replay index) for this device."""
+    from scrfd_ref.conformance import replay_images
+
+    items, index = list(eval_items), None
+    if device_spec.outputs_dir is not None:
+        items, index = replay_images(Path(device_spec.outputs_dir), items)
+    n = max(0, pytestconfig.getoption("--head-images"))
+    step = max(1, len(items) // n) if n else len(items) + 1
+    heads = [f"{it.event}/{it.name}" for it in items[::step][:n]]
+    return items, heads, index
+
+
+@pytest.fixture(scope="session")
+def variant_model(device_spec, data_root):
+    """The ONNX file of the device's variant, or a skip saying where to put it."""
+    model = data_mod.find_model(device_spec.variant, data_root)
+    if model is None:
+        pytest.skip(data_mod.missing_model_reason(device_spec.variant, data_root))
+    return model
+
+
+@pytest.fixture(scope="session")
+def reference_run(device_spec, variant_model, conformance_profile, conformance_set, run_cache,
+                  pytestconfig):
+    """The fp32 ONNX Runtime run of the device's variant over the same images (cached)."""
+    from scrfd_ref.conformance import (REFERENCE, DeviceSpec, cached_run, open_backend,
+                                       run_device, run_key)
+
+    items, heads, _ = conformance_set
+    spec = DeviceSpec(*REFERENCE, device_spec.variant)
+    key = run_key(variant_model, spec, conformance_profile, items, heads)
+    if key not in run_cache.runs:
+        def compute():
+            with open_backend(spec, variant_model) as backend:
+                return run_device(backend, conformance_profile, items, head_images=heads,
+                                  device=f"reference {spec.id}", progress=False)
+        cache = pytestconfig.getoption("--ref-cache")
+        run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
+    return run_cache.runs[key]
+
+
+@pytest.fixture(scope="session")
+def device_run(device_spec, variant_model, conformance_profile, conformance_set, run_cache,
+               conformance_report):
+    """The device's run (skipped with a one-line reason when it cannot run here)."""
+    from scrfd_ref.conformance import open_backend, run_device
+    from scrfd_ref.errors import BackendUnavailable
+
+    items, heads, index = conformance_set
+    if device_spec.id not in run_cache.runs:
+        try:
+            backend = open_backend(device_spec, variant_model)
+        except BackendUnavailable as exc:
+            pytest.skip(f"{device_spec.id}: {exc}")
+        with backend:
+            run_cache.runs[device_spec.id] = run_device(
+                backend, conformance_profile, items, head_images=heads, device=device_spec.id,
+                replay_index=index, progress=False)
+    run = run_cache.runs[device_spec.id]
+    conformance_report.device(device_spec.id, spec={"backend": device_spec.backend,
+                                                    "dtype": device_spec.dtype,
+                                                    "variant": device_spec.variant},
+                              info=run.info)
+    return run
+
+
+@pytest.fixture(scope="session")
+def ap_pair(device_spec, device_run, reference_run, ground_truth, run_cache):
+    """(reference, device) WIDER results on the device's images, official protocol."""
+    from scrfd_ref.widerface.evaluate import evaluate
+
+    if device_spec.id not in run_cache.ap:
+        keys = [tuple(k.split("/", 1)) for k in device_run.detections]
+        ref = evaluate(reference_run.predictions(), ground_truth, images=keys)
+        dev = evaluate(device_run.predictions(), ground_truth, images=keys)
+        run_cache.ap[device_spec.id] = (ref, dev)
+    return run_cache.ap[device_spec.id]

@@ -17,7 +17,7 @@ from . import data as data_mod
 from .errors import ScrfdRefError
 
 #: modules that add sub-commands with ``register(subparsers)``
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("scrfd_ref.cli_device",)
 
 DEFAULT_VARIANT = "500m_bnkps"
 DEFAULT_IMAGES = ("one_face_1280x720.jpg", "debug_input.jpg")
@@ -145,6 +145,24 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wider_run(args: argparse.Namespace) -> int:
+    """Run the detector over WIDER FACE images and write prediction txt files."""
+    from .widerface.run import list_images, run_dataset
+
+    images = Path(args.images) if args.images else (
+        data_mod.widerface_dir(data_mod.data_dir(args.data_dir)) / "WIDER_val" / "images")
+    items = list_images(images, args.events)
+    model, det = make_detector(args, "widerface-eval")
+    summary = run_dataset(det, items, args.out, resume=not args.no_resume,
+                          progress=not args.quiet)
+    print(f"wider-run: {summary.total} images ({summary.skipped} already done, "
+          f"{summary.written} written, {summary.detections} detections, {summary.inverted} "
+          f"inverted boxes dropped) -> {args.out}")
+    print(f"model {model}, profile {det.profile.name}: score >= {det.profile.score_thr}, "
+          f"NMS {det.profile.nms_thr}, input {det.profile.input_size[0]}x{det.profile.input_size[1]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scrfd-ref`` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
@@ -182,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show every setting of the named profiles (letterbox, pad, "
                                    "thresholds, box rounding, max_num).")
     p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("wider-run", help="run the detector over WIDER FACE images -> txt files",
+                       description="Run the detector over <images>/<event>/*.jpg and write "
+                                   "WIDER FACE prediction files <out>/<event>/<name>.txt "
+                                   "(x y w h score, original pixels). Re-running resumes: images "
+                                   "with a prediction file are skipped. Default profile: "
+                                   "widerface-eval (the published-AP settings).")
+    add_model_options(p)
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="WIDER_val/images folder (default: DATA/widerface/WIDER_val/images)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR",
+                   help="prediction folder to write (created; existing files are kept)")
+    p.add_argument("--events", nargs="+", default=None, metavar="EVENT",
+                   help="only these event folders (default: every event folder found)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute images whose prediction file already exists")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_wider_run)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -105,3 +105,25 @@ def widerface_dir(root: Path | None = None) -> Path:
 def images_dir(root: Path | None = None) -> Path:
     """The ``images/`` folder of the data directory."""
     return (root or data_dir()) / "images"
+
+
+CACHE_ENV_VAR = "SCRFD_CACHE"
+
+
+def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Folder for derived models (device layout, fp16, int8): ``explicit``, else
+    ``$SCRFD_CACHE``, else ``~/.cache/scrfd-ref``. Created on first use."""
+    path = Path(explicit or os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "scrfd-ref")
+    path = path.expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def variant_of(model: str | os.PathLike[str]) -> str | None:
+    """The variant a model file is named for (``scrfd_2.5g_bnkps_dynamic.onnx`` -> ``2.5g_bnkps``)."""
+    stem = Path(model).stem
+    for v in sorted(VARIANTS, key=len, reverse=True):
+        if stem == f"scrfd_{v}" or stem.startswith(f"scrfd_{v}_") and not stem.startswith(
+                f"scrfd_{v}_bnkps"):
+            return v
+    return None

@@ -21,7 +21,27 @@ def _ort(model: Any, **options: Any) -> Backend:
     return OrtBackend(model, **options)
 
 
-_BUILTIN: dict[str, BackendFactory] = {"ort": _ort}
+def _replay(model: Any, **options: Any) -> Backend:
+    from .replay import ReplayBackend
+
+    return ReplayBackend(model, **options)
+
+
+def _opencv(model: Any, **options: Any) -> Backend:
+    from .opencv import OpenCVBackend
+
+    return OpenCVBackend(model, **options)
+
+
+def _gpu(model: Any, **options: Any) -> Backend:
+    from .gpu import GpuBackend
+
+    return GpuBackend(model, **options)
+
+
+_BUILTIN: dict[str, BackendFactory] = {"ort": _ort, "replay": _replay,
+                                       "opencv": _opencv,
+                                       "gpu": _gpu}
 
 
 def builtin_backends() -> dict[str, BackendFactory]:

@@ -1,0 +1,279 @@
+"""WIDER FACE prediction text files: ``<dir>/<event>/<name>.txt``.
+
+Layout (one file per image)::
+
+    <image name>          # "name", "name.jpg", "event/name" or "event/name.jpg"
+    <N>                   # number of detections
+    x y w h score         # N lines, original pixels, any float format
+    ...
+
+Reader (:func:`read_prediction_file`, :func:`read_prediction_dir`): validates that the
+count line is a non-negative integer, that exactly N non-blank lines follow (trailing blank
+lines are allowed), that each holds exactly 5 finite numbers with ``w >= 0`` and ``h >= 0``,
+and that the name line names the file (its last path component, less ``.jpg``, equals the
+file name less ``.txt``; a directory component before it must equal the event folder).
+Every error is an :class:`~scrfd_ref.errors.InputError` naming the file and, where it
+applies, the line. The reader does not assume any order of the lines.
+
+Writer (:func:`write_predictions`): name line ``event/name``, then the count, then the rows
+in descending score order (stable: equal scores keep their input order). Every number is
+written as ``repr(float(v))``: Python's shortest decimal string that parses back to the
+same float64 (e.g. ``345.0``, ``0.8127``, ``1e-05``), so ``read(write(x)) == x`` bit for
+bit. The file is written to a temporary name in the same folder and moved into place with
+``os.replace``, so a reader never sees a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataMissingError, InputError
+
+PredictionKey = tuple[str, str]
+
+
+def _strip_jpg(name: str) -> str:
+    return name[:-4] if name.lower().endswith(".jpg") else name
+
+
+def image_name_of(path: str | Path) -> str:
+    """Image name a prediction file stands for: file name less ``.txt`` (and ``.jpg``)."""
+    stem = Path(path).name
+    stem = stem[:-4] if stem.lower().endswith(".txt") else stem
+    return _strip_jpg(stem)
+
+
+def _check_name_line(line: str, path: Path, event: str | None, name: str) -> None:
+    text = line.strip()
+    if not text:
+        raise InputError(f"{path}:1: empty image name line")
+    parts = [p for p in text.replace("\\", "/").split("/") if p]
+    if _strip_jpg(parts[-1]) != name:
+        raise InputError(f"{path}:1: name line {text!r} does not match the file name {name!r}")
+    if event is not None and len(parts) >= 2 and parts[-2] != event:
+        raise InputError(f"{path}:1: name line {text!r} names event {parts[-2]!r} but the file "
+                         f"is in folder {event!r}")
+
+
+def parse_prediction_text(text: str, path: str | Path = "<text>", *, event: str | None = None,
+                          name: str | None = None) -> np.ndarray:
+    """Parse the text of one prediction file into an ``(n, 5)`` float64 array.
+
+    Args:
+        text: file content.
+        path: file name used in error messages.
+        event: event folder the file is in (checked against an ``event/`` prefix of the
+            name line); ``None`` to skip that check.
+        name: expected image name (less ``.jpg``); ``None`` to skip the name check.
+
+    Returns:
+        ``(n, 5)`` float64 ``x y w h score`` in file order.
+
+    Raises:
+        InputError: any deviation from the layout, naming the file and line.
+    """
+    p = Path(path)
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise InputError(f"{p}:1: empty file or empty image name line")
+    if name is not None:
+        _check_name_line(lines[0], p, event, name)
+    if len(lines) < 2 or not lines[1].strip():
+        raise InputError(f"{p}:2: missing detection count line")
+    try:
+        count = int(lines[1].strip())
+    except ValueError:
+        raise InputError(f"{p}:2: detection count is not an integer: {lines[1].strip()[:60]!r}") from None
+    if count < 0:
+        raise InputError(f"{p}:2: negative detection count {count}")
+    body = lines[2:]
+    while body and not body[-1].strip():
+        body.pop()
+    if len(body) != count:
+        raise InputError(f"{p}:2: count line says {count} detections but {len(body)} lines follow")
+    if count == 0:
+        return np.zeros((0, 5), dtype=np.float64)
+    tokens: list[str] = []
+    for k, line in enumerate(body):
+        parts = line.split()
+        if len(parts) != 5:
+            raise InputError(f"{p}:{k + 3}: expected 5 numbers 'x y w h score', got {len(parts)}: "
+                             f"{line.strip()[:60]!r}")
+        tokens.extend(parts)
+    try:
+        arr = np.array([float(t) for t in tokens], dtype=np.float64).reshape(count, 5)
+    except ValueError:
+        for k, line in enumerate(body):
+            for t in line.split():
+                try:
+                    float(t)
+                except ValueError:
+                    raise InputError(f"{p}:{k + 3}: non-numeric value {t[:30]!r} in "
+                                     f"{line.strip()[:60]!r}") from None
+        raise  # pragma: no cover - every ValueError comes from one token above
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{p}:{k + 3}: non-finite value (nan/inf) in {body[k].strip()[:60]!r}")
+    neg = (arr[:, 2] < 0) | (arr[:, 3] < 0)
+    if neg.any():
+        k = int(np.flatnonzero(neg)[0])
+        raise InputError(f"{p}:{k + 3}: negative width or height in {body[k].strip()[:60]!r}")
+    return arr
+
+
+def read_prediction_file(path: str | Path, event: str | None = None) -> np.ndarray:
+    """Read and validate one ``<name>.txt`` prediction file.
+
+    Args:
+        path: the file.
+        event: its event folder name (default: the parent folder's name).
+
+    Returns:
+        ``(n, 5)`` float64 ``x y w h score`` in file order.
+
+    Raises:
+        DataMissingError: the file does not exist.
+        InputError: malformed content (file and line named).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataMissingError(f"prediction file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read prediction file: {exc}") from None
+    return parse_prediction_text(text, p, event=event if event is not None else p.parent.name,
+                                 name=image_name_of(p))
+
+
+def list_event_dirs(pred_dir: str | Path) -> list[str]:
+    """Sorted names of the sub-folders (events) of a prediction folder."""
+    root = Path(pred_dir)
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def read_prediction_dir(pred_dir: str | Path, events: Iterable[str] | None = None, *,
+                        missing_ok: bool = False) -> dict[PredictionKey, np.ndarray]:
+    """Read every ``<event>/<name>.txt`` of a prediction folder.
+
+    Only ``*.txt`` files directly inside event folders are read (hidden files and other
+    names are ignored, so a writer's temporary files never count).
+
+    Args:
+        pred_dir: the prediction folder.
+        events: event folders to read; ``None``: every sub-folder.
+        missing_ok: with ``events`` given, skip absent event folders instead of failing.
+
+    Returns:
+        ``{(event, name): (n, 5) float64}``; names are less ``.txt`` / ``.jpg``.
+
+    Raises:
+        DataMissingError: ``pred_dir`` does not exist.
+        InputError: ``pred_dir`` is not a folder, has no event folders or no ``.txt``
+            files, a requested event folder is missing, two files stand for the same image
+            (``a.txt`` and ``a.jpg.txt``, or one name in two event folders), or a file is
+            malformed.
+    """
+    root = Path(pred_dir)
+    if not root.exists():
+        raise DataMissingError(f"prediction folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder (expected <dir>/<event>/<name>.txt)")
+    if events is None:
+        names = list_event_dirs(root)
+        if not names:
+            raise InputError(f"{root}: empty prediction folder (no event sub-folders)")
+    else:
+        names = list(dict.fromkeys(events))
+        absent = [e for e in names if not (root / e).is_dir()]
+        if absent and not missing_ok:
+            raise InputError(f"{root}: missing event folder(s) {', '.join(absent[:5])}"
+                             f"{' ...' if len(absent) > 5 else ''} ({root / absent[0]})")
+        names = [e for e in names if e not in absent]
+    out: dict[PredictionKey, np.ndarray] = {}
+    where: dict[str, Path] = {}
+    for ev in names:
+        for f in sorted((root / ev).iterdir()):
+            if f.name.startswith(".") or f.suffix.lower() != ".txt" or not f.is_file():
+                continue
+            name = image_name_of(f)
+            if name in where:
+                raise InputError(f"{f}: duplicate prediction for image {name!r} "
+                                 f"(also {where[name]})")
+            where[name] = f
+            out[(ev, name)] = read_prediction_file(f, ev)
+    if not out and (events is None or not missing_ok):
+        raise InputError(f"{root}: no prediction files (<event>/<name>.txt) found")
+    return out
+
+
+def _validate_dets(dets: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(dets, dtype=np.float64)
+    if a.size == 0:
+        return np.zeros((0, 5), dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 5:
+        raise InputError(f"{what}: detections must be (n, 5) x y w h score, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{what}: detections contain nan or inf")
+    if (a[:, 2] < 0).any() or (a[:, 3] < 0).any():
+        raise InputError(f"{what}: detections have negative width or height")
+    return a
+
+
+def format_predictions(event: str, name: str, dets_xywh_score: np.ndarray) -> str:
+    """The text :func:`write_predictions` writes (rows in descending score order, stable).
+
+    Raises:
+        InputError: ``dets`` not ``(n, 5)``, non-finite, or with negative width / height.
+    """
+    name = _strip_jpg(name)
+    a = _validate_dets(dets_xywh_score, f"{event}/{name}")
+    a = a[np.argsort(-a[:, 4], kind="stable")]
+    rows = [" ".join(repr(v) for v in row) for row in a.tolist()]
+    return "\n".join([f"{event}/{name}", str(len(rows)), *rows]) + "\n"
+
+
+def write_predictions(out_dir: str | Path, event: str, name: str,
+                      dets_xywh_score: np.ndarray, *, fsync: bool = False) -> Path:
+    """Write ``<out_dir>/<event>/<name>.txt`` atomically (temp file + ``os.replace``).
+
+    Readers (and a resumed run) see either no file or the complete file, also when the
+    writing process is killed. ``fsync=True`` also flushes the data to disk before the
+    rename, so the file survives a power loss too (costs a few ms per file).
+
+    Args:
+        out_dir: prediction folder (created if needed).
+        event: event folder name.
+        name: image name (``.jpg`` optional, removed).
+        dets_xywh_score: ``(n, 5)`` ``x y w h score`` in original pixels.
+        fsync: flush to disk before the rename.
+
+    Returns:
+        Path of the written file.
+
+    Raises:
+        InputError: invalid detections (see :func:`format_predictions`).
+    """
+    name = _strip_jpg(name)
+    text = format_predictions(event, name, dets_xywh_score)
+    folder = Path(out_dir) / event
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{name}.txt"
+    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final

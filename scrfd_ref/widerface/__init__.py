@@ -1,0 +1,11 @@
+"""WIDER FACE: official-protocol evaluation, PR-curve plots, dataset runs.
+
+* :mod:`scrfd_ref.widerface.evaluate`: ``evaluate``, ``evaluate_dir``, ``WiderResult``
+  (AP for easy / medium / hard, bit-identical to the official Python port);
+* :mod:`scrfd_ref.widerface.plot`: ``plot_pr_curves`` (needs matplotlib);
+* :mod:`scrfd_ref.widerface.run`: running a detector over the val images.
+
+Import from the modules (``from scrfd_ref.widerface.evaluate import evaluate``); the
+package re-exports nothing, so the name ``evaluate`` always means the module here.
+"""
+from __future__ import annotations
