@@ -353,3 +353,29 @@ def ap_pair(device_spec, device_run, reference_run, ground_truth, run_cache):
         dev = evaluate(device_run.predictions(), ground_truth, images=keys)
         run_cache.ap[device_spec.id] = (ref, dev)
     return run_cache.ap[device_spec.id]
+
+
+@pytest.fixture(scope="session")
+def reference_ap(data_root, eval_items, ground_truth, run_cache, pytestconfig):
+    """``reference_ap(variant, profile)``: WIDER AP of the fp32 ORT reference run (cached,
+    the same run the conformance suite compares devices against)."""
+    from scrfd_ref.conformance import REFERENCE, DeviceSpec, cached_run, open_backend, run_device, run_key
+    from scrfd_ref.profiles import get_profile
+    from scrfd_ref.widerface.evaluate import evaluate
+
+    def _ap(variant: str, profile: str):
+        model = data_mod.find_model(variant, data_root)
+        if model is None:
+            pytest.skip(data_mod.missing_model_reason(variant, data_root))
+        prof, spec = get_profile(profile), DeviceSpec(*REFERENCE, variant)
+        key = run_key(model, spec, prof, eval_items, ())
+        if key not in run_cache.runs:
+            def compute():
+                with open_backend(spec, model) as backend:
+                    return run_device(backend, prof, eval_items, device=spec.id, progress=False)
+            cache = pytestconfig.getoption("--ref-cache")
+            run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
+        run = run_cache.runs[key]
+        return evaluate(run.predictions(), ground_truth, images=[k for k in run.predictions()])
+
+    return _ap

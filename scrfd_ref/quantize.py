@@ -57,12 +57,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import __version__
-from .data import widerface_dir
+from .data import CACHE_ENV_VAR, cache_dir as _data_cache_dir, widerface_dir
 from .errors import DataMissingError, InputError, LayoutError
 
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
 #: environment variable naming the cache folder for converted models
-CACHE_ENV = "SCRFD_CACHE"
+CACHE_ENV = CACHE_ENV_VAR
 #: opset the int8 model is upgraded to (per-channel Q/DQ needs >= 13)
 INT8_OPSET = 13
 #: ORT quant types used for int8 (names of ``onnxruntime.quantization.QuantType``)
@@ -115,9 +115,7 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
         images = _calibration_list(calibration_images, num_calibration)
     settings = conversion_settings(dtype, keep_heads_float=keep_heads_float,
                                    input_size=input_size)
-    key = cache_key(src, settings, images)
-    out = (Path(cache_dir) if cache_dir else default_cache_dir()) / (
-        f"{src.stem}.{dtype}{'.heads-float' if keep_heads_float else ''}.{key[:20]}.onnx")
+    out = _cache_file(src, settings, images, cache_dir)
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,10 +125,18 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
     return out
 
 
+def _cache_file(src: Path, settings: dict[str, Any], images: Sequence[Path],
+                cache_dir: Path | None) -> Path:
+    """``<cache>/<stem>.<dtype>[.heads-float].<key prefix>.onnx``."""
+    key = cache_key(src, settings, images)
+    heads = ".heads-float" if settings.get("keep_heads_float") else ""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    return folder / f"{src.stem}.{settings['dtype']}{heads}.{key[:20]}.onnx"
+
+
 def default_cache_dir() -> Path:
-    """``$SCRFD_CACHE`` if set, else ``~/.cache/scrfd-ref``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "scrfd-ref"
+    """``$SCRFD_CACHE`` if set, else ``~/.cache/scrfd-ref`` (:func:`scrfd_ref.data.cache_dir`)."""
+    return _data_cache_dir()
 
 
 def default_calibration_images(root: Path | None = None,

@@ -253,6 +253,34 @@ def sigmoid32(x: np.ndarray) -> np.ndarray:
     return F32(1) / (F32(1) + np.exp(-x))
 
 
+def _key(v: float, dtype) -> int:
+    """Order-preserving integer of a float of ``dtype`` (its bits, negatives mirrored)."""
+    bits = np.array([v], dtype).view(np.int16 if dtype == np.float16 else np.int32)[0]
+    lo = -(2 ** 15) if dtype == np.float16 else -(2 ** 31)
+    return int(bits) if bits >= 0 else lo - int(bits)
+
+
+def _value(k: int, dtype) -> float:
+    lo = -(2 ** 15) if dtype == np.float16 else -(2 ** 31)
+    itype = np.int16 if dtype == np.float16 else np.int32
+    return float(np.array([k if k >= 0 else lo - k], itype).view(dtype)[0])
+
+
+def largest_value_below(pred, start: float, dtype) -> float:
+    """Largest value ``v < start`` of ``dtype`` with ``pred(v)`` true, for ``pred``
+    monotone (true for all small enough values, false at ``start``): bisection over the
+    ordered representable values."""
+    lo, hi = _key(-30.0, dtype), _key(start, dtype)
+    assert pred(_value(lo, dtype)) and not pred(_value(hi, dtype))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if pred(_value(mid, dtype)):
+            lo = mid
+        else:
+            hi = mid
+    return _value(lo, dtype)
+
+
 @settings(max_examples=200, deadline=None)
 @given(logit=st.floats(-9.0, 9.0, width=16), dtype=st.sampled_from([np.float16, np.float32]),
        profile=st.sampled_from(["insightface", "widerface-eval", "device-flow"]))
@@ -262,11 +290,11 @@ def test_device_threshold_is_inclusive_at_any_score(logit, dtype, profile):
     end to end through ``detect_from_outputs`` with each profile."""
     one = np.array([logit], dtype)
     s = sigmoid32(one.astype(F32))[0]
-    lower = one.copy()
-    while sigmoid32(lower.astype(F32))[0] >= s:  # monotone: step down one value at a time
-        lower = np.nextafter(lower, dtype(-np.inf)).astype(dtype)
-    assert sigmoid32(lower.astype(F32))[0] < s
-    outs = device_outputs({(0, 1, 3, 2): one[0], (1, 0, 0, 1): lower[0]}, dtype)
+    lower = largest_value_below(lambda v: sigmoid32(np.array([v], dtype).astype(F32))[0] < s,
+                                float(one[0]), dtype)
+    assert sigmoid32(np.array([lower], dtype).astype(F32))[0] < s
+    assert sigmoid32(np.array([np.nextafter(dtype(lower), dtype(np.inf))], dtype).astype(F32))[0] >= s
+    outs = device_outputs({(0, 1, 3, 2): one[0], (1, 0, 0, 1): lower}, dtype)
     t = letterbox_geometry(SIZE, SIZE, get_profile(profile).letterbox)
     (dets,) = detect_from_outputs(outs, [t], profile, input_size=SIZE, score_thr=float(s))
     assert dets.scores.tolist() == [s]

@@ -41,7 +41,7 @@ KERNEL_MODES = [pytest.param(False, id="numpy"),
 
 CHEAP = settings(max_examples=200, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
-MEDIUM = settings(max_examples=60, deadline=None,
+MEDIUM = settings(max_examples=150, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -173,7 +173,8 @@ def test_decode_recovers_an_encoded_box(data, in_w, in_h, layout, batch, landmar
     Tolerance: one float32 ulp of the largest magnitude involved per coordinate: the
     encoded distance is rounded to float32 once (<= half an ulp of ``|cx - x1|``;
     multiplying by the power-of-two stride is exact) and the decoded sum once more
-    (<= half an ulp of ``|x1|``).
+    (<= half an ulp of ``|x1|``); plus ``stride * 2**-149`` because a distance below
+    2**-126 is subnormal in float32, where the spacing is the absolute 2**-149.
     """
     s = data.draw(st.sampled_from(STRIDES), label="stride")
     fh, fw = grid((in_w, in_h), s)
@@ -190,6 +191,7 @@ def test_decode_recovers_an_encoded_box(data, in_w, in_h, layout, batch, landmar
     score = data.draw(st.floats(0.55, 0.99), label="score")
     thr = 0.5
 
+    floor = s * float(np.finfo(np.float32).smallest_subnormal)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     std_scores, std_boxes, std_kps = [], [], []
     for level_s in STRIDES:
@@ -219,12 +221,12 @@ def test_decode_recovers_an_encoded_box(data, in_w, in_h, layout, batch, landmar
     assert [len(c) for c in cands] == [1 if i == img else 0 for i in range(batch)]
     c = cands[img]
     for k, (got, want, centre) in enumerate(zip(c.boxes[0], box, (cx, cy, cx, cy))):
-        tol = ulp32(want - centre, want, got)
+        tol = ulp32(want - centre, want, got) + floor
         assert abs(float(got) - want) <= tol, f"coordinate {k}: {got} vs {want} (tol {tol})"
     if landmarks:
         for k, ((gx, gy), (px, py)) in enumerate(zip(c.kps[0], pts)):
-            assert abs(float(gx) - px) <= ulp32(px - cx, px, gx), f"landmark {k} x"
-            assert abs(float(gy) - py) <= ulp32(py - cy, py, gy), f"landmark {k} y"
+            assert abs(float(gx) - px) <= ulp32(px - cx, px, gx) + floor, f"landmark {k} x"
+            assert abs(float(gy) - py) <= ulp32(py - cy, py, gy) + floor, f"landmark {k} y"
     else:
         assert c.kps is None
     if layout == "standard":
@@ -327,7 +329,7 @@ def scalar_decode(arrays_by_kind, layout: str, size, image: int, thr: float, lan
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1),
        in_w=st.sampled_from([32, 64, 96]), in_h=st.sampled_from([32, 64, 96]),
        batch=st.integers(1, 2), landmarks=st.booleans(),
@@ -482,7 +484,7 @@ def test_nms_kernel_numpy_and_python_agree_on_degenerate_boxes_and_ties(data, bo
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="Cython NMS kernel not built")
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 500), thr=THRESHOLDS,
        crowd=st.sampled_from([20.0, 60.0, 400.0]), degenerate=st.booleans(),
        ties=st.booleans(), integer=st.booleans())

@@ -23,14 +23,18 @@ Score normalisation keeps MATLAB's running max / min started at ``realmin('singl
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+
+from scrfd_ref.formats.ground_truth import GroundTruth
 
 REALMIN_SINGLE = float(np.finfo(np.float32).tiny)  # realmin('single')
 REALMAX_SINGLE = float(np.finfo(np.float32).max)  # realmax('single')
 SETTINGS = ("easy", "medium", "hard")
 
 
-def read_pred(gt, predictions, sort=True):
+def read_pred(gt: GroundTruth, predictions: Mapping, sort: bool = True) -> list:
     """``read_pred.m``: per event, per image, the ``(n, 5)`` boxes or None (empty)."""
     pred_list = []
     for event in gt.events:
@@ -60,7 +64,7 @@ def read_pred(gt, predictions, sort=True):
     return pred_list
 
 
-def norm_score(org_pred_list, defined_edge_cases=True):
+def norm_score(org_pred_list: list, defined_edge_cases: bool = True) -> list:
     """``norm_score.m``: global min-max normalisation of column 5."""
     norm_pred_list = [None] * len(org_pred_list)
     max_score = REALMIN_SINGLE
@@ -89,7 +93,7 @@ def norm_score(org_pred_list, defined_edge_cases=True):
     return norm_pred_list
 
 
-def boxoverlap(a, b):
+def boxoverlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``boxoverlap.m``: IoU of boxes ``a`` (k, 4) x1 y1 x2 y2 with one box ``b``."""
     x1 = np.maximum(a[:, 0], b[0])
     y1 = np.maximum(a[:, 1], b[1])
@@ -107,7 +111,8 @@ def boxoverlap(a, b):
     return o
 
 
-def image_evaluation(pred_info, gt_bbx, ignore, iou_thresh):
+def image_evaluation(pred_info: np.ndarray, gt_bbx: np.ndarray, ignore: np.ndarray,
+                     iou_thresh: float) -> tuple[np.ndarray, np.ndarray]:
     """``image_evaluation``: greedy matching in prediction order."""
     pred_info = pred_info.copy()
     gt_bbx = gt_bbx.copy()
@@ -134,7 +139,8 @@ def image_evaluation(pred_info, gt_bbx, ignore, iou_thresh):
     return pred_recall, proposal_list
 
 
-def image_pr_info(thresh_num, pred_info, proposal_list, pred_recall):
+def image_pr_info(thresh_num: int, pred_info: np.ndarray, proposal_list: np.ndarray,
+                  pred_recall: np.ndarray) -> np.ndarray:
     """``image_pr_info``: per threshold, proposals and recalled boxes of one image.
 
     Plain Python loops over lists (``find(..., 1, 'last')`` as a scan from the end, the
@@ -165,7 +171,8 @@ def image_pr_info(thresh_num, pred_info, proposal_list, pred_recall):
     return img_pr_info
 
 
-def dataset_pr_info(thresh_num, org_pr_curve, count_face, defined_edge_cases=True):
+def dataset_pr_info(thresh_num: int, org_pr_curve: np.ndarray, count_face: int,
+                    defined_edge_cases: bool = True) -> np.ndarray:
     """``dataset_pr_info``: precision and recall per threshold."""
     pr_curve = np.zeros((thresh_num, 2))
     with np.errstate(all="ignore"):
@@ -178,7 +185,7 @@ def dataset_pr_info(thresh_num, org_pr_curve, count_face, defined_edge_cases=Tru
     return pr_curve
 
 
-def voc_ap(rec, prec):
+def voc_ap(rec: np.ndarray, prec: np.ndarray) -> np.float64:
     """``VOCap`` with the Python port's numpy arithmetic."""
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.concatenate(([0.0], prec, [0.0]))
@@ -188,8 +195,9 @@ def voc_ap(rec, prec):
     return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
 
 
-def evaluation(norm_pred_list, gt, setting, iou_thresh=0.5, thresh_num=1000,
-               defined_edge_cases=True):
+def evaluation(norm_pred_list: list, gt: GroundTruth, setting: str, iou_thresh: float = 0.5,
+               thresh_num: int = 1000,
+               defined_edge_cases: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """``evaluation``: the PR curve of one setting over all events of ``gt``."""
     org_pr_curve = np.zeros((thresh_num, 2))
     count_face = 0
@@ -219,8 +227,9 @@ def evaluation(norm_pred_list, gt, setting, iou_thresh=0.5, thresh_num=1000,
     return pr_curve, org_pr_curve, count_face
 
 
-def wider_eval(gt, predictions, *, sort=True, defined_edge_cases=True, iou_thresh=0.5,
-               thresh_num=1000):
+def wider_eval(gt: GroundTruth, predictions: Mapping, *, sort: bool = True,
+               defined_edge_cases: bool = True, iou_thresh: float = 0.5,
+               thresh_num: int = 1000) -> dict:
     """``wider_eval.m``: read, normalise, evaluate the three settings.
 
     Returns:

@@ -18,7 +18,9 @@ backend hides OpenCV's differences from ONNX Runtime so that both return the sam
 
 OpenCV 5 has two ONNX engines. ``engine="auto"`` tries the new engine (dynamic shapes,
 fp16 weights) and falls back to the classic one; the engine that loaded is in
-:meth:`OpenCVBackend.info`. A model is probed once at construction on a zero blob, so a
+:meth:`OpenCVBackend.info`. (With OpenCV 5.0.0 the new engine runs all five shared
+models in fp32 and fp16; the classic one runs only the static scrfd_500m_bnkps in fp32:
+it rejects the dynamic exports' ``Shape`` ops and fp16 weights.) A model is probed once at construction on a zero blob, so a
 model OpenCV cannot load *or run* raises :class:`~scrfd_ref.errors.BackendUnavailable`
 with a one-line reason (pytest can skip on it).
 
@@ -266,10 +268,17 @@ def _to_rank(array: np.ndarray, rank: int) -> np.ndarray:
 
 
 def _scrfd_order(array: np.ndarray) -> tuple[int, int]:
-    """Sort key: kind by channel count (1, 4, 10), then stride ascending (more rows first)."""
-    channels = array.shape[-1] if array.ndim in (2, 3) else (array.shape[1] // 2 if array.ndim == 4 else 0)
-    kind = {1: 0, 4: 1, 10: 2}.get(int(channels), 3)
-    return kind, -int(array.size // max(int(channels), 1))
+    """Sort key: kind by channel count (1, 4, 10), then stride ascending (more rows first).
+
+    Standard outputs ``(N, C)`` / ``(B, N, C)`` carry C last; device maps
+    ``(B, 2*C, H, W)`` carry 2*C on axis 1.
+    """
+    if array.ndim in (2, 3):
+        channels = int(array.shape[-1])
+    else:
+        channels = int(array.shape[1]) // 2 if array.ndim == 4 else 0
+    kind = {1: 0, 4: 1, 10: 2}.get(channels, 3)
+    return kind, -int(array.size // max(channels, 1))
 
 
 def _compatible(array: np.ndarray, dims: Dims) -> bool:

@@ -25,7 +25,6 @@ they are kept unchanged rather than rejected.
 """
 from __future__ import annotations
 
-import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +155,7 @@ def make_image(event: str, name: str, boxes: np.ndarray,
             raise InputError(f"{event}/{name}: {s} index out of range 0..{b.shape[0] - 1}")
         idx[s] = _frozen(a)
     return GroundTruthImage(event=event, name=name, boxes=_frozen(b),
-                            counted=types.MappingProxyType(idx))
+                            counted=idx)
 
 
 # ----------------------------------------------------------------------------- .mat
@@ -339,7 +338,7 @@ def _check_unique(images: Sequence[GroundTruthImage], path: Path) -> None:
 
 def _parse_txt(path: Path) -> list[tuple[str, str, np.ndarray]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise DataMissingError(f"ground truth file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

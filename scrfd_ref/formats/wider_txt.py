@@ -142,7 +142,7 @@ def read_prediction_file(path: str | Path, event: str | None = None) -> np.ndarr
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataMissingError(f"prediction file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:

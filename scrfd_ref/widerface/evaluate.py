@@ -53,7 +53,6 @@ confidences), and the true range is what "min-max normalisation" means otherwise
 from __future__ import annotations
 
 import json
-import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,8 +366,8 @@ def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth,
                             precision=precision, recall=recall)
         aps[s] = voc_ap(recall, precision)
         faces[s] = n_faces
-    return WiderResult(ap=types.MappingProxyType(aps), curves=types.MappingProxyType(curves),
-                       faces=types.MappingProxyType(faces), images=len(keys),
+    return WiderResult(ap=aps, curves=curves,
+                       faces=faces, images=len(keys),
                        predictions=int(p.shape[0]), events=sub.events,
                        missing=tuple(missing), kernel=used, settings=tuple(sub.settings),
                        iou_threshold=float(iou_threshold), thresh_num=int(thresh_num))

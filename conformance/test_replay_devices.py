@@ -1,0 +1,103 @@
+"""Replayed hardware dumps: a good dump passes, deliberately broken ones fail the right gate.
+
+A dump made by ``scrfd-ref dump`` (fp32, device layout) of one WIDER event stands in for a
+device's output folder. Broken copies are made in the test: one head scaled, two images'
+outputs swapped, a file truncated. Each is run through ``pytest conformance/
+--device-outputs DIR`` in a subprocess, exactly as a user would, and must exit non-zero
+with a message naming the head or the image (or the file).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scrfd_ref.cli import main
+from scrfd_ref.formats.device_npz import read_output_npz, write_output_npz
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT = "19--Couple"
+TESTS = ["conformance/test_heads.py", "conformance/test_detections.py", "conformance/test_ap.py"]
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def good_dump(tmp_path_factory, wider_images_dir, data_root, need):
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    root = tmp_path_factory.mktemp("dump")
+    datalist = root / "datalist.txt"
+    assert main(["--data-dir", str(data_root), "image2npz", "--dataset-path",
+                 str(wider_images_dir), "--target-path", str(root / "npz"), "--text-path",
+                 str(datalist), "--events", EVENT, "-q"]) == 0
+    assert main(["--data-dir", str(data_root), "dump", "-m", "500m_bnkps", "--dtype", "fp32",
+                 "--datalist", str(datalist), "--out", str(root / "out"), "-q"]) == 0
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def ref_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("refcache")
+
+
+def _suite(folder: Path, ref_cache: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SCRFD_DATA": str(data_root)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *TESTS, "--device-outputs", str(folder),
+         "--ref-cache", str(ref_cache), "-p", "no:cacheprovider", "-q", "--no-header", *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
+    res = _suite(good_dump, ref_cache, data_root, "--report", str(tmp_path / "rep"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "4 passed" in res.stdout
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "replay-fp32-500m_bnkps" in md and "**FAIL**" not in md
+
+
+def test_scaled_head_fails_the_head_gate(good_dump, ref_cache, data_root, tmp_path):
+    broken = _copy(good_dump, tmp_path / "scaled")
+    for f in sorted(broken.glob("output_*.npz")):
+        outs = read_output_npz(f)
+        outs[4] = outs[4] * np.float32(1.5)  # bbox head of stride 16
+        write_output_npz(f, outs, "fp32")
+    res = _suite(broken, ref_cache, data_root)
+    assert res.returncode != 0
+    assert "FAILED conformance/test_heads.py" in res.stdout
+    fails = {line.strip() for line in res.stdout.splitlines() if "FAIL heads/" in line}
+    assert fails, res.stdout[-3000:]
+    assert all("on bbox_16" in line for line in fails), "only the scaled head may fail:\n" + \
+        "\n".join(sorted(fails))
+
+
+def test_swapped_images_fail_the_detection_gate_naming_an_image(good_dump, ref_cache, data_root,
+                                                                tmp_path):
+    broken = _copy(good_dump, tmp_path / "swapped")
+    a, b = broken / "output_000000.npz", broken / "output_000001.npz"
+    a.rename(broken / "tmp.npz")
+    b.rename(a)
+    (broken / "tmp.npz").rename(b)
+    res = _suite(broken, ref_cache, data_root)
+    assert res.returncode != 0
+    assert "FAILED conformance/test_detections.py::test_detections_match_reference" in res.stdout
+    assert f"worst: {EVENT}/" in res.stdout
+
+
+def test_truncated_file_is_named(good_dump, ref_cache, data_root, tmp_path):
+    broken = _copy(good_dump, tmp_path / "truncated")
+    f = broken / "output_000003.npz"
+    f.write_bytes(f.read_bytes()[:200])
+    res = _suite(broken, ref_cache, data_root)
+    assert res.returncode != 0
+    assert "output_000003.npz" in res.stdout and "truncated or corrupt" in res.stdout

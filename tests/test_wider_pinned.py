@@ -1,0 +1,48 @@
+"""scrfd_500m_bnkps on the five shared WIDER events: pinned AP, and every path agrees.
+
+``data/expected/wider_ap.json`` was produced by the literal oracle (tests/wider_oracle.py,
+via tests/pin_wider_ap.py). Here predictions are made again with ``scrfd-ref wider-run``
+and evaluated by the fast path, by ``scrfd-ref eval --json`` and by the suite's
+``reference_ap`` fixture: those three must agree exactly (same predictions, same
+arithmetic). Against the pinned values the comparison is tolerant (|dAP| <= 1e-4): a
+different onnxruntime release may change the last bits of head outputs, which moves AP by
+far less; a real regression of preprocessing, decode, NMS or evaluation moves it by more.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_EVENTS
+from scrfd_ref.cli import main
+from scrfd_ref.widerface.evaluate import evaluate_dir
+
+EXPECTED = Path(__file__).resolve().parent.parent / "data" / "expected" / "wider_ap.json"
+PIN_TOL = 1e-4
+SETTINGS = ("easy", "medium", "hard")
+
+pytestmark = pytest.mark.data
+
+
+@pytest.mark.parametrize("profile", ["widerface-eval", "insightface"])
+def test_pinned_ap_fast_path_cli_and_fixture_agree(profile, tmp_path, data_root, need,
+                                                   ground_truth, reference_ap, capsys):
+    pinned = json.loads(EXPECTED.read_text())["profiles"][profile]
+    model = need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    pred = tmp_path / "pred"
+    assert main(["--data-dir", str(data_root), "wider-run", "-q", "-m", str(model),
+                 "--profile", profile, "--out", str(pred), "--events", *SHARED_EVENTS]) == 0
+    fast = evaluate_dir(pred, ground_truth, events=SHARED_EVENTS)
+    capsys.readouterr()
+    assert main(["--data-dir", str(data_root), "eval", "--pred", str(pred), "--events",
+                 *SHARED_EVENTS, "--json", "-"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    fixture = reference_ap("500m_bnkps", profile)
+    with capsys.disabled():
+        print(f"\n500m_bnkps {profile} AP on {len(SHARED_EVENTS)} events: "
+              + ", ".join(f"{s} {fast.ap[s]:.6f} (pinned {pinned[s]:.6f})" for s in SETTINGS))
+    for s in SETTINGS:
+        assert fast.ap[s] == cli[s] == fixture.ap[s], s
+        assert abs(fast.ap[s] - pinned[s]) <= PIN_TOL, (s, fast.ap[s], pinned[s])
