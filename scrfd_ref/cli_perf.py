@@ -116,8 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="ort",
                    help="backend name: ort (default), replay or an installed plugin")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES,
-                   help="model precision (default fp32); fp16 / int8 convert the fp32 ONNX file first "
-                        "(cached by scrfd_ref.quantize)")
+                   help="model precision (default fp32); fp16 / int8 convert the fp32 ONNX "
+                        "file first (cached by scrfd_ref.quantize)")
     p.add_argument("--providers", default=None,
                    help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt "
                         "(default: cpu)")
@@ -128,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-b", "--batch", type=_positive_int, default=1,
                    help="images per call (default 1; a fixed batch-1 model runs them one by one)")
     p.add_argument("-s", "--shape", type=parse_shape, default=(3, 640, 640), metavar="C,H,W",
-                   help="shape of one input, as vamp's -s (3,640,640 or [3,640,640]; default 3,640,640)")
+                   help="shape of one input, as vamp's -s (3,640,640 or [3,640,640]; "
+                        "default 3,640,640)")
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("-n", "--iterations", type=_positive_int, default=None,
                         help="measured calls per instance (default 50 when --duration is "
@@ -136,14 +137,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     amount.add_argument("-t", "--duration", type=_positive_float, default=None, metavar="S",
                         help="run each instance for S seconds instead of a call count")
     p.add_argument("-w", "--warmup", type=_non_negative_int, default=5,
-                   help="unmeasured warm-up calls per instance before the start barrier (default 5)")
+                   help="unmeasured warm-up calls per instance before the start barrier "
+                        "(default 5)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="ONNX Runtime intra-op threads per instance (default: ORT's own, "
                         "one per core)")
     p.add_argument("--pipeline", action="store_true",
                    help="measure the full flow per call: letterbox + normalise real images, "
                         "inference, decode + NMS, pipelined (pre and post threads overlap "
-                        "inference); reports the pre / infer / post split")
+                        "inference); reports the pre / infer / post split. On a small CPU "
+                        "use --threads 1 and -i as many as cores: pre and post then run "
+                        "beside single-threaded inference streams")
     p.add_argument("--serial", action="store_true",
                    help="with --pipeline: run pre, infer, post one after another (the serial "
                         "loop to compare the pipelined executor with)")

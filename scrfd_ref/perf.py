@@ -52,7 +52,6 @@ import json
 import os
 import platform
 import queue
-import sys
 import threading
 import time
 import traceback
@@ -265,7 +264,7 @@ class PerfResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the definitions of the window and the percentiles."""
         d = dataclasses.asdict(self)
-        d["images"] = self.settings["batch"] * self.calls
+        d["total_images"] = self.settings["batch"] * self.calls
         d["percentile_method"] = PERCENTILE_METHOD
         d["window"] = WINDOW_DEFINITION
         if self.stages_ms is None:
@@ -354,6 +353,27 @@ def run_bare(settings: PerfSettings) -> PerfResult:
     return _assemble("bare", settings, str(model_file), reports)
 
 
+def compare_with_bare(settings: PerfSettings, rounds: int = 5) -> dict[str, Any]:
+    """Harness overhead check: alternate :func:`run_perf` and :func:`run_bare` ``rounds``
+    times (the order flips every round, so drifting machine load hits both alike).
+
+    Returns:
+        ``harness_ips`` and ``bare_ips`` (lists, one per round), their medians, and
+        ``overhead_pct`` = 100 x (1 - median over rounds of harness / bare throughput).
+    """
+    _check_positive("rounds", rounds)
+    harness: list[float] = []
+    bare: list[float] = []
+    for r in range(rounds):
+        for run in ((run_perf, run_bare) if r % 2 == 0 else (run_bare, run_perf)):
+            (harness if run is run_perf else bare).append(run(settings).throughput_ips)
+    ratios = [h / b for h, b in zip(harness, bare)]
+    return {"harness_ips": harness, "bare_ips": bare,
+            "median_harness_ips": float(np.median(harness)),
+            "median_bare_ips": float(np.median(bare)),
+            "overhead_pct": 100.0 * (1.0 - float(np.median(ratios)))}
+
+
 # ----------------------------------------------------------------------------- processes
 
 def _launch(kind: str, settings: PerfSettings, model_file: str) -> list[dict[str, Any]]:
@@ -401,6 +421,8 @@ def _collect(procs: list[Any], results: Any, barrier: Any) -> list[dict[str, Any
             status, payload = results.get(timeout=0.5)
         except queue.Empty:
             dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if errors and all(p.exitcode is not None for p in procs):
+                break  # the failure is known; the rest ended without a word
             if dead and not errors:
                 barrier.abort()
                 raise PerfError(f"perf process {dead[0].pid} died with exit code "
@@ -441,7 +463,14 @@ def _process_run(kind: str, settings: PerfSettings, model_file: str,
     """Build this process's instances, run them behind the barrier, return its report."""
     makers = {"bench": _make_bench_instance, "pipeline": _make_pipeline_instance,
               "bare": _make_bare_instance}
-    instances = [makers[kind](settings, model_file, i) for i in range(settings.instances)]
+    instances: list[_Instance] = []
+    try:
+        for i in range(settings.instances):
+            instances.append(makers[kind](settings, model_file, i))
+    except BaseException:
+        for inst in instances:
+            inst.close()
+        raise
     clock: dict[str, int] = {}
 
     def release() -> None:  # runs in the last thread to reach the local barrier
@@ -452,12 +481,12 @@ def _process_run(kind: str, settings: PerfSettings, model_file: str,
     barrier = threading.Barrier(len(instances), action=release)
     try:
         _run_threads(instances, barrier, clock)
+        info = instances[0].info()
     finally:
         for inst in instances:
             inst.close()
     records = [inst.record(settings.record_calls) for inst in instances]
-    return {"pid": os.getpid(), "t0_ns": clock["t0"], "instances": records,
-            "backend": instances[0].info()}
+    return {"pid": os.getpid(), "t0_ns": clock["t0"], "instances": records, "backend": info}
 
 
 def _run_threads(instances: list["_Instance"], barrier: threading.Barrier,
@@ -876,7 +905,9 @@ def pipeline_images(settings: PerfSettings) -> list[np.ndarray]:
     """
     key = (settings.images, settings.data_dir, settings.max_images, settings.seed)
     if key not in _IMAGE_CACHE:
-        _IMAGE_CACHE[key] = _load_images(settings)
+        images = _load_images(settings)
+        _IMAGE_CACHE.clear()  # keep one image set per process, not every one ever used
+        _IMAGE_CACHE[key] = images
     return _IMAGE_CACHE[key]
 
 

@@ -141,7 +141,8 @@ def default_cache_dir() -> Path:
 
 def default_calibration_images(root: Path | None = None,
                                num: int = _DEFAULT_CALIBRATION) -> list[Path]:
-    """The first ``num`` WIDER val images, sorted by ``event/name``, of the data folder.
+    """``num`` WIDER val images of the data folder, evenly spaced over the list sorted by
+    ``event/name`` (so every event present contributes, not just the first one).
 
     Raises:
         DataMissingError: no ``WIDER_val/images/<event>/*.jpg`` under the data folder.
@@ -152,7 +153,9 @@ def default_calibration_images(root: Path | None = None,
         raise DataMissingError(
             f"no calibration images: no WIDER val images under {folder}/<event>/*.jpg "
             "(set SCRFD_DATA or pass calibration_images)")
-    return found[:num]
+    if len(found) <= num:
+        return found
+    return [found[i * len(found) // num] for i in range(num)]
 
 
 def conversion_settings(dtype: str, *, keep_heads_float: bool = False,

@@ -139,7 +139,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [f"- profile: `{meta.get('profile', {}).get('name', '?')}`, gates: "
                   f"`{meta.get('gates', '?')}`, images: {meta.get('images', '?')} "
                   f"({', '.join(meta.get('events', []))})",
-                  f"- versions: " + ", ".join(f"{k} {v}" for k, v in
+                  "- versions: " + ", ".join(f"{k} {v}" for k, v in
                                                meta.get("versions", {}).items() if k != "platform"),
                   ""]
     devices = doc.get("devices", {})

@@ -16,7 +16,7 @@ from conftest import SHARED_EVENTS
 from scrfd_ref.backends import get_backend
 from scrfd_ref.cli import main
 from scrfd_ref.detector import Detector
-from scrfd_ref.device_flow import check_device_outputs, dump, image2npz, npz_decode
+from scrfd_ref.device_flow import check_device_outputs, dump, npz_decode
 from scrfd_ref.errors import DataMissingError, InputError, LayoutError, ScrfdRefError
 from scrfd_ref.formats.device_npz import (read_datalist, read_input_npz, read_output_npz,
                                           write_datalist, write_output_npz)
@@ -25,7 +25,7 @@ from scrfd_ref.formats.images import read_image
 from scrfd_ref.formats.wider_txt import read_prediction_dir
 from scrfd_ref.model_prep import prepare_model
 from scrfd_ref.profiles import get_profile
-from scrfd_ref.widerface.evaluate import evaluate, evaluate_dir
+from scrfd_ref.widerface.evaluate import evaluate_dir
 from scrfd_ref.widerface.run import list_images, run_dataset
 
 pytestmark = pytest.mark.data

@@ -17,8 +17,8 @@ from scrfd_ref import cli as cli_mod
 from scrfd_ref.backends import Backend
 from scrfd_ref.cli_perf import parse_shape, register
 from scrfd_ref.errors import InputError, ScrfdRefError
-from scrfd_ref.perf import (PerfSettings, format_summary, latency_stats, run_bare, run_perf,
-                            throughput)
+from scrfd_ref.perf import (PerfSettings, compare_with_bare, format_summary, latency_stats,
+                            run_bare, run_perf, throughput)
 
 DYNAMIC = "scrfd_500m_bnkps_dynamic.onnx"
 CONTRACT_KEYS = {"throughput_ips", "latency_ms", "settings", "versions", "calls", "wall_s",
@@ -105,6 +105,16 @@ class SleepyBackend(Backend):
         return {"backend": self.name}
 
 
+class HeadsSleepyBackend(SleepyBackend):
+    """Sleeps, then returns all-zero SCRFD heads (standard layout): nothing to detect."""
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        time.sleep(self.sleep_s)
+        b, _, h, w = blob.shape
+        return [np.zeros((b, (h // s) * (w // s) * 2, c), np.float32)
+                for c in (1, 4, 10) for s in (8, 16, 32)]
+
+
 @pytest.fixture
 def sleepy(monkeypatch):
     """Register the fake backend as ``sleepy`` (in this process only) and reset its log."""
@@ -148,6 +158,34 @@ def test_duration_mode_stops_near_the_duration(sleepy):
     assert 0.4 <= result.wall_s < 0.55
     assert 20 <= result.calls <= 80
     assert result.settings["iterations"] is None and result.settings["duration_s"] == 0.4
+
+
+def test_pipelined_executor_overlaps_pre_infer_and_post(monkeypatch):
+    """With a 25 ms pre-processing step and a 25 ms inference (both sleeping, so the test
+    does not depend on free cores), the serial executor needs ~50 ms a call and the
+    pipelined one ~25 ms."""
+    import scrfd_ref.preprocess as pre_mod
+
+    real_preprocess = pre_mod.preprocess
+
+    def slow_preprocess(images, profile):
+        time.sleep(0.025)
+        return real_preprocess(images, profile)
+
+    monkeypatch.setattr(pre_mod, "preprocess", slow_preprocess)
+    monkeypatch.setitem(backends_mod._BUILTIN, "heads-sleepy", HeadsSleepyBackend)
+    images = np.zeros((1, 48, 64, 3), np.uint8)
+    monkeypatch.setattr("scrfd_ref.perf.pipeline_images", lambda settings: list(images))
+    ips = {}
+    for serial in (True, False):
+        result = run_perf(PerfSettings("fake", backend="heads-sleepy", pipeline=True,
+                                       serial=serial, iterations=10, warmup=1,
+                                       shape=(3, 64, 64), backend_options={"sleep_s": 0.025}))
+        assert result.calls == 10 and result.detections == 0
+        assert result.stages_ms["pre"] >= 25 and result.stages_ms["infer"] >= 25
+        ips[serial] = result.throughput_ips
+    # serial: 10 x 50 ms = 0.5 s; pipelined: ~25 ms + 10 x 25 ms = 0.275 s (1.8x)
+    assert ips[False] > 1.4 * ips[True]
 
 
 def test_a_failing_instance_raises_instead_of_hanging(sleepy):
@@ -211,6 +249,15 @@ def test_bare_loop_mirrors_the_settings(dynamic_model):
     assert len({rec["thread_id"] for rec in result.instances}) == 2
     with pytest.raises(InputError):
         run_bare(PerfSettings(dynamic_model, pipeline=True))
+
+
+@pytest.mark.data
+def test_compare_with_bare_alternates_and_reports_overhead(dynamic_model):
+    cmp = compare_with_bare(PerfSettings(dynamic_model, iterations=5, warmup=1,
+                                         shape=(3, 32, 32), threads=1), rounds=2)
+    assert len(cmp["harness_ips"]) == len(cmp["bare_ips"]) == 2
+    ratios = sorted(h / b for h, b in zip(cmp["harness_ips"], cmp["bare_ips"]))
+    assert cmp["overhead_pct"] == pytest.approx(100 * (1 - (ratios[0] + ratios[1]) / 2))
 
 
 # ----------------------------------------------------------------------------- CLI

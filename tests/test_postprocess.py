@@ -169,17 +169,19 @@ def test_select_max_num_keeps_everything_when_not_limiting():
 
 
 def test_postprocess_max_num_returns_the_selected_set_in_score_order():
-    """Scores D .95 > B .9 > A .8 > C .7 > E .6; all pairs have IoU < 0.5 so NMS keeps all
+    """Scores D .95 > E .9 > B .85 > C .8 > A .7; all pairs have IoU < 0.5 so NMS keeps all
     (largest: A/E, inter 61 * 31 = 1891, IoU 1891 / (3721 + 3131 - 1891) = 0.381).
-    max_num 3 selects {A, C, E}, output in descending score: A, C, E."""
-    order = [D, B, A, C, E]
-    c = Candidates(MAX_NUM_BOXES[order], np.array([0.95, 0.9, 0.8, 0.7, 0.6], F32), None)
+    max_num 3 selects {A, C, E} (ranked A, C, E) and returns them in descending score:
+    E, C, A; "max" with max_num 2 selects {A, E} (ranked A, E), returned E, A."""
+    order = [D, E, B, C, A]
+    c = Candidates(MAX_NUM_BOXES[order], np.array([0.95, 0.9, 0.85, 0.8, 0.7], F32), None)
     prof = get_profile("insightface", nms_thr=0.5, max_num=3, input_size=(128, 128))
     dets = postprocess(c, IDENTITY, prof)
-    np.testing.assert_array_equal(dets.boxes, MAX_NUM_BOXES[[A, C, E]])
-    assert dets.scores.tolist() == [F32(0.8), F32(0.7), F32(0.6)]
+    np.testing.assert_array_equal(dets.boxes, MAX_NUM_BOXES[[E, C, A]])
+    assert dets.scores.tolist() == [F32(0.9), F32(0.8), F32(0.7)]
     dets = postprocess(c, IDENTITY, prof.replace(max_num=2, max_num_metric="max"))
-    np.testing.assert_array_equal(dets.boxes, MAX_NUM_BOXES[[A, E]])
+    np.testing.assert_array_equal(dets.boxes, MAX_NUM_BOXES[[E, A]])
+    assert dets.scores.tolist() == [F32(0.9), F32(0.7)]
     assert len(postprocess(c, IDENTITY, prof.replace(max_num=0))) == 5
 
 
@@ -205,18 +207,20 @@ def device_outputs(logits: dict[tuple[int, int, int, int], float], dtype) -> lis
     return scores + [np.zeros((1, 8, n, n), dtype) for n in (4, 2, 1)]
 
 
+@pytest.mark.parametrize("as_type", [float, np.float64], ids=["float", "np.float64"])
 @pytest.mark.parametrize("thr", [0.5, 0.02, 0.3, 0.45, 1e-3, 0.999, 1.0])
-def test_standard_score_exactly_at_threshold_is_kept_one_ulp_below_dropped(thr):
+def test_standard_score_exactly_at_threshold_is_kept_one_ulp_below_dropped(thr, as_type):
     """``score >= thr`` compared in float32 (as insightface's ``scores >= threshold`` on a
     float32 array): a score equal to ``float32(thr)`` is kept, the next float32 below it
     is dropped. For 0.02, ``float32(0.02) = 0.0199999996 < 0.02`` in real numbers, yet
-    it is kept: the threshold is rounded to float32 too."""
+    it is kept: the threshold is rounded to float32 too, also when given as a float64
+    numpy scalar (which NumPy would otherwise compare in float64)."""
     at = F32(thr)
     below = np.nextafter(at, F32(0))
     # stride 16, anchor 3 = cell 1 (row 0, col 1), anchor 1 -> centre (16, 0);
     # stride 8, anchor 10 = cell 5 (row 1, col 1), anchor 0 -> centre (8, 8)
     heads = normalize_heads(standard_outputs({(1, 3): at, (0, 10): below}), SIZE)
-    (c,) = decode(heads, thr)
+    (c,) = decode(heads, as_type(thr))
     assert c.scores.tolist() == [at]
     np.testing.assert_array_equal(c.boxes, boxes([16, 0, 16, 0]))
 
