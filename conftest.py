@@ -66,12 +66,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "workers or hosts)")
     g.addoption("--head-images", type=int, default=12, metavar="N",
                 help="conformance: images whose raw heads are compared (default 12)")
+    p = parser.getgroup("scrfd-ref perf (vamp-style benchmark runs)")
+    p.addoption("--perf-instances", type=int, default=1, metavar="I",
+                help="concurrent instances (threads, each with its own session), vamp -i")
+    p.addoption("--perf-processes", type=int, default=1, metavar="P",
+                help="processes, each running the instances, vamp -p")
+    p.addoption("--perf-batch", type=int, action="append", default=None, metavar="B",
+                help="images per call, vamp -b; repeatable (default: 1 and 8)")
+    p.addoption("--perf-shape", default="3,640,640", metavar="C,H,W",
+                help="shape of one input, vamp -s (default 3,640,640)")
+    p.addoption("--perf-iterations", type=int, default=20, metavar="N",
+                help="measured calls per instance (default 20; 2 with --benchmark-disable)")
+    p.addoption("--perf-threads", type=int, default=None, metavar="T",
+                help="ONNX Runtime intra-op threads per instance (default: ORT's choice)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     from scrfd_ref.report import ConformanceReport
 
     config.stash[REPORT_KEY] = ConformanceReport()
+    config.stash[PERF_KEY] = []
 
 
 def _xdist_worker(config: pytest.Config) -> str | None:
@@ -89,6 +103,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+PERF_KEY = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """A vamp-style table of every perf run of the session (benchmarks/test_bench_vamp.py)."""
+    rows = config.stash.get(PERF_KEY, [])
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("scrfd-ref perf (vamp-style)")
+    tr.write_line(f"{'device':<24} {'i':>2} {'p':>2} {'b':>3} {'shape':>11} {'img/s':>9} "
+                  f"{'mean ms':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8}")
+    for r in rows:
+        lat = r["latency_ms"]
+        tr.write_line(f"{r['device']:<24} {r['instances']:>2} {r['processes']:>2} {r['batch']:>3} "
+                      f"{r['shape']:>11} {r['throughput_ips']:>9.2f} {lat['mean']:>8.2f} "
+                      f"{lat['p50']:>8.2f} {lat['p90']:>8.2f} {lat['p95']:>8.2f} {lat['p99']:>8.2f}")
+    if any(r.get("quick") for r in rows):
+        tr.write_line("(quick mode: --benchmark-disable ran 2 calls per instance; numbers are "
+                      "not measurements)")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -211,6 +247,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device_spec" in metafunc.fixturenames:
         specs = device_specs(metafunc.config)
         metafunc.parametrize("device_spec", specs, ids=[s.id for s in specs], scope="session")
+
+
+@pytest.fixture(scope="session")
+def perf_rows(pytestconfig: pytest.Config) -> list:
+    """Where perf benchmarks leave their results for the end-of-session table."""
+    return pytestconfig.stash[PERF_KEY]
 
 
 @pytest.fixture(scope="session")

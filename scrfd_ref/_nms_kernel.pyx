@@ -63,16 +63,11 @@ def nms_sorted_kernel(const float[:, ::1] boxes, float thr):
     x1_np = np.asarray(boxes[:, 0], dtype=np.float64)
     cdef cnp.intp_t[::1] by_x = np.argsort(x1_np, kind="stable").astype(np.intp)
     cdef cnp.intp_t[::1] count = np.zeros(n + 1, dtype=np.intp)
-    cdef Py_ssize_t pairs = 0
-    for p in range(2):  # pass 0 counts, pass 1 fills
-        if p == 1:
-            starts_np = np.concatenate([[0], np.cumsum(np.asarray(count[:n]))]).astype(np.intp)
-            nbr_np = np.empty(starts_np[n], dtype=np.intp)
-            fill_np = starts_np[:n].copy()
-        if p == 1:
-            _fill(boxes, by_x, nbr_np, fill_np)
-        else:
-            _count(boxes, by_x, count)
+    _sweep(boxes, by_x, count, count, False)  # pass 1: neighbours per box
+    starts_np = np.concatenate([[0], np.cumsum(np.asarray(count[:n]))]).astype(np.intp)
+    nbr_np = np.empty(starts_np[n], dtype=np.intp)
+    fill_np = starts_np[:n].copy()
+    _sweep(boxes, by_x, fill_np, nbr_np, True)  # pass 2: store them (CSR rows)
     cdef cnp.intp_t[::1] starts = starts_np
     cdef cnp.intp_t[::1] nbr = nbr_np
     with nogil:
@@ -93,21 +88,11 @@ cdef inline bint _near(const float[:, ::1] b, Py_ssize_t i, Py_ssize_t j) noexce
             and <double>b[j, 0] <= <double>b[i, 2] + 2.0 and <double>b[i, 0] <= <double>b[j, 2] + 2.0)
 
 
-cdef void _count(const float[:, ::1] b, cnp.intp_t[::1] by_x, cnp.intp_t[::1] count) noexcept nogil:
-    cdef Py_ssize_t n = by_x.shape[0], s, t, i, j
-    for s in range(n):
-        i = by_x[s]
-        for t in range(s + 1, n):
-            j = by_x[t]
-            if <double>b[j, 0] > <double>b[i, 2] + 2.0:
-                break
-            if _near(b, i, j):
-                count[i if i < j else j] += 1
-
-
-cdef void _fill(const float[:, ::1] b, cnp.intp_t[::1] by_x, cnp.intp_t[::1] nbr,
-                cnp.intp_t[::1] fill) noexcept nogil:
-    cdef Py_ssize_t n = by_x.shape[0], s, t, i, j, lo, hi
+cdef void _sweep(const float[:, ::1] b, cnp.intp_t[::1] by_x, cnp.intp_t[::1] count,
+                 cnp.intp_t[::1] nbr, bint write) noexcept nogil:
+    """Visit near pairs in x1 order: count them per lower index, or (``write``) store the
+    higher index at ``nbr[count[lower]]`` and advance ``count[lower]``."""
+    cdef Py_ssize_t n = by_x.shape[0], s, t, i, j, lo
     for s in range(n):
         i = by_x[s]
         for t in range(s + 1, n):
@@ -116,6 +101,6 @@ cdef void _fill(const float[:, ::1] b, cnp.intp_t[::1] by_x, cnp.intp_t[::1] nbr
                 break
             if _near(b, i, j):
                 lo = i if i < j else j
-                hi = j if i < j else i
-                nbr[fill[lo]] = hi
-                fill[lo] += 1
+                if write:
+                    nbr[count[lo]] = j if i < j else i
+                count[lo] += 1

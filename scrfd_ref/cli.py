@@ -17,7 +17,7 @@ from . import data as data_mod
 from .errors import ScrfdRefError
 
 #: modules that add sub-commands with ``register(subparsers)``
-COMMAND_MODULES: tuple[str, ...] = ("scrfd_ref.cli_eval", "scrfd_ref.cli_device")
+COMMAND_MODULES: tuple[str, ...] = ("scrfd_ref.cli_eval", "scrfd_ref.cli_device", "scrfd_ref.cli_perf")
 
 DEFAULT_VARIANT = "500m_bnkps"
 DEFAULT_IMAGES = ("one_face_1280x720.jpg", "debug_input.jpg")

@@ -304,20 +304,14 @@ def library_versions() -> dict[str, str]:
 
 def model_for_dtype(model: str | os.PathLike[str], dtype: str) -> Path:
     """The model file to run for ``dtype``: the model itself for fp32 (or a non-ONNX
-    model such as a replay folder), else :func:`scrfd_ref.quantize.convert_model`'s file.
-
-    Raises:
-        InputError: the quantize module is not available.
-    """
+    model such as a replay folder), else the cached conversion of
+    :func:`scrfd_ref.model_prep.prepare_model`."""
     path = Path(model)
     if dtype == "fp32" or path.suffix.lower() != ".onnx":
         return path
-    try:
-        from .quantize import convert_model
-    except ImportError as exc:
-        raise InputError(f"dtype {dtype} needs scrfd_ref.quantize, which cannot be imported: "
-                         f"{exc}") from exc
-    return Path(convert_model(path, dtype))
+    from .model_prep import prepare_model
+
+    return prepare_model(path, dtype=dtype)
 
 
 def run_perf(settings: PerfSettings) -> PerfResult:

@@ -125,10 +125,12 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def normalize_into(dst: np.ndarray, bgr: np.ndarray) -> None:
-    """Write ``(bgr -> RGB - 127.5) / 128`` of a ``(h, w, 3)`` uint8 image into ``dst (3, h, w)``."""
-    rgb = bgr[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
-    np.subtract(rgb, np.float32(MEAN), out=dst)
-    np.multiply(dst, np.float32(1.0 / STD), out=dst)
+    """Write ``(bgr -> RGB - 127.5) / 128`` of a ``(h, w, 3)`` uint8 image into ``dst (3, h, w)``.
+
+    One pass of ``cv2.dnn.blobFromImage`` (float32 ``(x - 127.5) * (1/128)``, exact for
+    uint8 pixels since 1/128 is a power of two), the call insightface itself uses.
+    """
+    dst[...] = cv2.dnn.blobFromImage(bgr, 1.0 / STD, None, (MEAN, MEAN, MEAN), swapRB=True)[0]
 
 
 def letterbox_into(dst: np.ndarray, image: np.ndarray, profile: Profile) -> Transform:

@@ -1,0 +1,72 @@
+"""vamp-style throughput runs per backend x dtype x variant x batch.
+
+Each test does two things with the same backend:
+
+1. pytest-benchmark times one ``backend.run`` call on a batch (the stored statistic that
+   ``--benchmark-compare --benchmark-compare-fail=mean:10%`` checks between releases);
+2. :func:`scrfd_ref.perf.run_perf` runs the vamp-style load (``--perf-instances``,
+   ``--perf-processes``, batch, ``--perf-shape``, ``--perf-iterations``) and stores
+   throughput (images/s) and latency percentiles (ms) in ``benchmark.extra_info``; the
+   table at the end of the session lists every run.
+
+Options and parametrization come from the root conftest (``--backend``, ``--dtype``,
+``--variant``, ``--perf-*``). Under pytest-xdist the benchmarks refuse to time.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scrfd_ref.conformance import open_backend
+from scrfd_ref.errors import BackendUnavailable
+from scrfd_ref.perf import PerfSettings, run_perf
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "perf_batch" in metafunc.fixturenames:
+        batches = metafunc.config.getoption("--perf-batch") or [1, 8]
+        metafunc.parametrize("perf_batch", batches, ids=[f"b{b}" for b in batches])
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    c, h, w = (int(v) for v in text.replace("x", ",").split(","))
+    return c, h, w
+
+
+def test_bench_vamp(benchmark, device_spec, perf_batch, variant_model, pytestconfig, perf_rows):
+    if device_spec.outputs_dir is not None:
+        pytest.skip("a replay folder has no runtime to time")
+    quick = bool(pytestconfig.getoption("benchmark_disable"))
+    shape = _shape(pytestconfig.getoption("--perf-shape"))
+    try:
+        backend = open_backend(device_spec, variant_model)
+    except BackendUnavailable as exc:
+        pytest.skip(f"{device_spec.id}: {exc}")
+    fixed = backend.input_size
+    if fixed is not None and fixed != (shape[2], shape[1]):
+        backend.close()
+        pytest.skip(f"{variant_model.name} is fixed at {fixed[0]}x{fixed[1]}, --perf-shape is "
+                    f"{shape[2]}x{shape[1]}")
+    blob = np.random.default_rng(0).uniform(-1, 1, (perf_batch, *shape)).astype(np.float32)
+    with backend:
+        outs = benchmark.pedantic(backend.run, args=(blob,), rounds=1 if quick else 10,
+                                  warmup_rounds=0 if quick else 2)
+    assert outs and all(o.shape[0] == perf_batch for o in outs if o.ndim >= 3)
+
+    threads = pytestconfig.getoption("--perf-threads")
+    settings = PerfSettings(model=str(variant_model), backend=device_spec.backend,
+                            dtype=device_spec.dtype,
+                            instances=pytestconfig.getoption("--perf-instances"),
+                            processes=pytestconfig.getoption("--perf-processes"),
+                            batch=perf_batch, shape=shape,
+                            iterations=2 if quick else pytestconfig.getoption("--perf-iterations"),
+                            warmup=0 if quick else 3, threads=threads)
+    res = run_perf(settings)
+    assert res.calls == settings.iterations * settings.instances * settings.processes
+    assert res.throughput_ips > 0 and res.latency_ms["p99"] >= res.latency_ms["p50"]
+    benchmark.extra_info.update(throughput_ips=res.throughput_ips, latency_ms=res.latency_ms,
+                                settings=res.settings, quick=quick)
+    perf_rows.append({"device": device_spec.id, "instances": settings.instances,
+                      "processes": settings.processes, "batch": perf_batch,
+                      "shape": "x".join(map(str, shape)), "throughput_ips": res.throughput_ips,
+                      "latency_ms": res.latency_ms, "quick": quick})
