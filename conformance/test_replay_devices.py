@@ -101,3 +101,15 @@ def test_truncated_file_is_named(good_dump, ref_cache, data_root, tmp_path):
     res = _suite(broken, ref_cache, data_root)
     assert res.returncode != 0
     assert "output_000003.npz" in res.stdout and "truncated or corrupt" in res.stdout
+
+
+def test_scale_out_under_xdist_merges_one_report(good_dump, ref_cache, data_root, tmp_path):
+    """Two xdist workers share the fp32 reference through --ref-cache; the controller
+    merges the workers' partial reports into one report.md / report.json."""
+    res = _suite(good_dump, ref_cache, data_root, "-n", "2", "--report", str(tmp_path / "rep"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    doc = (tmp_path / "rep" / "report.json").read_text()
+    assert '"replay-fp32-500m_bnkps"' in doc
+    assert not list((tmp_path / "rep").glob(".partial-*.json"))
+    levels = __import__("json").loads(doc)["devices"]["replay-fp32-500m_bnkps"]["levels"]
+    assert {"heads", "detections", "collapse", "ap"} <= set(levels)

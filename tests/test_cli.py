@@ -94,3 +94,36 @@ def test_models_table_lists_all_variants(tmp_path, capsys):
     for v in ("500m", "500m_bnkps", "1g", "2.5g", "2.5g_bnkps", "10g", "10g_bnkps", "34g"):
         assert f"\n{v} " in out
     assert "90.97" in out and "missing" in out
+
+
+@pytest.mark.data
+def test_wider_run_resumes(tmp_path, data_root, need, capsys):
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    need(data_root / "widerface" / "WIDER_val" / "images" / "19--Couple", "WIDER event folder")
+    out = tmp_path / "pred"
+    args = ["--data-dir", str(data_root), "wider-run", "-q", "-m", "500m_bnkps", "--out", str(out),
+            "--events", "19--Couple"]
+    assert main(args) == 0
+    files = sorted((out / "19--Couple").glob("*.txt"))
+    assert len(files) == 36
+    first = files[0].read_text()
+    files[0].unlink()
+    files[1].write_text("stale, must be kept")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "35 already done, 1 written" in capsys.readouterr().out
+    assert files[0].read_text() == first and files[1].read_text() == "stale, must be kept"
+
+
+@pytest.mark.data
+def test_export_device_layout_command(tmp_path, data_root, need, capsys):
+    from scrfd_ref.onnx_tools import describe_model
+
+    model = need(data_root / "models" / "scrfd_2.5g_bnkps_dynamic.onnx", "model file")
+    out = tmp_path / "dev.onnx"
+    assert main(["export-device-layout", str(model), str(out), "--input-size", "640,480",
+                 "--drop-landmarks"]) == 0
+    info = describe_model(out)
+    assert info.layout == "device" and info.num_outputs == 6 and not info.landmarks
+    assert list(info.output_shapes[0]) == [1, 2, 60, 80]
+    assert "score_8" in capsys.readouterr().out

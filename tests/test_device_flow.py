@@ -1,9 +1,12 @@
 """The device flow's files end to end, and every way they can be wrong.
 
-Round trip: image2npz -> dump (ort, fp16, device layout) -> npz-decode -> eval gives the
-same predictions and AP as running the detector directly on the same fp16 device-layout
-model with the same profile. Bit-exact, not tolerant: both paths run the same model on the
-same blob; dump writes the model's fp16-valued outputs as fp16, which is lossless.
+Round trip: image2npz -> dump (ort, fp16 model, device layout) -> npz-decode -> eval gives
+the same predictions and AP as running the detector directly on the same fp16
+device-layout model with the same profile. Bit-exact when dump writes fp32 outputs: both
+paths run the same model on the same blob. With fp16 output files (what a device
+delivers) the outputs are rounded once more: ONNX Runtime's CPU kernels run some fp16
+nodes in fp32 (inserted casts), so the model's outputs are not fp16 values; that rounding
+is the only difference, bounded in the test.
 """
 from __future__ import annotations
 
@@ -49,15 +52,17 @@ def fp16_device_model(model_500m, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory, wider_images, fp16_device_model):
-    """image2npz + dump (ort fp16) over the five shared events, via the CLI."""
+    """image2npz (CLI) + dump (ort, fp16 model) over the five shared events: ``out/`` with
+    fp32 output files, ``out16/`` with fp16 output files."""
     root = tmp_path_factory.mktemp("flow")
     datalist = root / "datalist.txt"
     assert main(["image2npz", "--dataset-path", str(wider_images), "--target-path",
                  str(root / "npz"), "--text-path", str(datalist), "-q"]) == 0
     profile = get_profile("device-flow")
     with get_backend("ort", fp16_device_model, dtype="fp16") as backend:
-        n = dump(backend, datalist, root / "out", profile, dtype="fp16", progress=False)
-    assert n == len(read_datalist(datalist))
+        for folder, out_dtype in (("out", "fp32"), ("out16", "fp16")):
+            n = dump(backend, datalist, root / folder, profile, dtype=out_dtype, progress=False)
+            assert n == len(read_datalist(datalist))
     return root, datalist
 
 
@@ -77,7 +82,7 @@ def test_image2npz_layout(flow, wider_images):
 
 def test_dump_writes_vamp_layout(flow):
     root, _ = flow
-    outs = read_output_npz(root / "out" / "output_000000.npz")
+    outs = read_output_npz(root / "out16" / "output_000000.npz")
     assert [a.dtype for a in outs] == [np.float16] * 9
     assert [a.shape[1] for a in outs] == [2, 2, 2, 8, 8, 8, 20, 20, 20]
     assert [a.shape[2:] for a in outs[:3]] == [(80, 80), (40, 40), (20, 20)]
@@ -101,12 +106,18 @@ def test_round_trip_equals_direct_detector(flow, wider_images, fp16_device_model
     b = evaluate_dir(tmp_path / "direct", gt, events=SHARED_EVENTS)
     assert (a.ap["easy"], a.ap["medium"], a.ap["hard"]) == (b.ap["easy"], b.ap["medium"], b.ap["hard"])
     assert a.ap["easy"] > 0.5, "the fp16 device flow should still find most easy faces"
+    npz_decode(datalist, root / "out16", wider_images, tmp_path / "via_fp16_files", profile,
+               progress=False)
+    c = evaluate_dir(tmp_path / "via_fp16_files", gt, events=SHARED_EVENTS)
+    for s in ("easy", "medium", "hard"):  # fp16 rounding of the written outputs only
+        assert abs(c.ap[s] - b.ap[s]) <= 2e-3, (s, c.ap[s], b.ap[s])
 
 
 def test_replay_backend_serves_the_dump(flow, wider_images, fp16_device_model):
     root, datalist = flow
     replay = get_backend("replay", root / "out")
-    assert replay.info()["files"] == 394 and replay.dtype == "fp16"
+    assert replay.info()["files"] == 394 and replay.dtype == "fp32"
+    assert get_backend("replay", root / "out16").dtype == "fp16"
     direct = Detector(fp16_device_model, profile="device-flow")
     via = Detector(replay, profile="device-flow")
     for item in list_images(wider_images)[:5]:
