@@ -28,9 +28,10 @@ KERNELS = ["numpy"] + (["cython"] if ev.HAVE_KERNEL else [])
 GROUP = "wider-eval-full-val"
 
 
-def _load_oracle():
-    path = Path(__file__).resolve().parent.parent / "tests" / "wider_oracle.py"
-    spec = importlib.util.spec_from_file_location("wider_oracle_bench", path)
+def _load_test_module(name: str):
+    """A helper module of tests/ (not importable when only benchmarks/ is collected)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -55,29 +56,9 @@ def synthetic_val(seed: int = 7) -> GroundTruth:
                        images=tuple(images), source="<synthetic val>")
 
 
-def make_predictions(gt: GroundTruth, seed: int = 2024, fp_rate: float = 15.0) -> dict:
+def make_predictions(gt: GroundTruth, seed: int = 2024) -> dict:
     """About 2 predictions per ground-truth box: detections with noise plus false positives."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for img in gt.images:
-        b = img.boxes
-        side = np.sqrt(np.maximum(b[:, 2], 1) * np.maximum(b[:, 3], 1))
-        det = rng.random(len(b)) < 0.35 + 0.6 / (1 + np.exp(-(side - 12) / 4))
-        src = np.concatenate([np.flatnonzero(det),
-                              np.flatnonzero(det & (rng.random(len(b)) < 0.1))])
-        d = b[src].copy()
-        jit = rng.normal(0, 0.08, (len(src), 4)) * np.repeat(np.maximum(d[:, 2:4], 2), 2, axis=1)
-        d[:, :2] += jit[:, :2]
-        d[:, 2:4] = np.maximum(0.0, d[:, 2:4] + jit[:, 2:4])
-        sc = 0.9 / (1 + np.exp(-(side[src] - 10) / 6)) + rng.normal(0, 0.08, len(src))
-        k = rng.poisson(fp_rate)
-        w = rng.uniform(4, 80, k)
-        fp = np.column_stack([rng.uniform(0, 1000, k), rng.uniform(0, 700, k), w,
-                              w * rng.uniform(0.9, 1.4, k), rng.uniform(0, 0.7, k) ** 2])
-        rows = np.vstack([np.column_stack([d, sc]), fp])
-        rows[:, 4] = np.round(np.clip(rows[:, 4], 0.001, 1.0), 3)
-        out[img.key] = rows[np.argsort(-rows[:, 4], kind="stable")]
-    return out
+    return _load_test_module("wider_synth").noisy_predictions(gt, seed, fp_rate=15.0)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +100,7 @@ def test_bench_fast_path(benchmark, full_val, kernel):
 @pytest.mark.benchmark(group=GROUP)
 def test_bench_literal_oracle(benchmark, full_val, oracle_runs):
     gt, preds = full_val
-    oracle = _load_oracle()
+    oracle = _load_test_module("wider_oracle")
     res = benchmark.pedantic(_run_oracle, args=(oracle, gt, preds, oracle_runs),
                              rounds=1, iterations=1, warmup_rounds=0)
     assert set(res) == set(SETTINGS)
@@ -129,7 +110,7 @@ def test_bench_literal_oracle(benchmark, full_val, oracle_runs):
 def test_fast_path_equals_oracle_on_full_val(full_val, oracle_runs):
     gt, preds = full_val
     if "result" not in oracle_runs:
-        _run_oracle(_load_oracle(), gt, preds, oracle_runs)
+        _run_oracle(_load_test_module("wider_oracle"), gt, preds, oracle_runs)
     ref = oracle_runs["result"]
     for kernel in KERNELS:
         times = []
