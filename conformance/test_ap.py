@@ -49,7 +49,8 @@ def _pictures(folder, spec, ref, dev, device_run, reference_run, gates, images_d
     over = overlay_picture(images_dir / f"{key}.jpg", _above(reference_run.detections[key], floor),
                            _above(device_run.detections[key], floor),
                            folder / f"worst_{spec.id}.png",
-                           f"{key}: ref green, device red, recall {worst.recall:.2f}")
+                           f"{key}: ref green, device red, recall {worst.recall:.2f}, "
+                           f"precision {worst.precision:.2f}")
     report.add_artifact(spec.id, "worst image", over)
 
 
