@@ -52,7 +52,8 @@ def test_detections_match_reference(device_spec, device_run, reference_run, gate
     for metric, value in pooled.items():
         rows += gates.check(device_spec.dtype, "detections",
                             f"{len(per_image)} images (worst: {worst[metric]})", {metric: value})
-    worst_images = sorted(per_image, key=lambda m: (m.recall, m.precision))[:5]
+    worst_images = sorted(per_image, key=lambda m: (m.recall, m.precision, m.mean_iou,
+                                                    -m.max_score_delta))[:5]
     conformance_report.record(
         device_spec.id, "detections", rows,
         {**pooled, "images": len(per_image), "reference_faces": ref_n, "device_faces": dev_n,
