@@ -339,24 +339,31 @@ def variant_model(device_spec, data_root):
     return model
 
 
+def _reference(config: pytest.Config, run_cache: "_Runs", variant: str, model: Path, profile,
+               items, heads=()):
+    """The fp32 ORT run of ``variant`` (memory cache, then --ref-cache, then computed)."""
+    from scrfd_ref.conformance import (REFERENCE, DeviceSpec, cached_run, open_backend,
+                                       run_device, run_key)
+
+    spec = DeviceSpec(*REFERENCE, variant)
+    key = run_key(model, spec, profile, items, heads)
+    if key not in run_cache.runs:
+        def compute():
+            with open_backend(spec, model) as backend:
+                return run_device(backend, profile, items, head_images=heads,
+                                  device=f"reference {spec.id}", progress=False)
+        cache = config.getoption("--ref-cache")
+        run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
+    return run_cache.runs[key]
+
+
 @pytest.fixture(scope="session")
 def reference_run(device_spec, variant_model, conformance_profile, conformance_set, run_cache,
                   pytestconfig):
     """The fp32 ONNX Runtime run of the device's variant over the same images (cached)."""
-    from scrfd_ref.conformance import (REFERENCE, DeviceSpec, cached_run, open_backend,
-                                       run_device, run_key)
-
     items, heads, _ = conformance_set
-    spec = DeviceSpec(*REFERENCE, device_spec.variant)
-    key = run_key(variant_model, spec, conformance_profile, items, heads)
-    if key not in run_cache.runs:
-        def compute():
-            with open_backend(spec, variant_model) as backend:
-                return run_device(backend, conformance_profile, items, head_images=heads,
-                                  device=f"reference {spec.id}", progress=False)
-        cache = pytestconfig.getoption("--ref-cache")
-        run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
-    return run_cache.runs[key]
+    return _reference(pytestconfig, run_cache, device_spec.variant, variant_model,
+                      conformance_profile, items, heads)
 
 
 @pytest.fixture(scope="session")
@@ -401,7 +408,6 @@ def ap_pair(device_spec, device_run, reference_run, ground_truth, run_cache):
 def reference_ap(data_root, eval_items, ground_truth, run_cache, pytestconfig):
     """``reference_ap(variant, profile)``: WIDER AP of the fp32 ORT reference run (cached,
     the same run the conformance suite compares devices against)."""
-    from scrfd_ref.conformance import REFERENCE, DeviceSpec, cached_run, open_backend, run_device, run_key
     from scrfd_ref.profiles import get_profile
     from scrfd_ref.widerface.evaluate import evaluate
 
@@ -409,15 +415,8 @@ def reference_ap(data_root, eval_items, ground_truth, run_cache, pytestconfig):
         model = data_mod.find_model(variant, data_root)
         if model is None:
             pytest.skip(data_mod.missing_model_reason(variant, data_root))
-        prof, spec = get_profile(profile), DeviceSpec(*REFERENCE, variant)
-        key = run_key(model, spec, prof, eval_items, ())
-        if key not in run_cache.runs:
-            def compute():
-                with open_backend(spec, model) as backend:
-                    return run_device(backend, prof, eval_items, device=spec.id, progress=False)
-            cache = pytestconfig.getoption("--ref-cache")
-            run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
-        run = run_cache.runs[key]
-        return evaluate(run.predictions(), ground_truth, images=[k for k in run.predictions()])
+        run = _reference(pytestconfig, run_cache, variant, model, get_profile(profile), eval_items)
+        preds = run.predictions()
+        return evaluate(preds, ground_truth, images=list(preds))
 
     return _ap
