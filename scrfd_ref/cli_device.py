@@ -5,12 +5,7 @@ import argparse
 from pathlib import Path
 
 from . import data as data_mod
-
-
-def _size(text: str) -> tuple[int, int]:
-    from .cli import parse_size
-
-    return parse_size(text)
+from .cli import parse_size
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -87,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(B,8,H,W), kps (B,20,H,W).")
     p.add_argument("input", type=Path, metavar="IN.onnx", help="standard SCRFD export")
     p.add_argument("output", type=Path, metavar="OUT.onnx", help="device-layout model to write")
-    p.add_argument("--input-size", type=_size, default=None, metavar="W,H",
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="W,H",
                    help="fix the input shape (e.g. 640,640) so every output has a static shape")
     p.add_argument("--drop-landmarks", action="store_true",
                    help="remove the landmark heads (a 6-output model from a _bnkps one)")
@@ -121,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for output npz files")
     p.add_argument("--profile", "-P", default="device-flow", choices=sorted(PROFILES),
                    help="letterbox used to feed the model (default device-flow)")
-    p.add_argument("--input-size", type=_size, default=None, metavar="W,H",
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="W,H",
                    help="network input size (default: the profile's, 640,640)")
     p.add_argument("--output-dtype", default=None, choices=("fp16", "fp32"),
                    help="dtype of the written outputs (default: fp32 for fp32 models, else fp16)")
@@ -142,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", "-P", default="device-flow", choices=sorted(PROFILES),
                    help="decode/NMS settings; must match the letterbox used by dump "
                         "(default device-flow)")
-    p.add_argument("--input-size", type=_size, default=None, metavar="W,H",
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="W,H",
                    help="network input size (default 640,640)")
     p.add_argument("--score-thr", type=float, default=None, help="override the score threshold")
     p.add_argument("--nms-thr", type=float, default=None, help="override the NMS IoU threshold")

@@ -6,7 +6,7 @@ whatever layout; :func:`scrfd_ref.heads.normalize_heads` recognises them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,6 +42,26 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_in_model_batches(blob: np.ndarray, run_one: Callable[[np.ndarray], list[np.ndarray]], *,
+                         input_size: tuple[int, int] | None, fixed_batch: int | None,
+                         label: str) -> list[np.ndarray]:
+    """Run ``blob`` through ``run_one`` respecting a model's fixed input size and batch.
+
+    A batch-1 model gets one call per image, joined with :func:`stack_outputs`; any other
+    mismatch (fixed size, fixed batch > 1) is an InputError naming ``label``.
+    """
+    from ..errors import InputError
+
+    if input_size is not None and (blob.shape[3], blob.shape[2]) != input_size:
+        raise InputError(f"{label}: model input is fixed at {input_size[0]}x{input_size[1]}, "
+                         f"blob is {blob.shape[3]}x{blob.shape[2]}")
+    if fixed_batch is None or blob.shape[0] == fixed_batch:
+        return run_one(blob)
+    if fixed_batch != 1:
+        raise InputError(f"{label}: model batch is fixed at {fixed_batch}, blob has {blob.shape[0]}")
+    return stack_outputs([run_one(blob[i:i + 1]) for i in range(blob.shape[0])])
 
 
 def stack_outputs(per_image: list[list[np.ndarray]]) -> list[np.ndarray]:

@@ -40,7 +40,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, DataMissingError, InputError, LayoutError
-from .base import Backend, stack_outputs
+from .base import Backend, run_in_model_batches
 
 ENGINES = ("auto", "new", "classic")
 #: input (W, H) of the load-time probe run for models with a dynamic input
@@ -103,15 +103,8 @@ class OpenCVBackend(Backend):
         blob = np.ascontiguousarray(blob, dtype=np.float32)
         if blob.ndim != 4:
             raise InputError(f"{self.label}: expected a (B, 3, H, W) blob, got shape {blob.shape}")
-        if self._input_size is not None and (blob.shape[3], blob.shape[2]) != self._input_size:
-            raise InputError(f"{self.label}: model input is fixed at {self._input_size[0]}x"
-                             f"{self._input_size[1]}, blob is {blob.shape[3]}x{blob.shape[2]}")
-        if self._fixed_batch is None or blob.shape[0] == self._fixed_batch:
-            return self._run_one(blob)
-        if self._fixed_batch != 1:
-            raise InputError(f"{self.label}: model batch is fixed at {self._fixed_batch}, "
-                             f"blob has {blob.shape[0]}")
-        return stack_outputs([self._run_one(blob[i:i + 1]) for i in range(blob.shape[0])])
+        return run_in_model_batches(blob, self._run_one, input_size=self._input_size,
+                                    fixed_batch=self._fixed_batch, label=self.label)
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "library": "opencv", "version": _cv2_version(),

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataMissingError, InputError
-from .base import Backend, stack_outputs
+from .base import Backend, run_in_model_batches
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -95,16 +95,8 @@ class OrtBackend(Backend):
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         blob = np.ascontiguousarray(blob, dtype=self.input_dtype)
-        if self._input_size is not None and (blob.shape[3], blob.shape[2]) != self._input_size:
-            raise InputError(f"{self.model_path}: model input is fixed at "
-                             f"{self._input_size[0]}x{self._input_size[1]}, blob is "
-                             f"{blob.shape[3]}x{blob.shape[2]}")
-        if self._fixed_batch is None or blob.shape[0] == self._fixed_batch:
-            return self._run_one(blob)
-        if self._fixed_batch != 1:
-            raise InputError(f"{self.model_path}: model batch is fixed at {self._fixed_batch}, "
-                             f"blob has {blob.shape[0]}")
-        return stack_outputs([self._run_one(blob[i:i + 1]) for i in range(blob.shape[0])])
+        return run_in_model_batches(blob, self._run_one, input_size=self._input_size,
+                                    fixed_batch=self._fixed_batch, label=str(self.model_path))
 
     def info(self) -> dict[str, Any]:
         import onnxruntime as ort
