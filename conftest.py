@@ -6,14 +6,23 @@ a missing file is skipped with the path in its reason, or fails under ``--requir
 backend x dtype x variant (ids like ``ort-int8-500m_bnkps``) or one replay folder
 (``--device-outputs``); each is compared with the fp32 ONNX Runtime reference of its
 variant, computed once per session (or per xdist worker, or shared via ``--ref-cache``).
+
+The reference is never a device (benchmarks still time it). What the matrix leaves out,
+and why, is decided in one place (:func:`scrfd_ref.conformance.plan_matrix`: the allowed
+cases of the conventions page) and printed once at the end of the session; under
+``--require-data`` anything else that cannot run fails.
 """
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# the independent references of tests/ (the WIDER oracle, the insightface WIDER-test
+# transcription) are importable by every suite, benchmarks included
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 
 from scrfd_ref import data as data_mod
 
@@ -58,7 +67,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="conformance: profile of both runs (default widerface-eval; for "
                      "--device-outputs the dump's own)")
     g.addoption("--gates", default=None, metavar="FILE",
-                help="conformance: gates TOML file (default data/gates.toml)")
+                help="conformance: gates TOML file (default data/gates.toml; gates it leaves "
+                     "out take the defaults, named once in the header)")
+    g.addoption("--allow-incomplete", action="store_true",
+                help="conformance: accept a --device-outputs folder whose scrfd_dump.json says "
+                     "the dump did not finish")
+    g.addoption("--force-profile", action="store_true",
+                help="conformance: run --profile although the dump recorded another "
+                     "preprocessing geometry")
     g.addoption("--report", default=None, metavar="DIR",
                 help="conformance: write report.json, report.md, PR curves and overlays here")
     g.addoption("--ref-cache", default=None, metavar="DIR",
@@ -81,11 +97,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="ONNX Runtime intra-op threads per instance (default: ORT's choice)")
 
 
+GATES_KEY = pytest.StashKey[object]()
+SOURCE_KEY = pytest.StashKey[object]()
+PLAN_KEY = pytest.StashKey[dict]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    from scrfd_ref.device_flow import dump_source
+    from scrfd_ref.errors import ScrfdRefError
+    from scrfd_ref.gates import Gates
     from scrfd_ref.report import ConformanceReport
 
     config.stash[REPORT_KEY] = ConformanceReport()
     config.stash[PERF_KEY] = []
+    try:  # a bad --gates file or device folder stops the session before any test runs
+        config.stash[GATES_KEY] = Gates.load(config.getoption("--gates"))
+        outputs = config.getoption("--device-outputs")
+        if outputs:
+            folder = Path(outputs)
+            if not folder.is_dir():
+                raise pytest.UsageError(f"--device-outputs {folder}: no such folder")
+            config.stash[SOURCE_KEY] = dump_source(
+                folder, allow_incomplete=config.getoption("--allow-incomplete"),
+                option="--device-outputs")
+    except ScrfdRefError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Notices the user must see once: gates taken from the defaults, dump provenance."""
+    lines = []
+    gates = config.stash.get(GATES_KEY, None)
+    if gates is not None and gates.notice():
+        lines.append(f"scrfd-ref: notice: {gates.notice()}")
+    source = config.stash.get(SOURCE_KEY, None)
+    if source is not None and source.notice:
+        lines.append(f"scrfd-ref: notice: {source.notice}")
+    return lines
 
 
 def _xdist_worker(config: pytest.Config) -> str | None:
@@ -109,11 +157,17 @@ PERF_KEY = pytest.StashKey[list]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """A vamp-style table of every perf run of the session (benchmarks/test_bench_vamp.py)."""
+    """What was not run here and why (once), then a vamp-style table of every perf run of
+    the session (benchmarks/test_bench_vamp.py)."""
+    tr = terminalreporter
+    left_out = not_run_lines(config)
+    if left_out:
+        tr.section("scrfd-ref: not run here (allowed; see conftest.py / plan_matrix)")
+        for line in left_out:
+            tr.write_line(f"- {line}")
     rows = config.stash.get(PERF_KEY, [])
     if not rows:
         return
-    tr = terminalreporter
     tr.section("scrfd-ref perf (vamp-style)")
     tr.write_line(f"{'device':<24} {'i':>2} {'p':>2} {'b':>3} {'shape':>11} {'img/s':>9} "
                   f"{'mean ms':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8}")
@@ -201,17 +255,24 @@ def ground_truth(data_root: Path, need):
 # ----------------------------------------------------------------------------- conformance
 
 
-def _dump_meta(folder: Path) -> dict:
-    from scrfd_ref.device_flow import DUMP_META
+def _dump_meta(config: pytest.Config) -> dict:
+    """The identity the --device-outputs folder's manifest recorded ({} without one)."""
+    source = config.stash.get(SOURCE_KEY, None)
+    return source.identity if source is not None else {}
 
-    p = folder / DUMP_META
-    return json.loads(p.read_text()) if p.is_file() else {}
+
+def device_specs(config: pytest.Config, include_reference: bool = False) -> list:
+    """The devices this session checks, from --backend/--dtype/--variant/--device-outputs
+    (planned once per session; what is left out is remembered for the summary)."""
+    plans = config.stash.setdefault(PLAN_KEY, {})
+    if include_reference not in plans:
+        plans[include_reference] = _plan(config, include_reference)
+    return plans[include_reference].specs
 
 
-def device_specs(config: pytest.Config) -> list:
-    """The devices this session checks, from --backend/--dtype/--variant/--device-outputs."""
+def _plan(config: pytest.Config, include_reference: bool):
     from scrfd_ref.backends import available_backends
-    from scrfd_ref.conformance import DeviceSpec
+    from scrfd_ref.conformance import DeviceSpec, MatrixPlan, plan_matrix
     from scrfd_ref.gates import DTYPES
 
     variants = config.getoption("--variant") or list(data_mod.VARIANTS)
@@ -225,13 +286,13 @@ def device_specs(config: pytest.Config) -> list:
     outputs = config.getoption("--device-outputs")
     if outputs:
         folder = Path(outputs)
-        meta = _dump_meta(folder) if folder.is_dir() else {}
+        meta = _dump_meta(config)
         variant = (config.getoption("--variant") or [meta.get("variant")])[0]
         dtype = (dtypes or [meta.get("dtype") or meta.get("output_dtype")])[0]
         if not variant or not dtype:
             raise pytest.UsageError(f"--device-outputs {folder}: no scrfd_dump.json saying the "
                                     "variant and dtype; pass --variant and --dtype")
-        return [DeviceSpec("replay", dtype, variant, folder)]
+        return MatrixPlan([DeviceSpec("replay", dtype, variant, folder)], [])
     backends = config.getoption("--backend")
     if backends is None:
         backends = list(DEFAULT_BACKENDS) + [b for b in available_backends()
@@ -240,13 +301,26 @@ def device_specs(config: pytest.Config) -> list:
     bad = [b for b in backends if b not in known]
     if bad:
         raise pytest.UsageError(f"--backend {', '.join(bad)}: available: {', '.join(known)}")
-    return [DeviceSpec(b, d, v) for v in variants for b in backends for d in (dtypes or DTYPES)]
+    return plan_matrix(variants, backends, list(dtypes or DTYPES),
+                       data_mod.data_dir(config.getoption("--data-dir")),
+                       require_data=config.getoption("--require-data"),
+                       include_reference=include_reference)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device_spec" in metafunc.fixturenames:
-        specs = device_specs(metafunc.config)
+        # comparisons never take the reference as a device; benchmarks may time it
+        compares = {"reference_run", "device_run"} & set(metafunc.fixturenames)
+        specs = device_specs(metafunc.config, include_reference=not compares)
         metafunc.parametrize("device_spec", specs, ids=[s.id for s in specs], scope="session")
+
+
+def not_run_lines(config: pytest.Config) -> list[str]:
+    """What the conformance matrix left out and why, each once (allowed cases only)."""
+    lines: list[str] = []
+    for plan in config.stash.get(PLAN_KEY, {}).values():
+        lines += [x for x in plan.not_run if x not in lines]
+    return lines
 
 
 @pytest.fixture(scope="session")
@@ -257,28 +331,29 @@ def perf_rows(pytestconfig: pytest.Config) -> list:
 
 @pytest.fixture(scope="session")
 def gates(pytestconfig: pytest.Config):
-    """The acceptance gates (``--gates`` or the committed data/gates.toml)."""
-    from scrfd_ref.gates import Gates
-
-    return Gates.load(pytestconfig.getoption("--gates"))
+    """The acceptance gates (``--gates`` or the committed data/gates.toml), validated when
+    the session starts."""
+    return pytestconfig.stash[GATES_KEY]
 
 
 @pytest.fixture(scope="session")
 def conformance_profile(pytestconfig: pytest.Config):
-    """The profile both the device and the reference run with."""
-    from scrfd_ref.profiles import Profile, get_profile
+    """The profile both the device and the reference run with (a dump's recorded one;
+    another geometry only with --force-profile)."""
+    from scrfd_ref.device_flow import decode_profile
+    from scrfd_ref.errors import ScrfdRefError
+    from scrfd_ref.profiles import get_profile
 
     name = pytestconfig.getoption("--profile")
-    if name:
-        return get_profile(name)
-    outputs = pytestconfig.getoption("--device-outputs")
-    if outputs and Path(outputs).is_dir():
-        recorded = _dump_meta(Path(outputs)).get("profile")
-        if recorded:
-            recorded["input_size"] = tuple(recorded["input_size"])
-            return Profile(**recorded)
-        return get_profile("device-flow")
-    return get_profile("widerface-eval")
+    source = pytestconfig.stash.get(SOURCE_KEY, None)
+    if source is None:
+        return get_profile(name or "widerface-eval")
+    try:
+        profile, _ = decode_profile(source, get_profile(name) if name else None,
+                                    force=pytestconfig.getoption("--force-profile"))
+    except ScrfdRefError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return profile
 
 
 @pytest.fixture(scope="session")
@@ -321,9 +396,14 @@ def conformance_set(device_spec, eval_items, pytestconfig):
     """(images, head image keys, replay index) for this device."""
     from scrfd_ref.conformance import replay_images
 
+    from scrfd_ref.errors import ScrfdRefError
+
     items, index = list(eval_items), None
     if device_spec.outputs_dir is not None:
-        items, index = replay_images(Path(device_spec.outputs_dir), items)
+        try:
+            items, index = replay_images(Path(device_spec.outputs_dir), items)
+        except ScrfdRefError as exc:
+            pytest.fail(f"--device-outputs: {exc}", pytrace=False)
     n = max(0, pytestconfig.getoption("--head-images"))
     step = max(1, len(items) // n) if n else len(items) + 1
     heads = [f"{it.event}/{it.name}" for it in items[::step][:n]]
@@ -331,12 +411,43 @@ def conformance_set(device_spec, eval_items, pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def variant_model(device_spec, data_root):
-    """The ONNX file of the device's variant, or a skip saying where to put it."""
+def variant_model(device_spec, data_root, pytestconfig):
+    """The ONNX file of the device's variant (the matrix leaves out the variants whose
+    absence is allowed; any other missing model fails here, or skips without
+    --require-data)."""
     model = data_mod.find_model(device_spec.variant, data_root)
     if model is None:
-        pytest.skip(data_mod.missing_model_reason(device_spec.variant, data_root))
+        reason = data_mod.missing_model_reason(device_spec.variant, data_root)
+        if pytestconfig.getoption("--require-data"):
+            pytest.fail(f"--require-data: {reason}", pytrace=False)
+        pytest.skip(reason)
     return model
+
+
+@pytest.fixture(scope="session")
+def landmark_free(device_spec, pytestconfig) -> bool:
+    """True when the device declares it has no landmark heads (a dump whose manifest
+    records ``landmarks: false``, e.g. of a model exported with --drop-landmarks); then
+    the landmark gate does not apply. Without a declaration a device lacking the
+    reference's landmarks fails."""
+    source = pytestconfig.stash.get(SOURCE_KEY, None)
+    if device_spec.outputs_dir is None or source is None or source.manifest is None:
+        return False
+    return source.manifest.get("landmarks") is False
+
+
+@pytest.fixture(scope="session")
+def peer(pytestconfig):
+    """``insightface.model_zoo.scrfd``, the peer implementation (in the test extra): its
+    absence fails under --require-data (CI) and skips otherwise."""
+    try:
+        import insightface.model_zoo.scrfd as scrfd
+    except ImportError as exc:
+        reason = f"the peer package insightface is not installed ({exc}); pip install -e '.[test]'"
+        if pytestconfig.getoption("--require-data"):
+            pytest.fail(f"--require-data: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return scrfd
 
 
 def _reference(config: pytest.Config, run_cache: "_Runs", variant: str, model: Path, profile,
@@ -368,21 +479,30 @@ def reference_run(device_spec, variant_model, conformance_profile, conformance_s
 
 @pytest.fixture(scope="session")
 def device_run(device_spec, variant_model, conformance_profile, conformance_set, run_cache,
-               conformance_report):
-    """The device's run (skipped with a one-line reason when it cannot run here)."""
+               conformance_report, pytestconfig):
+    """The device's run (a backend that cannot run here fails under --require-data, else
+    skips with a one-line reason)."""
     from scrfd_ref.conformance import open_backend, run_device
-    from scrfd_ref.errors import BackendUnavailable
+    from scrfd_ref.errors import BackendUnavailable, ScrfdRefError
 
     items, heads, index = conformance_set
     if device_spec.id not in run_cache.runs:
         try:
             backend = open_backend(device_spec, variant_model)
         except BackendUnavailable as exc:
+            if pytestconfig.getoption("--require-data"):
+                pytest.fail(f"--require-data: {device_spec.id} cannot run here: {exc}",
+                            pytrace=False)
             pytest.skip(f"{device_spec.id}: {exc}")
+        except ScrfdRefError as exc:  # a bad device folder: named, never a pass
+            pytest.fail(f"{device_spec.id}: {exc}", pytrace=False)
         with backend:
-            run_cache.runs[device_spec.id] = run_device(
-                backend, conformance_profile, items, head_images=heads, device=device_spec.id,
-                replay_index=index, progress=False)
+            try:
+                run_cache.runs[device_spec.id] = run_device(
+                    backend, conformance_profile, items, head_images=heads,
+                    device=device_spec.id, replay_index=index, progress=False)
+            except ScrfdRefError as exc:
+                pytest.fail(f"{device_spec.id}: {exc}", pytrace=False)
     run = run_cache.runs[device_spec.id]
     conformance_report.device(device_spec.id, spec={"backend": device_spec.backend,
                                                     "dtype": device_spec.dtype,
@@ -414,7 +534,10 @@ def reference_ap(data_root, eval_items, ground_truth, run_cache, pytestconfig):
     def _ap(variant: str, profile: str):
         model = data_mod.find_model(variant, data_root)
         if model is None:
-            pytest.skip(data_mod.missing_model_reason(variant, data_root))
+            reason = data_mod.missing_model_reason(variant, data_root)
+            if pytestconfig.getoption("--require-data"):
+                pytest.fail(f"--require-data: {reason}", pytrace=False)
+            pytest.skip(reason)
         run = _reference(pytestconfig, run_cache, variant, model, get_profile(profile), eval_items)
         preds = run.predictions()
         return evaluate(preds, ground_truth, images=list(preds))

@@ -35,9 +35,8 @@ def model(data_root, need):
 
 
 @pytest.fixture(scope="module")
-def peer(model):
-    scrfd = pytest.importorskip("insightface.model_zoo.scrfd")
-    p = scrfd.SCRFD(str(model))
+def peer_scrfd(model, peer):
+    p = peer.SCRFD(str(model))
     p.prepare(-1, input_size=(640, 640), det_thresh=0.02, nms_thresh=0.45)
     return p
 
@@ -70,13 +69,13 @@ def test_bench_preprocess_scrfd_ref(benchmark, data_root, need):
 
 
 @pytest.mark.benchmark(group="preprocess")
-def test_bench_preprocess_insightface(benchmark, data_root, need, peer):
+def test_bench_preprocess_insightface(benchmark, data_root, need, peer_scrfd):
     image = read_image(need(data_root / ONE_FACE, "sample image"))
 
     def peer_steps():  # the peer's own letterbox lines of SCRFD._detect_candidates
         det_img = np.zeros((640, 640, 3), dtype=np.uint8)
         det_img[:360, :640, :] = cv2.resize(image, (640, 360))
-        return peer._prepare_input_blob(det_img, (640, 640))
+        return peer_scrfd._prepare_input_blob(det_img, (640, 640))
 
     blob = benchmark(peer_steps)
     ours, _ = preprocess([image], get_profile("insightface"))
@@ -94,13 +93,13 @@ def test_bench_decode_scrfd_ref(benchmark, crowded):
 
 
 @pytest.mark.benchmark(group="decode")
-def test_bench_decode_insightface(benchmark, crowded, peer):
+def test_bench_decode_insightface(benchmark, crowded, peer_scrfd):
     blob, outs = crowded
     replay = type("Replay", (), {"run": lambda self, names, feed: outs})()
-    peer._session_for_input_size = lambda size: replay
-    peer._prepare_input_blob = lambda img, size: blob
+    peer_scrfd._session_for_input_size = lambda size: replay
+    peer_scrfd._prepare_input_blob = lambda img, size: blob
     canvas = np.zeros((640, 640, 3), np.uint8)
-    scores, boxes, _ = benchmark(peer.forward, canvas, 0.02)
+    scores, boxes, _ = benchmark(peer_scrfd.forward, canvas, 0.02)
     ours = decode(normalize_heads(outs, (640, 640)), 0.02)[0]
     assert sum(len(s) for s in scores) == len(ours)
 
@@ -115,13 +114,13 @@ def _pre_det(outs, thr):
 
 @pytest.mark.parametrize("case", ["sparse", "crowded"])
 @pytest.mark.parametrize("impl", ["cython", "numpy", "insightface"])
-def test_bench_nms(benchmark, case, impl, crowded, one_face, peer):
+def test_bench_nms(benchmark, case, impl, crowded, one_face, peer_scrfd):
     outs, thr = (one_face[1], 0.5) if case == "sparse" else (crowded[1], 0.02)
     pre = _pre_det(outs, thr)
     benchmark.group = f"nms-{case}"
     benchmark.extra_info["boxes"] = int(pre.shape[0])
     if impl == "insightface":
-        keep = benchmark(peer.nms, pre)
+        keep = benchmark(peer_scrfd.nms, pre)
     else:
         keep = benchmark(nms_sorted, pre[:, :4], 0.45, use_kernel=impl == "cython")
-    assert list(keep) == list(peer.nms(pre)), "every NMS must keep the same boxes"
+    assert list(keep) == list(peer_scrfd.nms(pre)), "every NMS must keep the same boxes"

@@ -33,14 +33,41 @@ def _shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def test_bench_vamp(benchmark, device_spec, perf_batch, variant_model, pytestconfig, perf_rows):
+def _check_against_reference(backend, model, dtype: str, shape, gates, data_root) -> None:
+    """The timed backend's result, checked once: on the sample face image its detections
+    (widerface-eval profile, at the detection gate's operating point) match the fp32 ONNX
+    Runtime reference's, face for face."""
+    from scrfd_ref.backends.ort import OrtBackend
+    from scrfd_ref.compare import compare_detections
+    from scrfd_ref.detector import Detector
+    from scrfd_ref.formats.images import read_image
+
+    size = (shape[2], shape[1])
+    image = read_image(data_root / "images" / "one_face_1280x720.jpg")
+    dev = Detector(backend, profile="widerface-eval", input_size=size).detect(image)
+    with OrtBackend(model) as ref_backend:
+        ref = Detector(ref_backend, profile="widerface-eval", input_size=size).detect(image)
+    g = lambda name: gates.value(dtype, "detections", name)  # noqa: E731
+    m = compare_detections("one_face", ref, dev, iou_match=g("iou_match"),
+                           floor=g("score_floor"), margin=g("score_margin"))
+    assert m.ref_count >= 1, "the reference finds no face in the sample image"
+    assert m.found == m.ref_count and m.precise == m.dev_count, (
+        f"the timed backend's detections differ from the reference's: {m.to_dict()}")
+
+
+def test_bench_vamp(benchmark, device_spec, perf_batch, variant_model, pytestconfig, perf_rows,
+                    gates, data_root, need):
     if device_spec.outputs_dir is not None:
         pytest.skip("a replay folder has no runtime to time")
+    need(data_root / "images" / "one_face_1280x720.jpg", "sample image")
     quick = bool(pytestconfig.getoption("benchmark_disable"))
     shape = _shape(pytestconfig.getoption("--perf-shape"))
     try:
         backend = open_backend(device_spec, variant_model)
     except BackendUnavailable as exc:
+        if pytestconfig.getoption("--require-data"):
+            pytest.fail(f"--require-data: {device_spec.id} cannot run here: {exc}",
+                        pytrace=False)
         pytest.skip(f"{device_spec.id}: {exc}")
     fixed = backend.input_size
     if fixed is not None and fixed != (shape[2], shape[1]):
@@ -51,7 +78,9 @@ def test_bench_vamp(benchmark, device_spec, perf_batch, variant_model, pytestcon
     with backend:
         outs = benchmark.pedantic(backend.run, args=(blob,), rounds=1 if quick else 10,
                                   warmup_rounds=0 if quick else 2)
-    assert outs and all(o.shape[0] == perf_batch for o in outs if o.ndim >= 3)
+        assert outs and all(o.shape[0] == perf_batch for o in outs if o.ndim >= 3)
+        _check_against_reference(backend, variant_model, device_spec.dtype, shape, gates,
+                                 data_root)
 
     threads = pytestconfig.getoption("--perf-threads")
     settings = PerfSettings(model=str(variant_model), backend=device_spec.backend,

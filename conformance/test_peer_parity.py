@@ -22,10 +22,8 @@ SCORE_TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def peer_cls():
-    scrfd = pytest.importorskip("insightface.model_zoo.scrfd",
-                                reason="insightface (the peer) is in the test extra")
-    return scrfd.SCRFD
+def peer_cls(peer):
+    return peer.SCRFD
 
 
 def test_insightface_profile_matches_peer(shared_model, sample_images, peer_cls):

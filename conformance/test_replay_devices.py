@@ -1,24 +1,23 @@
 """Replayed hardware dumps: a good dump passes, deliberately broken ones fail the right gate.
 
 A dump made by ``scrfd-ref dump`` (fp32, device layout) of one WIDER event stands in for a
-device's output folder. Broken copies are made in the test: one head scaled, two images'
-outputs swapped, a file truncated. Each is run through ``pytest conformance/
---device-outputs DIR`` in a subprocess, exactly as a user would, and must exit non-zero
-with a message naming the head or the image (or the file).
+device's output folder. Broken copies are made with the fault-injection library
+(:mod:`scrfd_ref.faults`): one head scaled, two images' outputs swapped, a file truncated.
+Each is run through ``pytest conformance/ --device-outputs DIR`` in a subprocess, exactly
+as a user would, and must exit non-zero with a message naming the head or the image (or
+the file).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from scrfd_ref.cli import main
-from scrfd_ref.formats.device_npz import read_output_npz, write_output_npz
+from scrfd_ref.faults import Fault, inject
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = "19--Couple"
@@ -53,11 +52,6 @@ def _suite(folder: Path, ref_cache: Path, data_root: Path, *extra: str) -> subpr
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
 def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
     res = _suite(good_dump, ref_cache, data_root, "--report", str(tmp_path / "rep"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
@@ -67,11 +61,8 @@ def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
 
 
 def test_scaled_head_fails_the_head_gate(good_dump, ref_cache, data_root, tmp_path):
-    broken = _copy(good_dump, tmp_path / "scaled")
-    for f in sorted(broken.glob("output_*.npz")):
-        outs = read_output_npz(f)
-        outs[4] = outs[4] * np.float32(1.5)  # bbox head of stride 16
-        write_output_npz(f, outs, "fp32")
+    broken = inject(good_dump, tmp_path / "scaled", Fault("scale_head", kind="bbox", stride=16,
+                                                          magnitude=1.5))
     res = _suite(broken, ref_cache, data_root)
     assert res.returncode != 0
     assert "FAILED conformance/test_heads.py" in res.stdout
@@ -83,11 +74,7 @@ def test_scaled_head_fails_the_head_gate(good_dump, ref_cache, data_root, tmp_pa
 
 def test_swapped_images_fail_the_detection_gate_naming_an_image(good_dump, ref_cache, data_root,
                                                                 tmp_path):
-    broken = _copy(good_dump, tmp_path / "swapped")
-    a, b = broken / "output_000000.npz", broken / "output_000001.npz"
-    a.rename(broken / "tmp.npz")
-    b.rename(a)
-    (broken / "tmp.npz").rename(b)
+    broken = inject(good_dump, tmp_path / "swapped", Fault("swap_images", pair=(0, 1)))
     res = _suite(broken, ref_cache, data_root)
     assert res.returncode != 0
     assert "FAILED conformance/test_detections.py::test_detections_match_reference" in res.stdout
@@ -95,9 +82,8 @@ def test_swapped_images_fail_the_detection_gate_naming_an_image(good_dump, ref_c
 
 
 def test_truncated_file_is_named(good_dump, ref_cache, data_root, tmp_path):
-    broken = _copy(good_dump, tmp_path / "truncated")
-    f = broken / "output_000003.npz"
-    f.write_bytes(f.read_bytes()[:200])
+    broken = inject(good_dump, tmp_path / "truncated", Fault("truncate", pair=(3, 0),
+                                                             magnitude=200))
     res = _suite(broken, ref_cache, data_root)
     assert res.returncode != 0
     assert "output_000003.npz" in res.stdout and "truncated or corrupt" in res.stdout

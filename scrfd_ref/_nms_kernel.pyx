@@ -1,15 +1,21 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Greedy "+1" NMS over score-sorted float32 boxes (the hot loop of scrfd_ref.nms).
+"""Greedy NMS over score-sorted float32 boxes (the hot loop of scrfd_ref.nms).
 
-Arithmetic is float32 in the same order as insightface's numpy NMS, and a box is
-suppressed when ``not (iou <= thr)`` (so NaN suppresses, as ``np.where(ovr <= thr)``
-drops it), which makes the keep set bit-identical to the numpy path.
+Two conventions (``mode``), float32 arithmetic in the original operation order:
+
+- 0, ``insightface``: "+1" areas and overlaps, ``iou = inter / (a_i + a_j - inter)``, a
+  box is suppressed when ``not (iou <= thr)`` (so NaN suppresses, as
+  ``np.where(ovr <= thr)`` drops it): insightface's numpy NMS;
+- 1, ``mmcv``: no "+1", a box is suppressed when ``inter > thr * (a_i + a_j - inter)``:
+  mmcv's CUDA ``devIoU`` (``nms(..., offset=0)``), what insightface's WIDER test runs.
+
+The keep set is bit-identical to the numpy twins in scrfd_ref/nms.py.
 
 Speed-up without changing the result: a pair whose boxes do not overlap has
-``inter = 0`` and, when both areas are positive and ``thr >= 0``, ``iou = 0 <= thr``,
-so it can never suppress. When every box has a finite positive area and ``thr >= 0``
-the kernel therefore only visits pairs found by an x-sweep (sorted by x1) with a
-2-pixel safety margin on both axes; otherwise it visits every pair.
+``inter = 0`` and, when both areas are finite and positive (insightface) or non-negative
+(mmcv) and ``thr >= 0``, can never suppress. When that holds for every box the kernel
+only visits pairs found by an x-sweep (sorted by x1) with a 2-pixel safety margin on
+both axes; otherwise it visits every pair.
 """
 import numpy as np
 cimport numpy as cnp
@@ -17,36 +23,48 @@ cimport numpy as cnp
 cnp.import_array()
 
 cdef inline bint _suppresses(const float[:, ::1] b, float[::1] area, Py_ssize_t i,
-                             Py_ssize_t j, float thr) noexcept nogil:
-    cdef float xx1, yy1, xx2, yy2, w, h, inter, ovr
+                             Py_ssize_t j, float thr, int mode) noexcept nogil:
+    cdef float xx1, yy1, xx2, yy2, w, h, inter, ovr, one
+    one = 1 if mode == 0 else 0
     xx1 = b[i, 0] if b[i, 0] > b[j, 0] else b[j, 0]
     yy1 = b[i, 1] if b[i, 1] > b[j, 1] else b[j, 1]
     xx2 = b[i, 2] if b[i, 2] < b[j, 2] else b[j, 2]
     yy2 = b[i, 3] if b[i, 3] < b[j, 3] else b[j, 3]
-    w = xx2 - xx1 + 1
-    h = yy2 - yy1 + 1
+    w = xx2 - xx1 + one
+    h = yy2 - yy1 + one
     if not (w > 0):
         w = 0
     if not (h > 0):
         h = 0
     inter = w * h
+    if mode == 1:
+        ovr = area[i] + area[j] - inter
+        ovr = thr * ovr
+        return inter > ovr
     ovr = inter / (area[i] + area[j] - inter)
     return not (ovr <= thr)
 
 
-def nms_sorted_kernel(const float[:, ::1] boxes, float thr):
-    """Return a uint8 keep mask for ``(n, 4)`` boxes already sorted by descending score."""
+def nms_sorted_kernel(const float[:, ::1] boxes, float thr, int mode=0):
+    """Return a uint8 keep mask for ``(n, 4)`` boxes already sorted by descending score
+    (``mode`` 0: insightface "+1", 1: mmcv, see the module docstring)."""
     cdef Py_ssize_t n = boxes.shape[0]
     cdef Py_ssize_t i, j, k, a, b, p
     cdef bint prunable = thr >= 0
+    cdef float one = 1 if mode == 0 else 0
+    if mode not in (0, 1):
+        raise ValueError(f"unknown NMS mode {mode}")
     keep_arr = np.zeros(n, dtype=np.uint8)
     area_arr = np.empty(n, dtype=np.float32)
     cdef unsigned char[::1] keep = keep_arr
     cdef unsigned char[::1] dead = np.zeros(n, dtype=np.uint8)
     cdef float[::1] area = area_arr
     for i in range(n):
-        area[i] = (boxes[i, 2] - boxes[i, 0] + 1) * (boxes[i, 3] - boxes[i, 1] + 1)
-        if not (area[i] > 0 and area[i] < 3.0e38):
+        area[i] = (boxes[i, 2] - boxes[i, 0] + one) * (boxes[i, 3] - boxes[i, 1] + one)
+        if mode == 0 and not (area[i] > 0 and area[i] < 3.0e38):
+            prunable = False
+        if mode == 1 and not (area[i] >= 0 and area[i] < 3.0e38
+                              and boxes[i, 2] >= boxes[i, 0] and boxes[i, 3] >= boxes[i, 1]):
             prunable = False
     if not prunable:
         with nogil:
@@ -55,7 +73,7 @@ def nms_sorted_kernel(const float[:, ::1] boxes, float thr):
                     continue
                 keep[i] = 1
                 for j in range(i + 1, n):
-                    if not dead[j] and _suppresses(boxes, area, i, j, thr):
+                    if not dead[j] and _suppresses(boxes, area, i, j, thr, mode):
                         dead[j] = 1
         return keep_arr
 
@@ -77,7 +95,7 @@ def nms_sorted_kernel(const float[:, ::1] boxes, float thr):
             keep[i] = 1
             for k in range(starts[i], starts[i + 1]):
                 j = nbr[k]
-                if not dead[j] and _suppresses(boxes, area, i, j, thr):
+                if not dead[j] and _suppresses(boxes, area, i, j, thr, mode):
                     dead[j] = 1
     return keep_arr
 

@@ -1,8 +1,9 @@
 """The ``scrfd-ref eval`` sub-command: official WIDER FACE AP of a prediction folder.
 
-Prints the three AP lines exactly as the official evaluation tool does, then a small
-table; optionally writes the JSON summary (``-`` for stdout; the text then goes to
-stderr so stdout stays pure JSON) and a PR-curve PNG.
+Prints the AP lines exactly as the official evaluation tool does, then a small table;
+optionally writes the JSON summary (``-`` for stdout; the text then goes to stderr so
+stdout stays pure JSON) and a PR-curve PNG. Every prediction file is read and checked
+before anything is computed, and every bad one is listed.
 """
 from __future__ import annotations
 
@@ -12,26 +13,34 @@ from pathlib import Path
 from typing import TextIO
 
 from . import data as data_mod
+from .cli_args import add_command, unique
+from .formats.files import display, input_dir, output_file, write_text
 from .widerface.evaluate import KERNELS, WiderResult
+
+OFFICIAL_LABELS = {"easy": "Easy  ", "medium": "Medium", "hard": "Hard  ", "all": "All   "}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` sub-command to the ``scrfd-ref`` parser."""
-    p = subparsers.add_parser(
-        "eval", help="WIDER FACE easy/medium/hard AP of prediction txt files",
+    p = add_command(
+        subparsers, "eval", help="WIDER FACE easy/medium/hard AP of prediction txt files",
         description="Evaluate WIDER FACE prediction files <pred>/<event>/<name>.txt with the "
                     "official protocol (global score normalisation, +1 IoU >= 0.5, don't-care "
                     "boxes, 1000 thresholds, VOC all-point AP); the APs equal the official "
-                    "Python port's bit for bit. Predictions need not be sorted.")
+                    "Python port's bit for bit. Predictions need not be sorted; boxes with a "
+                    "negative width or height are evaluated as the official code does (one "
+                    "warning with their count). Every file is checked first and every bad one "
+                    "listed.")
     p.add_argument("--pred", "-p", required=True, metavar="DIR",
                    help="prediction folder holding <event>/<name>.txt files")
     p.add_argument("--gt", "-g", default=None, metavar="DIR",
                    help="ground truth: folder with wider_face_val.mat and "
                         "wider_{easy,medium,hard}_val.mat, or a wider_face_val_bbx_gt.txt file "
-                        "(default: DATA/widerface/ground_truth)")
+                        "(without the three .mat lists beside it only the 'all faces' "
+                        "setting is reported; default: DATA/widerface/ground_truth)")
     p.add_argument("--events", nargs="+", default=None, metavar="E",
-                   help="evaluate only these events (e.g. 0--Parade 4--Dancing); default: every "
-                        "event of the ground truth")
+                   help="evaluate only these events (e.g. 0--Parade 4--Dancing; a repeated "
+                        "name counts once); default: every event of the ground truth")
     p.add_argument("--allow-missing", action="store_true",
                    help="treat images without a prediction file as having no detections "
                         "(default: report them and fail)")
@@ -39,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the summary as JSON to F ('-' for stdout: the text report then "
                         "goes to stderr)")
     p.add_argument("--plot", default=None, metavar="F.png",
-                   help="save the precision/recall curves of the three settings to this PNG")
+                   help="save the precision/recall curves of the settings to this PNG")
     p.add_argument("--kernel", default="auto", choices=KERNELS,
                    help="matching implementation: auto (Cython when built), cython or numpy; "
                         "all give the same result")
@@ -49,12 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def report_lines(result: WiderResult) -> list[str]:
     """The official tool's result block followed by a per-setting table."""
     ap = result.ap
-    lines = ["==================== Results ====================",
-             f"Easy   Val AP: {ap['easy']}",
-             f"Medium Val AP: {ap['medium']}",
-             f"Hard   Val AP: {ap['hard']}",
-             "=================================================",
-             f"{'setting':<8} {'AP':>8} {'faces':>7} {'max recall':>11}"]
+    lines = ["==================== Results ===================="]
+    lines += [f"{OFFICIAL_LABELS.get(s, s)} Val AP: {ap[s]}" for s in result.settings]
+    lines += ["=================================================",
+              f"{'setting':<8} {'AP':>8} {'faces':>7} {'max recall':>11}"]
     for s in result.settings:
         c = result.curves[s]
         max_rec = float(c.recall.max()) if c.recall.size else 0.0
@@ -71,24 +78,49 @@ def report_lines(result: WiderResult) -> list[str]:
 
 def _gt_path(args: argparse.Namespace) -> Path:
     if args.gt:
-        return Path(args.gt)
+        p = Path(args.gt)
+        if not p.exists():
+            from .errors import DataMissingError
+
+            raise DataMissingError(f"--gt {display(p)}: ground truth not found")
+        return p
     root = data_mod.data_dir(getattr(args, "data_dir", None))
-    return data_mod.widerface_dir(root) / "ground_truth"
+    return data_mod.require(data_mod.widerface_dir(root) / "ground_truth", "WIDER ground truth")
 
 
 def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Run ``scrfd-ref eval`` with parsed ``args``; returns the exit status (0).
 
     Raises:
-        ScrfdRefError: bad or missing input (the main CLI prints it as one line, exit 2).
+        ScrfdRefError: bad or missing input (the main CLI prints it as one line).
     """
     from .formats.ground_truth import load_ground_truth
     from .widerface.evaluate import evaluate_dir
 
     out = stdout or sys.stdout
-    gt = load_ground_truth(_gt_path(args))
-    result = evaluate_dir(args.pred, gt, events=args.events, allow_missing=args.allow_missing,
+    pred = input_dir(args.pred, "--pred", "prediction folder")
+    gt_path = _gt_path(args)
+    if args.json and args.json != "-":
+        output_file(args.json, "--json", inputs=[pred, gt_path])
+    if args.plot:
+        output_file(args.plot, "--plot", inputs=[pred, gt_path])
+    events = unique(args.events, "--events")
+    gt = load_ground_truth(gt_path)
+    unknown = [e for e in events or () if e not in gt.events]
+    if unknown:
+        from .errors import UsageError
+
+        raise UsageError(f"--events {' '.join(unknown[:5])}: not in the ground truth "
+                         f"{display(gt.source)} ({len(gt.events)} events, e.g. "
+                         f"{', '.join(gt.events[:3])})")
+    if gt.note:
+        print(f"scrfd-ref eval: notice: {gt.note}", file=sys.stderr)
+    result = evaluate_dir(pred, gt, events=events, allow_missing=args.allow_missing,
                           kernel=args.kernel)
+    if result.inverted:
+        print(f"scrfd-ref eval: warning: {result.inverted} prediction(s) have a negative width "
+              "or height; evaluated as the official WiderFace-Evaluation does (x2 = x + w)",
+              file=sys.stderr)
     text_out = sys.stderr if args.json == "-" else out
     for line in report_lines(result):
         print(line, file=text_out)
@@ -96,11 +128,10 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         from .widerface.plot import plot_pr_curves
 
         path = plot_pr_curves(result, args.plot)
-        print(f"PR curves -> {path}", file=text_out)
+        print(f"PR curves -> {display(path)}", file=text_out)
     if args.json == "-":
         print(result.to_json(), file=out)
     elif args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(result.to_json() + "\n", encoding="utf-8")
-        print(f"JSON -> {args.json}", file=text_out)
+        write_text(args.json, result.to_json() + "\n")
+        print(f"JSON -> {display(args.json)}", file=text_out)
     return 0

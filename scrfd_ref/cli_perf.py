@@ -5,39 +5,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from .cli_args import (MAX_BATCH, MAX_WORKERS, _bounded, add_command, chw_shape,
+                       non_negative_int, positive_int)
+from .errors import UsageError
+from .formats.files import display, input_file, output_file, write_text
 
 DTYPE_CHOICES = ("fp32", "fp16", "int8")
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"3,640,640"``, ``"[3,640,640]"`` or ``"3x640x640"`` -> ``(3, 640, 640)``."""
-    parts = text.strip().strip("[]()").replace("x", ",").split(",")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 3,640,640), got {text!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got {text!r}")
-    return dims  # type: ignore[return-value]
-
-
-def _bounded(cast, ok, what: str):
-    """An argparse type: ``cast(text)`` that must satisfy ``ok``, else "expected <what>"."""
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-_positive_int = _bounded(int, lambda v: v >= 1, "a positive integer")
-_non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _bounded(float, lambda v: v > 0, "a positive number of seconds")
+parse_shape = chw_shape  # the first wave's name, kept for importers
+_positive_int = positive_int(MAX_WORKERS)
+_iterations = positive_int(10_000_000)
+_batch = positive_int(MAX_BATCH)
+_duration = _bounded(float, lambda v: 0 < v <= 86400, "a number of seconds from 0 to 86400 (a day)")
+#: largest input blob a perf run allocates per call (bytes, float32)
+MAX_BLOB_BYTES = 4 << 30
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -46,12 +28,21 @@ def settings_from_args(args: argparse.Namespace):
     from .perf import PerfSettings
 
     if args.serial and not args.pipeline:
-        raise InputError("--serial needs --pipeline (it picks the full-flow executor)")
+        raise UsageError("--serial needs --pipeline (it picks the full-flow executor)")
     if args.bare and args.pipeline:
-        raise InputError("--bare runs the plain onnxruntime loop; it has no --pipeline mode")
+        raise UsageError("--bare runs the plain onnxruntime loop; it has no --pipeline mode")
     if args.bare and args.backend != "ort":
-        raise InputError(f"--bare is the onnxruntime loop; it cannot stand in for backend "
+        raise UsageError(f"--bare is the onnxruntime loop; it cannot stand in for backend "
                          f"{args.backend!r}")
+    blob_bytes = args.batch * args.shape[0] * args.shape[1] * args.shape[2] * 4
+    if blob_bytes > MAX_BLOB_BYTES:
+        raise UsageError(f"-b {args.batch} -s {','.join(map(str, args.shape))}: one call's input "
+                         f"would take {blob_bytes / 2**30:.1f} GiB (limit "
+                         f"{MAX_BLOB_BYTES / 2**30:.0f} GiB); use a smaller --batch or --shape")
+    for image in args.images or ():
+        input_file(image, "--images", "image")
+    if args.json and args.json != "-":
+        output_file(args.json, "--json")
     model = (Path(args.model) if args.backend != "ort" and args.model
              else resolve_model(args.model, args.data_dir))
     options = {"providers": args.providers} if args.providers else {}
@@ -74,10 +65,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if to_stdout:
         print(result.to_json())
     elif args.json:
-        target = Path(args.json)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(result.to_json() + "\n", encoding="utf-8")
-        print(f"json        : {target}")
+        write_text(args.json, result.to_json() + "\n")
+        print(f"json        : {display(args.json)}")
     return 0
 
 
@@ -85,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``perf`` sub-command to the main parser."""
     from .profiles import PROFILES
 
-    p = sub.add_parser(
-        "perf", help="vamp-style throughput and latency run (instances x processes x batch)",
+    p = add_command(
+        sub, "perf", help="vamp-style throughput and latency run (instances x processes x batch)",
         description="Run a model the way the vendor's vamp tool does (-i instances, -p "
                     "processes, -b batch, -s shape) and report throughput (images/s = batch "
                     "x measured calls / wall time from the start barrier to the last call's "
@@ -113,18 +102,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="concurrent instances per process (threads, one session each; default 1)")
     p.add_argument("-p", "--processes", type=_positive_int, default=1,
                    help="processes (spawned; each runs --instances instances; default 1)")
-    p.add_argument("-b", "--batch", type=_positive_int, default=1,
+    p.add_argument("-b", "--batch", type=_batch, default=1,
                    help="images per call (default 1; a fixed batch-1 model runs them one by one)")
-    p.add_argument("-s", "--shape", type=parse_shape, default=(3, 640, 640), metavar="C,H,W",
+    p.add_argument("-s", "--shape", type=chw_shape, default=(3, 640, 640), metavar="C,H,W",
                    help="shape of one input, as vamp's -s (3,640,640 or [3,640,640]; "
                         "default 3,640,640)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("-n", "--iterations", type=_positive_int, default=None,
+    amount.add_argument("-n", "--iterations", type=_iterations, default=None,
                         help="measured calls per instance (default 50 when --duration is "
                              "not given)")
-    amount.add_argument("-t", "--duration", type=_positive_float, default=None, metavar="S",
+    amount.add_argument("-t", "--duration", type=_duration, default=None, metavar="S",
                         help="run each instance for S seconds instead of a call count")
-    p.add_argument("-w", "--warmup", type=_non_negative_int, default=5,
+    p.add_argument("-w", "--warmup", type=non_negative_int, default=5,
                    help="unmeasured warm-up calls per instance before the start barrier "
                         "(default 5)")
     p.add_argument("--threads", type=_positive_int, default=None,

@@ -141,18 +141,27 @@ def compare_heads(pairs: Sequence[tuple[str, Heads, int, Heads, int]], atol: flo
 
 @dataclass
 class ImageMatch:
-    """Detection-level comparison of one image."""
+    """Detection-level comparison of one image.
+
+    Rates are None where they are undefined (no reference face above the floor: no
+    recall; no device face: no precision; no matched pair: no IoU, score delta or
+    landmark error; a side without landmarks: no landmark error), never a default that
+    would pass a gate. Pooled rates use the counts.
+    """
 
     image: str
     ref_count: int
     dev_count: int
-    recall: float
-    precision: float
-    mean_iou: float
-    max_score_delta: float
-    landmark_err_px: float
+    recall: float | None
+    precision: float | None
+    mean_iou: float | None
+    max_score_delta: float | None
+    landmark_err_px: float | None
     matched: int = 0
     missed: list[int] = field(default_factory=list)
+    found: int = 0          # reference faces above the floor that the device matched
+    precise: int = 0        # device faces above the floor matched to a reference face
+    iou_sum: float = 0.0    # sum of the matched pairs' IoU
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -189,19 +198,21 @@ def compare_detections(image: str, ref: Detections, dev: Detections, *, iou_matc
     dev_strict = np.flatnonzero(dev.scores >= hi)
     matched_ref = set(r_idx.tolist())
     matched_dev = set(d_idx.tolist())
-    found = [i for i in ref_strict if i in matched_ref]
-    recall = len(found) / ref_strict.size if ref_strict.size else 1.0
-    precision = (sum(1 for i in dev_strict if i in matched_dev) / dev_strict.size
-                 if dev_strict.size else 1.0)
-    score_delta = float(np.abs(ref.scores[r_idx] - dev.scores[d_idx]).max(initial=0.0))
-    lm = 0.0
+    found = sum(1 for i in ref_strict if i in matched_ref)
+    precise = sum(1 for i in dev_strict if i in matched_dev)
+    score_delta = (float(np.abs(ref.scores[r_idx] - dev.scores[d_idx]).max())
+                   if r_idx.size else None)
+    lm = None
     if ref.landmarks is not None and dev.landmarks is not None and r_idx.size:
         err = np.linalg.norm(ref.landmarks[r_idx].astype(np.float64)
                              - dev.landmarks[d_idx].astype(np.float64), axis=-1)
         lm = float(err.max())
-    return ImageMatch(image, int(ref_strict.size), int(dev_strict.size), float(recall),
-                      float(precision), float(ious.mean()) if ious.size else 1.0, score_delta, lm,
-                      int(r_idx.size), [int(i) for i in ref_strict if i not in matched_ref])
+    return ImageMatch(image, int(ref_strict.size), int(dev_strict.size),
+                      found / ref_strict.size if ref_strict.size else None,
+                      precise / dev_strict.size if dev_strict.size else None,
+                      float(ious.mean()) if ious.size else None, score_delta, lm,
+                      int(r_idx.size), [int(i) for i in ref_strict if i not in matched_ref],
+                      found, precise, float(ious.astype(np.float64).sum()))
 
 
 def count_above(dets: Sequence[Detections], floor: float) -> int:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,7 +25,7 @@ from . import data as data_mod
 from .backends import Backend, get_backend
 from .decode import decode
 from .detections import Detections
-from .errors import BackendUnavailable, DataMissingError, InputError, ScrfdRefError
+from .errors import BackendUnavailable, InputError, ScrfdRefError
 from .formats.images import read_image
 from .heads import Heads, normalize_heads
 from .parallel import prefetch
@@ -37,6 +35,69 @@ from .profiles import Profile
 from .widerface.run import ImageItem
 
 REFERENCE = ("ort", "fp32")
+
+#: variants whose weights the shared data does not hold: their absence is an allowed skip
+#: (../shared/docs/conventions.md); a missing model of any other variant fails under
+#: --require-data
+WEIGHTS_NOT_SHARED: tuple[str, ...] = ("500m", "10g", "10g_bnkps", "34g")
+#: backend x dtype combinations a backend does not support: left out of the matrix
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("opencv", "int8"): "cv2.dnn cannot run ONNX Runtime's QDQ int8 models (it rejects them "
+                        "on 1g / 2.5g and gives constant scores on 2.5g_bnkps)",
+}
+
+
+def backend_unavailable(name: str) -> str | None:
+    """Why backend ``name`` cannot run on this machine (None when it can): only the GPU
+    backend depends on the machine (the allowed "no GPU" skip)."""
+    if name != "gpu":
+        return None
+    from .backends.gpu import gpu_providers
+
+    try:
+        gpu_providers()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class MatrixPlan:
+    """The devices a conformance session checks, and what it leaves out and why."""
+
+    specs: list["DeviceSpec"]
+    not_run: list[str]
+
+
+def plan_matrix(variants: Sequence[str], backends: Sequence[str], dtypes: Sequence[str],
+                data_root: Path, *, require_data: bool, include_reference: bool = False
+                ) -> MatrixPlan:
+    """Every backend x dtype x variant to check, leaving out only the allowed cases.
+
+    Left out, each named once in ``not_run``: the reference itself (ort fp32; unless
+    ``include_reference``, for benchmarks), unsupported combinations (:data:`UNSUPPORTED`),
+    backends this machine cannot run (no GPU), and variants without weights, which is
+    allowed under ``require_data`` only for :data:`WEIGHTS_NOT_SHARED`: any other missing
+    model stays in the matrix, so its tests fail naming the file.
+    """
+    not_run: list[str] = []
+    if not include_reference:
+        not_run.append(f"{REFERENCE[0]} {REFERENCE[1]}: the fp32 reference itself, not a device")
+    absent = [v for v in variants if data_mod.find_model(v, data_root) is None
+              and (v in WEIGHTS_NOT_SHARED or not require_data)]
+    if absent:
+        not_run.append(f"{', '.join(absent)}: no weights under {data_root / 'models'} (put "
+                       f"scrfd_<variant>.onnx there)")
+    down = {b: why for b in backends if (why := backend_unavailable(b))}
+    for b, why in down.items():
+        not_run.append(why if why.startswith(f"{b}:") else f"{b}: {why}")
+    for (b, d), why in UNSUPPORTED.items():
+        if b in backends and d in dtypes:
+            not_run.append(f"{b} {d}: {why}")
+    specs = [DeviceSpec(b, d, v) for v in variants if v not in absent for b in backends
+             if b not in down for d in dtypes
+             if (b, d) not in UNSUPPORTED and (include_reference or (b, d) != REFERENCE)]
+    return MatrixPlan(specs, not_run)
 
 
 @dataclass(frozen=True)
@@ -100,9 +161,9 @@ class Run:
 
     def save(self, folder: str | Path) -> Path:
         """Write the run to ``folder`` (atomically: a temp folder renamed into place)."""
+        from .formats.files import atomic_dir
+
         target = Path(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         arrays: dict[str, np.ndarray] = {}
         for k, d in self.detections.items():
             arrays[f"det/{k}/boxes"], arrays[f"det/{k}/scores"] = d.boxes, d.scores
@@ -111,17 +172,14 @@ class Run:
         for k, h in self.heads.items():
             for name, a in _head_items(h):
                 arrays[f"heads/{k}/{name}"] = a
-        np.savez(tmp / "run.npz", **arrays)
         meta = {"device": self.device, "info": self.info, "profile": self.profile,
                 "images": list(self.detections), "head_images": list(self.heads),
                 "heads_meta": {k: {"layout": h.layout, "input_size": list(h.input_size),
                                    "kps": h.kps is not None} for k, h in self.heads.items()},
                 "scrfd_ref": __version__}
-        (tmp / "run.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another worker saved the same run first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(target) as tmp:
+            np.savez(tmp / "run.npz", **arrays)
+            (tmp / "run.json").write_text(json.dumps(meta, indent=1))
         return target
 
     @classmethod
@@ -132,18 +190,19 @@ class Run:
             meta = json.loads((f / "run.json").read_text())
             with np.load(f / "run.npz", allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{f}: not a readable saved run: {exc}") from exc
-        dets = {k: Detections(arrays[f"det/{k}/boxes"], arrays[f"det/{k}/scores"],
-                              arrays.get(f"det/{k}/landmarks"))
-                for k in meta["images"]}
-        heads = {}
-        for k in meta["head_images"]:
-            hm = meta["heads_meta"][k]
-            get = lambda kind: tuple(arrays[f"heads/{k}/{kind}_{s}"] for s in (8, 16, 32))  # noqa: E731
-            heads[k] = Heads(hm["layout"], tuple(hm["input_size"]), get("score"), get("bbox"),
-                             get("kps") if hm["kps"] else None)
-        return cls(meta["device"], meta["info"], meta["profile"], dets, heads)
+            dets = {k: Detections(arrays[f"det/{k}/boxes"], arrays[f"det/{k}/scores"],
+                                  arrays.get(f"det/{k}/landmarks"))
+                    for k in meta["images"]}
+            heads = {}
+            for k in meta["head_images"]:
+                hm = meta["heads_meta"][k]
+                get = lambda kind: tuple(arrays[f"heads/{k}/{kind}_{s}"] for s in (8, 16, 32))  # noqa: E731
+                heads[k] = Heads(hm["layout"], tuple(hm["input_size"]), get("score"),
+                                 get("bbox"), get("kps") if hm["kps"] else None)
+            return cls(meta["device"], meta["info"], meta["profile"], dets, heads)
+        except Exception as exc:  # noqa: BLE001 - any damage means "not a saved run"
+            raise InputError(f"{f}: not a readable saved run ({type(exc).__name__}: "
+                             f"{exc})") from exc
 
 
 def _head_items(h: Heads) -> list[tuple[str, np.ndarray]]:
@@ -193,7 +252,8 @@ def run_device(backend: Backend, profile: Profile, items: Sequence[ImageItem], *
         if key in keep_heads:
             heads_kept[key] = _batch1(heads, 0)
         if _finite(heads):
-            dets[key] = postprocess(decode(heads, profile.score_thr)[0], transforms[0], profile)
+            dets[key] = postprocess(decode(heads, profile.score_thr, profile.score_strict)[0],
+                                    transforms[0], profile)
         else:  # a device emitting NaN/Inf: no detections, the head check names the head
             dets[key] = Detections.empty(heads.kps is not None)
     return Run(device, backend.info(), profile.to_dict(), dets, heads_kept)
@@ -219,34 +279,46 @@ def run_key(model: Path, spec: DeviceSpec, profile: Profile, items: Sequence[Ima
     return h.hexdigest()[:20]
 
 
-def cached_run(cache: Path | None, key: str, compute) -> Run:
-    """Load the run saved under ``cache/key`` or compute and save it (``cache=None``: compute)."""
+def cached_run(cache: Path | None, key: str, compute, notice=None) -> Run:
+    """Load the run saved under ``cache/key`` or compute and save it (``cache=None``: compute).
+
+    A damaged entry is removed and rebuilt; ``notice(text)`` (default: a line on stderr)
+    says so.
+    """
     if cache is None:
         return compute()
     folder = Path(cache) / f"run-{key}"
-    if (folder / "run.json").is_file():
+    if folder.exists():
         try:
             return Run.load(folder)
-        except ScrfdRefError:
-            shutil.rmtree(folder, ignore_errors=True)
+        except ScrfdRefError as exc:
+            (notice or _stderr_notice)(f"reference cache entry {folder} is damaged ({exc}); "
+                                       "rebuilding it")
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink(missing_ok=True)
     run = compute()
     run.save(folder)
     return run
 
 
+def _stderr_notice(text: str) -> None:
+    import sys
+
+    print(f"scrfd-ref: notice: {text}", file=sys.stderr)
+
+
 def replay_images(outputs_dir: Path, images: Sequence[ImageItem]) -> tuple[list[ImageItem], dict[str, int]]:
     """Images covered by a dump folder (datalist beside it) and their output indices.
 
-    The datalist is ``<outputs_dir>/datalist.txt`` or ``<outputs_dir>/../datalist.txt``.
+    The datalist is ``<outputs_dir>/datalist.txt`` or ``<outputs_dir>/../datalist.txt``
+    (repeated lines or names are refused by the reader).
     """
+    from .device_outputs import find_datalist
     from .formats.device_npz import read_datalist
 
-    for cand in (outputs_dir / "datalist.txt", outputs_dir.parent / "datalist.txt"):
-        if cand.is_file():
-            entries = read_datalist(cand)
-            break
-    else:
-        raise DataMissingError(f"{outputs_dir}: no datalist.txt in it or beside it")
+    entries = read_datalist(find_datalist(outputs_dir))
     index = {p.stem: i for i, p in enumerate(entries)}
     chosen = [it for it in images if it.name in index]
     if not chosen:

@@ -55,14 +55,15 @@ def distance2kps(points: np.ndarray, distance: np.ndarray) -> np.ndarray:
     return (distance.reshape(n, -1, 2) + points[:, None, :]).astype(np.float32, copy=False)
 
 
-def decode_image(heads: Heads, index: int, score_thr: float) -> Candidates:
-    """Decode image ``index`` of a batch, keeping candidates with ``score >= score_thr``."""
+def decode_image(heads: Heads, index: int, score_thr: float, strict: bool = False) -> Candidates:
+    """Decode image ``index`` of a batch, keeping candidates with ``score >= score_thr``
+    (``score > score_thr`` when ``strict``, as mmdet's ``multiclass_nms``)."""
     thr = np.float32(score_thr)
     w, h = heads.input_size
     boxes, scores, kps = [], [], []
     for level, stride in enumerate(heads.strides):
         sc = heads.scores[level][index]
-        pos = np.flatnonzero(sc >= thr)
+        pos = np.flatnonzero(sc > thr if strict else sc >= thr)
         if pos.size == 0:
             continue
         centers = anchor_centers(h // stride, w // stride, stride, NUM_ANCHORS)[pos]
@@ -79,6 +80,7 @@ def decode_image(heads: Heads, index: int, score_thr: float) -> Candidates:
                       None if heads.kps is None else np.concatenate(kps)[order])
 
 
-def decode(heads: Heads, score_thr: float) -> list[Candidates]:
-    """Decode every image of the batch; one :class:`Candidates` per image."""
-    return [decode_image(heads, b, score_thr) for b in range(heads.batch)]
+def decode(heads: Heads, score_thr: float, strict: bool = False) -> list[Candidates]:
+    """Decode every image of the batch; one :class:`Candidates` per image (``strict``:
+    keep ``score > score_thr`` instead of ``>=``)."""
+    return [decode_image(heads, b, score_thr, strict) for b in range(heads.batch)]

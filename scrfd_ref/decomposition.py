@@ -3,19 +3,22 @@
 Starting from the published-AP profile (``widerface-eval``), change one setting at a time
 towards the vendor's ``device-flow`` profile, then change the precision:
 
-1. ``widerface-eval`` as published (score >= 0.02, NMS 0.45, wider letterbox, clamp)
-2. score threshold 0.02 -> 0.5
-3. NMS IoU 0.45 -> the device flow's (0.45: no change for these profiles, listed anyway)
-4. boxes clipped to the image and rounded to integers before NMS
-5. centred letterbox with the device's pad value (= the full ``device-flow`` profile, fp32)
-6. the same on fp16, 7. on int8 (when those models can be built)
+1. ``widerface-eval`` as published (score > 0.02, mmcv NMS 0.45, wider letterbox, clamp)
+2. the score threshold (0.02 -> 0.5, and ``>`` -> ``>=``)
+3. the NMS IoU threshold, 4. the NMS convention (mmcv -> "+1"), 5. boxes clipped to the
+   image and rounded to integers before NMS: each only when the two profiles differ in it
+   (a setting both share is not listed);
+6. centred letterbox with the device's pad value (= the full ``device-flow`` profile, fp32)
+7. the same on fp16, 8. on int8 (when those models can be built)
 
-Steps 1-4 reuse one inference (they differ only after decode); each later step runs the
-model again. Every AP is the official protocol on the same images.
+The post-processing steps reuse one inference (they differ only after decode); each later
+step runs the model again. Every AP is the official protocol on the same images.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -61,9 +64,36 @@ def _candidates(model: Path, profile: Profile, items: Sequence[ImageItem], floor
 
 
 def _evaluate(cands, profile: Profile, gt, keys) -> WiderResult:
-    preds = {k: wider_rows(postprocess(c.take(c.scores >= profile.score_thr), t, profile))[0]
-             for k, (c, t) in cands.items()}
+    def above(c: Candidates) -> Candidates:
+        thr = np.float32(profile.score_thr)
+        return c.take(c.scores > thr if profile.score_strict else c.scores >= thr)
+
+    preds = {k: wider_rows(postprocess(above(c), t, profile))[0] for k, (c, t) in cands.items()}
     return evaluate(preds, gt, images=keys)
+
+
+def postprocess_chain(start: Profile, end: Profile) -> list[tuple[str, Profile]]:
+    """Profiles from ``start`` towards ``end``'s post-processing, one setting at a time;
+    settings the two share are left out."""
+    chain = [(f"published-AP profile ({start.name})", start)]
+    cur = start
+    steps = [
+        (("score_thr", "score_strict"), lambda a, b: (
+            f"score threshold {'>' if a.score_strict else '>='} {a.score_thr:g} -> "
+            f"{'>' if b.score_strict else '>='} {b.score_thr:g}")),
+        (("nms_thr",), lambda a, b: f"NMS IoU {a.nms_thr:g} -> {b.nms_thr:g}"),
+        (("nms_convention",), lambda a, b: f"NMS convention {a.nms_convention} -> "
+                                           f"{b.nms_convention}"),
+        (("box_mode",), lambda a, b: f"boxes {a.box_mode} -> {b.box_mode} before NMS"),
+        (("max_num", "max_num_metric"), lambda a, b: f"max_num {a.max_num} -> {b.max_num}"),
+    ]
+    for fields, label in steps:
+        if all(getattr(cur, f) == getattr(end, f) for f in fields):
+            continue
+        nxt = cur.replace(**{f: getattr(end, f) for f in fields})
+        chain.append((label(cur, nxt), nxt))
+        cur = nxt
+    return chain
 
 
 def decompose(model: Path, items: Sequence[ImageItem], gt, *,
@@ -82,22 +112,15 @@ def decompose(model: Path, items: Sequence[ImageItem], gt, *,
     keys = [(it.event, it.name) for it in items]
     wider = get_profile("widerface-eval")
     device = get_profile("device-flow")
-    chain = [
-        ("published-AP profile (widerface-eval)", wider),
-        (f"score threshold {wider.score_thr} -> {device.score_thr}",
-         wider.replace(score_thr=device.score_thr)),
-        (f"NMS IoU {wider.nms_thr} -> {device.nms_thr}",
-         wider.replace(score_thr=device.score_thr, nms_thr=device.nms_thr)),
-        ("boxes clipped + rounded to integers before NMS",
-         wider.replace(score_thr=device.score_thr, nms_thr=device.nms_thr, box_mode=device.box_mode)),
-    ]
+    chain = postprocess_chain(wider, device)
     say("inference with the wider letterbox")
     cands = _candidates(model, wider, items, wider.score_thr)
     steps = []
     for label, prof in chain:
         say(label)
         steps.append(Step(label, prof, "fp32", _evaluate(cands, prof, gt, keys)))
-    label = f"letterbox centred, pad {device.pad_value:g} (= device-flow profile, fp32)"
+    label = (f"letterbox {wider.letterbox} -> {device.letterbox}, pad {wider.pad_value:g} -> "
+             f"{device.pad_value:g} (= device-flow profile, fp32)")
     say(label)
     dev_cands = _candidates(model, device, items, device.score_thr)
     steps.append(Step(label, device, "fp32", _evaluate(dev_cands, device, gt, keys)))

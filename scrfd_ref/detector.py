@@ -14,7 +14,7 @@ import numpy as np
 from .backends import Backend, get_backend
 from .decode import decode
 from .detections import Detections
-from .errors import InputError
+from .errors import InputError, UsageError
 from .heads import Heads, normalize_heads
 from .postprocess import postprocess
 from .preprocess import Transform, preprocess
@@ -42,8 +42,9 @@ class Detector:
             backend, model, **(backend_options or {}))
         fixed = self.backend.input_size
         if input_size is not None and fixed is not None and tuple(input_size) != fixed:
-            raise InputError(f"model input is fixed at {fixed[0]}x{fixed[1]}; cannot run at "
-                             f"{input_size[0]}x{input_size[1]}")
+            raise UsageError(f"--input-size {input_size[0]},{input_size[1]}: the model input is "
+                             f"fixed at {fixed[0]}x{fixed[1]}; drop --input-size or export the "
+                             "model with a dynamic input")
         size = input_size or fixed
         self.profile = get_profile(profile, input_size=tuple(size) if size else None, **overrides)
 
@@ -67,7 +68,8 @@ class Detector:
             raise InputError(f"heads hold {heads.batch} images but {len(transforms)} "
                              "transforms were given")
         return [postprocess(c, t, self.profile)
-                for c, t in zip(decode(heads, self.profile.score_thr), transforms)]
+                for c, t in zip(decode(heads, self.profile.score_thr,
+                                                  self.profile.score_strict), transforms)]
 
     def info(self) -> dict[str, Any]:
         """Backend identity and every profile setting, for reports and JSON."""
@@ -83,4 +85,5 @@ def detect_from_outputs(outputs: Sequence[np.ndarray], transforms: Sequence[Tran
     """Decode raw outputs (any layout) of a batch with a profile; no backend needed."""
     prof = get_profile(profile, **overrides)
     heads = normalize_heads(outputs, prof.input_size)
-    return [postprocess(c, t, prof) for c, t in zip(decode(heads, prof.score_thr), transforms)]
+    return [postprocess(c, t, prof) for c, t in zip(decode(heads, prof.score_thr, prof.score_strict),
+                                                             transforms)]

@@ -35,7 +35,9 @@ def device_layout_model(src: str | Path, input_size: tuple[int, int] | None,
     size = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
     key = hashlib.sha256(f"{file_digest(src)}|device|{size}|v1".encode()).hexdigest()[:16]
     target = data_mod.cache_dir(cache) / f"{src.stem}.device-{size}.{key}.onnx"
-    if not target.is_file():
+    from .quantize import cached_model_ok
+
+    if not cached_model_ok(target):
         save_model(export_device_layout(src, input_size=input_size), target)  # atomic
     return target
 

@@ -1,12 +1,19 @@
-"""Box functions and greedy NMS with the "+1" pixel convention (insightface's).
+"""Box functions and greedy NMS in the two conventions SCRFD's flows use.
 
-Boxes are ``(n, 4)`` float32 ``x1 y1 x2 y2``. ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``,
-overlap ``max(0, min(x2) - max(x1) + 1)`` per axis. Greedy NMS visits boxes in
-descending score order (stable: ties keep input order) and keeps a box when its IoU
-with every kept box is ``<= thr``. All arithmetic is float32 in insightface's order,
-so the keep set is bit-identical to ``insightface.model_zoo.scrfd.SCRFD.nms`` for
-finite boxes. The loop runs in a Cython kernel when built (``scrfd_ref._nms_kernel``)
-and in numpy otherwise; both give the same result.
+Boxes are ``(n, 4)`` float32 ``x1 y1 x2 y2``. Greedy NMS visits boxes in descending
+score order (stable: ties keep input order); all arithmetic is float32 in the original
+operation order:
+
+- ``insightface`` (the package, the vendor device flow): "+1" pixels,
+  ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``, overlap ``max(0, min(x2) - max(x1) + 1)`` per
+  axis, a box is kept when its IoU with every kept box is ``<= thr``; bit-identical to
+  ``insightface.model_zoo.scrfd.SCRFD.nms``.
+- ``mmcv`` (insightface's WIDER test, which runs mmcv's CUDA NMS with ``offset=0``): no
+  "+1", ``area = (x2 - x1) * (y2 - y1)``, a box is suppressed when
+  ``inter > thr * (area_i + area_j - inter)`` (mmcv ``devIoU``).
+
+The loop runs in a Cython kernel when built (``scrfd_ref._nms_kernel``) and in numpy
+otherwise; both give the same result.
 """
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
     _kernel = None
 
 HAVE_KERNEL = _kernel is not None
+#: NMS conventions (see the module docstring) and their kernel mode numbers
+NMS_CONVENTIONS: dict[str, int] = {"insightface": 0, "mmcv": 1}
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -40,57 +49,82 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (box_area(a)[:, None] + box_area(b)[None, :] - inter)
 
 
-def _nms_sorted_numpy(boxes: np.ndarray, thr: float) -> np.ndarray:
+def _nms_sorted_numpy(boxes: np.ndarray, thr: float, convention: str = "insightface"
+                      ) -> np.ndarray:
     """Numpy twin of the kernel: keep mask for score-sorted boxes."""
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = box_area(boxes)
+    mmcv = convention == "mmcv"
+    one = np.float32(0 if mmcv else 1)
+    areas = (x2 - x1 + one) * (y2 - y1 + one)
     thr32 = np.float32(thr)
+    zero = np.float32(0)
     keep = np.zeros(boxes.shape[0], dtype=np.uint8)
     order = np.arange(boxes.shape[0])
     while order.size > 0:
         i = order[0]
         keep[i] = 1
         rest = order[1:]
-        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        w = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one
+        h = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one
+        # insightface: np.maximum (NaN stays NaN); mmcv: fmaxf (NaN becomes 0)
+        w, h = (np.fmax(w, zero), np.fmax(h, zero)) if mmcv else (np.maximum(zero, w),
+                                                                 np.maximum(zero, h))
         inter = w * h
-        ovr = inter / (areas[i] + areas[rest] - inter)
-        order = rest[ovr <= thr32]
+        if mmcv:
+            order = rest[~(inter > thr32 * (areas[i] + areas[rest] - inter))]
+        else:
+            ovr = inter / (areas[i] + areas[rest] - inter)
+            order = rest[ovr <= thr32]
     return keep
 
 
-def nms_sorted(boxes: np.ndarray, thr: float, *, use_kernel: bool | None = None) -> np.ndarray:
+def _mode(convention: str) -> int:
+    try:
+        return NMS_CONVENTIONS[convention]
+    except KeyError:
+        raise ValueError(f"unknown NMS convention {convention!r}; one of "
+                         f"{', '.join(NMS_CONVENTIONS)}") from None
+
+
+def nms_sorted(boxes: np.ndarray, thr: float, *, use_kernel: bool | None = None,
+               convention: str = "insightface") -> np.ndarray:
     """Greedy NMS over boxes already in descending score order.
 
     Args:
         boxes: ``(n, 4)`` boxes, sorted by descending score.
-        thr: IoU threshold; a box survives when IoU ``<= thr`` with every kept box.
+        thr: IoU threshold (``insightface``: a box survives when IoU ``<= thr`` with every
+            kept box; ``mmcv``: it is suppressed when ``inter > thr * union``).
         use_kernel: force the Cython kernel (True) or numpy (False); default: kernel if built.
+        convention: ``insightface`` ("+1") or ``mmcv`` (see the module docstring).
 
     Returns:
         ``(k,)`` int64 indices of kept boxes, ascending (= descending score).
     """
+    mode = _mode(convention)
     b = np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4)
     if use_kernel is None:
         use_kernel = HAVE_KERNEL
     if use_kernel and _kernel is None:
         raise RuntimeError("the Cython NMS kernel is not built (python setup.py build_ext --inplace)")
-    mask = _kernel(b, float(np.float32(thr))) if use_kernel else _nms_sorted_numpy(b, thr)
+    mask = (_kernel(b, float(np.float32(thr)), mode) if use_kernel
+            else _nms_sorted_numpy(b, thr, convention))
     return np.flatnonzero(mask)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, thr: float, *,
-        use_kernel: bool | None = None) -> np.ndarray:
-    """Greedy "+1" NMS: indices of kept boxes in descending score order (stable ties).
+        use_kernel: bool | None = None, convention: str = "insightface") -> np.ndarray:
+    """Greedy NMS: indices of kept boxes in descending score order (stable ties).
 
     Args:
         boxes: ``(n, 4)`` x1 y1 x2 y2.
         scores: ``(n,)`` scores.
-        thr: IoU threshold (keep when IoU ``<= thr``).
+        thr: IoU threshold (see :func:`nms_sorted`).
+        convention: ``insightface`` ("+1", keep when IoU ``<= thr``) or ``mmcv``.
     """
     scores = np.asarray(scores)
     order = np.argsort(-scores, kind="stable")
-    return order[nms_sorted(np.asarray(boxes)[order], thr, use_kernel=use_kernel)]
+    return order[nms_sorted(np.asarray(boxes)[order], thr, use_kernel=use_kernel,
+                            convention=convention)]
 
 
 def select_max_num(boxes: np.ndarray, max_num: int, image_size: tuple[int, int],

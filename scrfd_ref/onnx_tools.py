@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence, Union
@@ -142,19 +141,9 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 
     Parent folders are created. Returns the path written.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    from .formats.files import write_bytes
+
+    return write_bytes(path, model.SerializeToString(), fsync=True)
 
 
 # ----------------------------------------------------------------------------- inspection

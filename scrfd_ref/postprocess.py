@@ -1,8 +1,8 @@
 """Candidates in input pixels -> final detections in original pixels (one profile).
 
 Steps, all driven by :class:`scrfd_ref.profiles.Profile` fields: map boxes back
-according to ``box_mode``, map landmarks back, greedy "+1" NMS at ``nms_thr``, then
-the optional ``max_num`` selection.
+according to ``box_mode``, map landmarks back, greedy NMS at ``nms_thr`` in the profile's
+``nms_convention``, then the optional ``max_num`` selection.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def postprocess(cands: Candidates, t: Transform, profile: Profile) -> Detections
     if len(cands) == 0:
         return Detections.empty(cands.kps is not None)
     boxes = finish_boxes(cands.boxes, t, profile.box_mode)
-    keep = nms_sorted(boxes, profile.nms_thr)
+    keep = nms_sorted(boxes, profile.nms_thr, convention=profile.nms_convention)
     boxes, scores = boxes[keep], cands.scores[keep]
     kps = None if cands.kps is None else t.points_to_original(cands.kps[keep])
     if profile.max_num > 0:

@@ -10,10 +10,18 @@ field              insightface      widerface-eval      device-flow
 letterbox          insightface      wider               centered
 pad_value (pixel)  0                127.5 (0 after      114
                                     normalising)
-score_thr (>=)     0.5              0.02                0.5
-nms_thr (keep <=)  0.4              0.45                0.45
+score_thr          >= 0.5           > 0.02 (strict)     >= 0.5
+nms_thr            0.4              0.45                0.45
+nms_convention     insightface      mmcv                insightface
 box_mode           float            clamp_resized       clip_round
 =================  ===============  ==================  ==================
+
+NMS conventions (``nms.nms_sorted``): ``insightface`` is the package's "+1" NMS (keep
+when IoU <= thr; the device flow uses it too); ``mmcv`` is what insightface's WIDER test
+script actually runs (mmdet ``multiclass_nms`` -> mmcv CUDA ``nms(offset=0)``: no "+1",
+suppress when ``inter > thr * union``), with mmdet's strict ``score > score_thr``. The
+widerface-eval profile reproduces that script bit for bit (checked against an
+independent transcription, ``tests/insightface_wider_transcript.py``).
 
 Letterbox kinds (``preprocess.letterbox_geometry`` implements them):
 
@@ -46,6 +54,7 @@ from .errors import InputError
 LETTERBOX_KINDS = ("insightface", "wider", "centered", "stretch")
 BOX_MODES = ("float", "clamp_resized", "clip_round")
 MAX_NUM_METRICS = ("default", "max")
+NMS_CONVENTIONS = ("insightface", "mmcv")
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,12 @@ class Profile:
         letterbox: one of :data:`LETTERBOX_KINDS`.
         pad_value: padding as a pixel value before normalisation (127.5 pads with 0
             after normalising).
-        score_thr: candidates with ``score >= score_thr`` are kept (inclusive).
-        nms_thr: greedy "+1" NMS keeps a box when IoU ``<= nms_thr`` with every kept box.
+        score_thr: candidates with ``score >= score_thr`` are kept (``>`` when
+            ``score_strict``).
+        nms_thr: the greedy NMS threshold (see ``nms_convention``).
+        nms_convention: ``insightface`` ("+1", keep when IoU ``<= nms_thr``) or ``mmcv``
+            (no "+1", suppress when ``inter > nms_thr * union``).
+        score_strict: keep ``score > score_thr`` (mmdet) instead of ``>=``.
         box_mode: one of :data:`BOX_MODES`.
         max_num: keep at most this many detections by insightface's centre-weighted
             selection after NMS (0 keeps all).
@@ -75,6 +88,8 @@ class Profile:
     box_mode: str = "float"
     max_num: int = 0
     max_num_metric: str = "default"
+    nms_convention: str = "insightface"
+    score_strict: bool = False
 
     def __post_init__(self) -> None:
         w, h = self.input_size
@@ -94,6 +109,11 @@ class Profile:
             raise InputError(f"NMS IoU threshold {self.nms_thr} is outside [0, 1]")
         if self.max_num < 0:
             raise InputError(f"max_num {self.max_num} is negative")
+        if self.nms_convention not in NMS_CONVENTIONS:
+            raise InputError(f"nms_convention {self.nms_convention!r} is not one of "
+                             f"{NMS_CONVENTIONS}")
+        if not isinstance(self.score_strict, bool):
+            raise InputError(f"score_strict must be true or false, got {self.score_strict!r}")
         object.__setattr__(self, "input_size", (int(w), int(h)))
 
     def replace(self, **overrides: Any) -> "Profile":
@@ -110,6 +130,68 @@ class Profile:
         d["input_size"] = list(self.input_size)
         return d
 
+    def describe_geometry(self) -> str:
+        """``letterbox centered, pad 114, input 640x640``: the preprocessing geometry."""
+        return (f"letterbox {self.letterbox}, pad {self.pad_value:g}, input "
+                f"{self.input_size[0]}x{self.input_size[1]}")
+
+
+#: the fields that decide where each pixel lands in the network input (a dump recorded
+#: with one geometry cannot be decoded with another)
+GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "letterbox", "pad_value")
+
+
+def geometry_differences(a: Profile, b: Profile) -> list[str]:
+    """Names of the :data:`GEOMETRY_FIELDS` where ``a`` and ``b`` differ, with both values."""
+    out = []
+    for f in GEOMETRY_FIELDS:
+        va, vb = getattr(a, f), getattr(b, f)
+        if va != vb:
+            out.append(f"{f} ({va} vs {vb})")
+    return out
+
+
+def profile_from_dict(d: Any) -> Profile:
+    """A :class:`Profile` from :meth:`Profile.to_dict` output (a manifest, a report).
+
+    Missing fields take the named profile's values (``name`` must be given); unknown
+    fields and wrong types are an :class:`InputError`.
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+        raise InputError(f"not a recorded profile (a JSON object with a name is expected): "
+                         f"{str(d)[:80]}")
+    names = {f.name for f in dataclasses.fields(Profile)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise InputError(f"recorded profile {d['name']!r} has unknown field(s) "
+                         f"{', '.join(unknown)}")
+    fields = dict(d)
+    size = fields.get("input_size")
+    if size is not None:
+        if not (isinstance(size, (list, tuple)) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+            raise InputError(f"recorded profile {d['name']!r}: input_size must be [w, h] "
+                             f"integers, got {size!r}")
+        fields["input_size"] = tuple(size)
+    for f in ("pad_value", "score_thr", "nms_thr"):
+        v = fields.get(f)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InputError(f"recorded profile {d['name']!r}: {f} must be a number, got {v!r}")
+    v = fields.get("score_strict")
+    if v is not None and not isinstance(v, bool):
+        raise InputError(f"recorded profile {d['name']!r}: score_strict must be true or false")
+    for f in ("letterbox", "box_mode", "max_num_metric", "nms_convention"):
+        v = fields.get(f)
+        if v is not None and not isinstance(v, str):
+            raise InputError(f"recorded profile {d['name']!r}: {f} must be text, got {v!r}")
+    v = fields.get("max_num")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise InputError(f"recorded profile {d['name']!r}: max_num must be an integer")
+    base = PROFILES.get(fields["name"])
+    if base is None:
+        return Profile(**fields)
+    return dataclasses.replace(base, **fields)
+
 
 PROFILES: dict[str, Profile] = {
     p.name: p
@@ -117,7 +199,8 @@ PROFILES: dict[str, Profile] = {
         Profile("insightface", letterbox="insightface", pad_value=0.0,
                 score_thr=0.5, nms_thr=0.4, box_mode="float"),
         Profile("widerface-eval", letterbox="wider", pad_value=127.5,
-                score_thr=0.02, nms_thr=0.45, box_mode="clamp_resized"),
+                score_thr=0.02, nms_thr=0.45, box_mode="clamp_resized",
+                nms_convention="mmcv", score_strict=True),
         Profile("device-flow", letterbox="centered", pad_value=114.0,
                 score_thr=0.5, nms_thr=0.45, box_mode="clip_round"),
     )

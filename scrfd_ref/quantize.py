@@ -58,6 +58,7 @@ import numpy as np
 
 from . import __version__
 from .data import CACHE_ENV_VAR, cache_dir as _data_cache_dir, widerface_dir
+from .formats.files import current_umask
 from .errors import DataMissingError, InputError, LayoutError
 
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -116,13 +117,35 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
     settings = conversion_settings(dtype, keep_heads_float=keep_heads_float,
                                    input_size=input_size)
     out = _cache_file(src, settings, images, cache_dir)
-    if out.is_file():
+    if cached_model_ok(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(out.with_name(out.name + ".lock")):
-        if not out.is_file():
+        if not cached_model_ok(out):
             _convert_to(src, out, settings, images)
     return out
+
+
+def cached_model_ok(path: Path) -> bool:
+    """True when ``path`` holds a loadable ONNX model; a damaged cache entry is removed
+    (with a notice on stderr) so the caller rebuilds it."""
+    if not path.is_file():
+        return False
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        if model.graph.node:
+            return True
+        why = "an empty graph"
+    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
+        why = f"{type(exc).__name__}"
+    import sys
+
+    print(f"scrfd-ref: notice: cached model {path} is damaged ({why}); rebuilding it",
+          file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _cache_file(src: Path, settings: dict[str, Any], images: Sequence[Path],
@@ -344,6 +367,7 @@ def _convert_to(src: Path, out: Path, settings: dict[str, Any], images: Sequence
             _write_fp16(model, tmp, excluded)
         else:
             _write_int8(model, src, tmp, settings, images, excluded)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, out)
 
 

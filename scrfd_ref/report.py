@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
+from .formats.files import atomic_write, write_bytes, write_text
 from .gates import GateResult
 
 LEVEL_ORDER = ("heads", "detections", "ap", "collapse")
@@ -106,19 +107,15 @@ class ConformanceReport:
             part.unlink()
         self.meta.setdefault("written", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         doc = self.to_dict()
-        js = out / "report.json"
-        js.write_text(json.dumps(doc, indent=1) + "\n")
-        md = out / "report.md"
-        md.write_text(render_markdown(doc))
+        js = write_text(out / "report.json", json.dumps(doc, indent=1) + "\n")
+        md = write_text(out / "report.md", render_markdown(doc))
         return js, md
 
     def write_partial(self, folder: str | Path, worker: str) -> Path:
         """Write this worker's records for the controller to merge."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        p = out / f".partial-{worker}.json"
-        p.write_text(json.dumps(self.to_dict()))
-        return p
+        return write_text(out / f".partial-{worker}.json", json.dumps(self.to_dict()))
 
 
 def _mark(passed: bool | None) -> str:
@@ -156,36 +153,46 @@ def render_markdown(doc: dict[str, Any]) -> str:
                if "ap" in rec.get("levels", {})]
     if ap_rows:
         lines += ["", "## WIDER FACE AP (device vs fp32 reference, same profile)", "",
+                  "Deltas are device minus reference (negative: the device lost AP); the ratio "
+                  "is device / reference.", "",
                   "| device | easy | medium | hard | ref easy | ref medium | ref hard | worst delta | worst ratio |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for k, m in ap_rows:
             dev, ref = m.get("device", {}), m.get("reference", {})
-            deltas = [ref.get(s, 0) - dev.get(s, 0) for s in ("easy", "medium", "hard")]
-            ratios = [dev.get(s, 0) / ref[s] if ref.get(s) else 1.0 for s in ("easy", "medium", "hard")]
-            lines.append(f"| {k} | " + " | ".join(_fmt(dev.get(s)) for s in ("easy", "medium", "hard"))
-                         + " | " + " | ".join(_fmt(ref.get(s)) for s in ("easy", "medium", "hard"))
-                         + f" | {max(deltas):+.4f} | {min(ratios):.4f} |")
+            settings = [s for s in ("easy", "medium", "hard", "all") if s in ref]
+            deltas = [dev.get(s, 0) - ref.get(s, 0) for s in settings]
+            ratios = [dev.get(s, 0) / ref[s] if ref.get(s) else float("nan") for s in settings]
+            lines.append(f"| {k} | " + " | ".join(_fmt(dev.get(s)) for s in settings)
+                         + " | " + " | ".join(_fmt(ref.get(s)) for s in settings)
+                         + f" | {min(deltas):+.4f} | {min(ratios):.4f} |")
     failed = [(k, g) for k, rec in devices.items() for lv in rec.get("levels", {}).values()
               for g in lv.get("gates", []) if not g["passed"]]
     lines += ["", "## Failed gates", ""]
     if failed:
         for k, g in failed:
             op = ">=" if g["gate"].endswith("_min") else "<="
-            lines.append(f"- `{k}` {g['level']}/{g['gate']} on **{g['subject']}**: {g['value']} "
+            value = g.get("note") or g["value"]
+            lines.append(f"- `{k}` {g['level']}/{g['gate']} on **{g['subject']}**: {value} "
                          f"(needs {op} {g['limit']}) - {g['why']}")
     else:
         lines.append("none")
     worst = [(k, rec["levels"]["detections"]["metrics"].get("worst_images", []))
              for k, rec in devices.items() if "detections" in rec.get("levels", {})]
     if any(w for _, w in worst):
-        lines += ["", "## Worst images (detection level, lowest recall against the reference)", "",
-                  "| device | image | recall | precision | mean IoU | ref faces | device faces |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Worst images (detection level)", "",
+                  "Ranked by mismatch = reference faces missed + device faces unmatched + "
+                  "sum of (1 - IoU) over matched pairs, at the detection gate's operating "
+                  "point; images where neither side has a face, and perfect ones, are "
+                  "never listed.", "",
+                  "| device | image | ref faces | device faces | missed | extra | mean IoU | mismatch |",
+                  "|---|---|---|---|---|---|---|---|"]
         for k, rows in worst:
             for r in rows[:3]:
-                lines.append(f"| {k} | {r['image']} | {_fmt(r['recall'], 3)} | "
-                             f"{_fmt(r['precision'], 3)} | {_fmt(r['mean_iou'], 3)} | "
-                             f"{r['ref_count']} | {r['dev_count']} |")
+                missed = r["ref_count"] - r.get("found", 0)
+                extra = r["dev_count"] - r.get("precise", 0)
+                iou = "-" if r.get("mean_iou") is None else _fmt(r["mean_iou"], 3)
+                lines.append(f"| {k} | {r['image']} | {r['ref_count']} | {r['dev_count']} | "
+                             f"{missed} | {extra} | {iou} | {_fmt(r.get('mismatch', 0.0), 2)} |")
     for name, section in doc.get("sections", {}).items():
         if isinstance(section, dict) and "markdown" in section:
             lines += ["", section["markdown"].rstrip()]
@@ -219,8 +226,8 @@ def plot_pr_comparison(reference: Any, device: Any, path: str | Path, title: str
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
+    with atomic_write(p, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
     return p
 
@@ -231,12 +238,9 @@ def overlay_picture(image_path: str | Path, reference: Any, device: Any, path: s
     import cv2
 
     from .draw import draw_detections
-    from .formats.images import read_image
+    from .formats.images import encode_image, read_image
 
     img = draw_detections(read_image(image_path), reference, colour=(0, 200, 0), label=False)
     img = draw_detections(img, device, colour=(0, 0, 255), label=False)
     cv2.putText(img, caption, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(p), img)
-    return p
+    return write_bytes(Path(path), encode_image(img, ".png"))

@@ -1,54 +1,75 @@
-"""Regenerate data/expected/wider_ap.json with the literal oracle (run by hand).
+"""Regenerate data/expected/wider_ap.json from independent sources only (run by hand).
 
     python tests/pin_wider_ap.py [--data-dir DIR]
 
-Runs ``scrfd-ref wider-run`` with scrfd_500m_bnkps.onnx on the shared five events for
-the ``widerface-eval`` and ``insightface`` profiles and evaluates the predictions with
-``tests/wider_oracle.py`` (the loop-for-loop transcription of the official protocol),
-never with the package's fast path.
+scrfd_500m_bnkps on the five shared WIDER events, both profiles, predictions made by code
+that is not the package's and evaluated by the literal oracle (``tests/wider_oracle.py``),
+never by the package's fast path:
+
+- ``widerface-eval``: ``tests/insightface_wider_transcript.py``, a transcription of
+  insightface's ``tools/test_widerface.py`` (mmdet pipeline, mmcv NMS) that imports
+  nothing from ``scrfd_ref``;
+- ``insightface``: the insightface package itself (``insightface.model_zoo.scrfd.SCRFD``,
+  the peer), ``detect(img, input_size=(640, 640))`` at its defaults (score 0.5, NMS 0.4).
+
+Rows are written as insightface's test script computes them (``w = x2 - x1`` in float32,
+every box kept, inverted ones included).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import tempfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
 
-from conftest import SHARED_EVENTS  # noqa: E402
-from wider_oracle import wider_eval  # noqa: E402
-
-from scrfd_ref import __version__  # noqa: E402
-from scrfd_ref import data as data_mod  # noqa: E402
-from scrfd_ref.cli import main  # noqa: E402
-from scrfd_ref.formats.ground_truth import load_ground_truth  # noqa: E402
-from scrfd_ref.formats.wider_txt import read_prediction_dir  # noqa: E402
+import insightface_wider_transcript as transcript  # noqa: E402
+from wider_oracle import load_ground_truth_mat, wider_eval  # noqa: E402
 
 TARGET = HERE.parent / "data" / "expected" / "wider_ap.json"
 MODEL = "scrfd_500m_bnkps.onnx"
-PROFILES = ("widerface-eval", "insightface")
+EVENTS = ("0--Parade", "13--Interview", "19--Couple", "20--Family_Group", "4--Dancing")
+
+
+def peer_predictions(model: str, images_root: str, events) -> dict:
+    """The insightface package's detections at its defaults, as WIDER rows."""
+    import cv2
+    from insightface.model_zoo.scrfd import SCRFD
+
+    peer = SCRFD(model_file=model)
+    peer.prepare(-1, input_size=(640, 640))
+    preds = {}
+    for event in events:
+        folder = os.path.join(images_root, event)
+        for f in sorted(x for x in os.listdir(folder) if x.endswith(".jpg")):
+            dets, _ = peer.detect(cv2.imread(os.path.join(folder, f)), input_size=(640, 640))
+            preds[(event, f[:-4])] = transcript.wider_rows(dets)
+    return preds
 
 
 def pin(data_dir: str | None) -> dict:
-    root = data_mod.data_dir(data_dir)
-    gt = load_ground_truth(root / "widerface" / "ground_truth").select(SHARED_EVENTS)
+    root = Path(data_dir or os.environ.get("SCRFD_DATA") or HERE.parent.parent / "shared" / "data")
+    gt = load_ground_truth_mat(root / "widerface" / "ground_truth", EVENTS)
+    model = str(root / "models" / MODEL)
+    images = str(root / "widerface" / "WIDER_val" / "images")
     import onnxruntime
 
-    doc = {"model": MODEL, "events": list(SHARED_EVENTS), "scrfd_ref": __version__,
-           "onnxruntime": onnxruntime.__version__, "produced_by": "tests/wider_oracle.py",
-           "profiles": {}}
-    for profile in PROFILES:
-        with tempfile.TemporaryDirectory() as tmp:
-            main(["--data-dir", str(root), "wider-run", "-q", "-m", str(root / "models" / MODEL),
-                  "--profile", profile, "--out", tmp, "--events", *SHARED_EVENTS])
-            preds = read_prediction_dir(tmp, SHARED_EVENTS)
+    doc = {"model": MODEL, "events": list(EVENTS), "onnxruntime": onnxruntime.__version__,
+           "produced_by": {"widerface-eval": "tests/insightface_wider_transcript.py",
+                           "insightface": "insightface.model_zoo.scrfd.SCRFD (peer package)",
+                           "evaluation": "tests/wider_oracle.py"},
+           "profiles": {}, "detections": {}}
+    for profile, preds in (("widerface-eval", transcript.predict_events(model, images, EVENTS)),
+                           ("insightface", peer_predictions(model, images, EVENTS))):
         res = wider_eval(gt, preds)
         doc["profiles"][profile] = {s: float(res[s]["ap"]) for s in ("easy", "medium", "hard")}
-        print(profile, doc["profiles"][profile])
+        doc["detections"][profile] = int(sum(np.asarray(v).shape[0] for v in preds.values()))
+        print(profile, doc["profiles"][profile], doc["detections"][profile])
     return doc
 
 

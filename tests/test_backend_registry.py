@@ -72,8 +72,11 @@ def test_entry_point_backend_appears_in_conformance_parametrization(vendor_packa
     from conftest import device_specs
 
     class Cfg:
+        stash: dict = {}
+
         def getoption(self, name):
-            return {"--variant": ["500m_bnkps"], "--dtype": ["fp16"]}.get(name)
+            return {"--variant": ["500m_bnkps"], "--dtype": ["fp16"],
+                    "--data-dir": pytestconfig.getoption("--data-dir")}.get(name)
 
     ids = [s.id for s in device_specs(Cfg())]
     assert "vendor-fp16-500m_bnkps" in ids and "ort-fp16-500m_bnkps" in ids

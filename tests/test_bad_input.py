@@ -13,7 +13,8 @@ import pytest
 
 from scrfd_ref.backends import Backend
 from scrfd_ref.detector import Detector, detect_from_outputs
-from scrfd_ref.errors import DataMissingError, InputError, LayoutError, ScrfdRefError
+from scrfd_ref.errors import (DataMissingError, InputError, LayoutError, ScrfdRefError,
+                              UsageError)
 from scrfd_ref.formats.images import read_image
 from scrfd_ref.heads import normalize_heads
 from scrfd_ref.preprocess import check_image, letterbox_geometry, preprocess
@@ -249,8 +250,10 @@ def test_missing_image_file(tmp_path):
 
 
 def test_directory_is_not_an_image(tmp_path):
-    with pytest.raises(DataMissingError, match="image not found"):
+    with pytest.raises(InputError, match="is a folder, not an image"):
         read_image(tmp_path)
+    with pytest.raises(DataMissingError, match="image not found"):
+        read_image(tmp_path / "none.jpg")
 
 
 @pytest.mark.parametrize("shape", [(0, 0, 3), (0, 10, 3), (10, 0), (0,)])
@@ -329,7 +332,8 @@ def test_detector_rejects_an_input_size_not_a_multiple_of_32():
 
 
 def test_detector_rejects_a_size_other_than_the_models_fixed_one():
-    with pytest.raises(InputError, match=r"model input is fixed at 640x640; cannot run at 320x320"):
+    with pytest.raises(UsageError, match=r"--input-size 320,320: the model input is fixed at "
+                                         r"640x640"):
         Detector(_DynamicBackend((640, 640)), input_size=(320, 320))
 
 

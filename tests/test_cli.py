@@ -83,6 +83,7 @@ def test_missing_image_is_one_clear_line(tmp_path, capsys, data_root):
 
 
 def test_missing_variant_weights_say_where_to_put_them(tmp_path, capsys):
+    (tmp_path / "x.jpg").write_bytes(b"checked after the model")
     rc = main(["--data-dir", str(tmp_path), "detect", "--model", "34g", str(tmp_path / "x.jpg")])
     err = capsys.readouterr().err
     assert rc == 2 and "scrfd_34g.onnx" in err and str(tmp_path / "models") in err

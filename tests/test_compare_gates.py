@@ -94,7 +94,15 @@ def test_gate_check_semantics():
     ("[fp99.heads]\n", "unknown section"),
     ("[fp32.bogus]\n", "unknown level"),
     ("[fp32.heads\n", "not valid TOML"),
-    ("[fp32.heads]\ncosine_min = { value = 0.9, why = 'x' }\n", "no gates for dtype"),
+    ("[fp32.heads]\ncosin_min = { value = 0.9, why = 'x' }\n",
+     r"\[fp32.heads\] cosin_min: unknown gate; did you mean cosine_min\?"),
+    ("[fp32.heads]\ncosine_min = { value = 'high', why = 'x' }\n", "must be a number, got str"),
+    ("[fp32.heads]\ncosine_min = { value = true, why = 'x' }\n", "must be a number, got bool"),
+    ("[fp32.heads]\ncosine_min = { value = 1.5, why = 'x' }\n", "outside -1 .. 1"),
+    ("[fp32.heads]\nnonfinite_max = { value = 0.5, why = 'x' }\n", "whole number"),
+    ("[fp32.heads]\ncosine_min = { value = 0.9 }\n", "justification"),
+    ("[fp32.heads]\ncosine_min = { value = 0.9, why = 'x', unit = 'dB' }\n", "unknown key"),
+    ("[meta]\nversoin = 1\n", "did you mean version"),
 ])
 def test_bad_gates_files(tmp_path, text, match):
     p = tmp_path / "g.toml"
@@ -103,3 +111,47 @@ def test_bad_gates_files(tmp_path, text, match):
         Gates.load(p)
     with pytest.raises(InputError, match="not found"):
         Gates.load(tmp_path / "missing.toml")
+
+
+def test_every_problem_of_a_gates_file_is_listed(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text("[fp32.heads]\ncosin_min = { value = 0.9, why = 'x' }\n"
+                 "snr_db_min = { value = 'high', why = 'x' }\n[int8.detections]\n"
+                 "recal_min = { value = 0.9, why = 'x' }\n")
+    with pytest.raises(InputError) as info:
+        Gates.load(p)
+    msg = str(info.value)
+    assert "3 problems" in msg and "cosine_min?" in msg and "recall_min?" in msg
+    assert str(p) in msg
+
+
+def test_gates_left_out_take_the_defaults_and_are_named(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text("[int8.heads]\ncosine_min = { value = 0.95, why = 'tighter' }\n")
+    g = Gates.load(p)
+    default = Gates.load()
+    assert g.value("int8", "heads", "cosine_min") == 0.95
+    assert g.value("fp16", "heads", "cosine_min") == default.value("fp16", "heads", "cosine_min")
+    assert "int8.heads.cosine_min" not in g.defaulted
+    assert "fp16.heads.cosine_min" in g.defaulted and "int8.ap.ratio_min" in g.defaulted
+    assert "leaves out" in g.notice() and default.notice() is None
+
+
+def test_a_gate_without_a_measured_metric_fails():
+    g = Gates.load()
+    rows = g.check("int8", "detections", "10 images", {"recall": 1.0, "precision": 1.0})
+    by = {r.gate: r for r in rows}
+    assert by["recall_min"].passed
+    missing = by["landmark_err_px_max"]
+    assert not missing.passed and "not measured" in missing.message
+    assert {"mean_iou_min", "max_score_delta_max"} <= {r.gate for r in rows if not r.passed}
+
+
+def test_every_declared_gate_is_read_by_a_check_and_has_a_default():
+    from scrfd_ref.gates import DECLARED, GROUPS
+
+    g = Gates.load()
+    for spec in DECLARED:
+        assert spec.group in GROUPS
+        for dtype in DTYPES:
+            assert g.get(dtype, spec.level, spec.name).why

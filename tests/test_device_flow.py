@@ -11,6 +11,7 @@ is the only difference, bounded in the test.
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from scrfd_ref.backends import get_backend
 from scrfd_ref.cli import main
 from scrfd_ref.detector import Detector
 from scrfd_ref.device_flow import check_device_outputs, dump, npz_decode
-from scrfd_ref.errors import DataMissingError, InputError, LayoutError, ScrfdRefError
+from scrfd_ref.errors import DataMissingError, InputError, ScrfdRefError
 from scrfd_ref.formats.device_npz import (read_datalist, read_input_npz, read_output_npz,
                                           write_datalist, write_output_npz)
 from scrfd_ref.formats.ground_truth import load_ground_truth
@@ -153,9 +154,9 @@ def _expect(exc_type, match, fn, *args, **kwargs):
 def test_bad_count_mismatch(small_flow, wider_images):
     lst, out = small_flow
     (out / "output_000002.npz").unlink()
-    msg = _expect(InputError, "2 output files but 3 datalist lines", check_device_outputs,
-                  lst, out, wider_images)
-    assert "output_000002.npz" in msg
+    msg = _expect(InputError, r"the datalist has 3 line\(s\) but the 2 output file\(s\) do not "
+                              "pair", check_device_outputs, lst, out, wider_images)
+    assert "2 file(s) of batch 1" in msg
 
 
 def test_bad_missing_key(small_flow, wider_images):
@@ -192,13 +193,98 @@ def test_bad_rank(small_flow, wider_images):
             wider_images)
 
 
-def test_bad_head_shape_is_caught_at_decode(small_flow, wider_images, tmp_path):
+def test_bad_head_shape_is_caught_before_anything_is_written(small_flow, wider_images, tmp_path):
     lst, out = small_flow
-    arrays = read_output_npz(out / "output_000000.npz")
+    arrays = read_output_npz(out / "output_000002.npz")
     arrays[4] = arrays[4][:, :, :20, :20]  # box map of stride 16 cut to stride-32 size
-    write_output_npz(out / "output_000000.npz", arrays, "fp16")
-    _expect(LayoutError, r"output_000000\.npz", npz_decode, lst, out, wider_images,
-            tmp_path / "p", get_profile("device-flow"), progress=False)
+    write_output_npz(out / "output_000002.npz", arrays, "fp16")
+    _expect(InputError, r"output_000002\.npz: heads missing or duplicated", npz_decode, lst, out,
+            wider_images, tmp_path / "p", get_profile("device-flow"), progress=False)
+    assert not (tmp_path / "p").exists(), "nothing may be written while a file is bad"
+    # --skip-bad writes the good two and lists the bad one
+    s = npz_decode(lst, out, wider_images, tmp_path / "p", get_profile("device-flow"),
+                   progress=False, skip_bad=True)
+    assert (s.images, s.skipped) == (2, 1)
+    assert len(read_prediction_dir(tmp_path / "p")) == 2
+
+
+def test_nan_in_an_output_is_counted_and_named(small_flow, wider_images, tmp_path):
+    lst, out = small_flow
+    arrays = read_output_npz(out / "output_000001.npz")
+    arrays[7][0, 0, :3, :2] = np.nan
+    write_output_npz(out / "output_000001.npz", arrays, "fp32")
+    msg = _expect(InputError, r"output_000001\.npz: NaN/Inf values: output_7 6 of", npz_decode,
+                  lst, out, wider_images, tmp_path / "p", get_profile("device-flow"),
+                  progress=False)
+    assert "1 problem" in msg and not (tmp_path / "p").exists()
+
+
+def test_repeated_datalist_line_is_refused(small_flow, wider_images):
+    lst, out = small_flow
+    entries = read_datalist(lst)
+    lst.write_text("".join(f"{e}\n" for e in [entries[0], entries[1], entries[1]]))
+    _expect(InputError, r"line 3 repeats line 2", check_device_outputs, lst, out, wider_images)
+
+
+def test_repeated_and_missing_output_files_are_refused(small_flow, wider_images):
+    lst, out = small_flow
+    import shutil
+
+    shutil.copy(out / "output_000001.npz", out / "output_1.npz")
+    _expect(InputError, r"output_000001\.npz, output_1\.npz: repeated output files",
+            check_device_outputs, lst, out, wider_images)
+    (out / "output_1.npz").unlink()
+    (out / "output_000001.npz").rename(out / "output_000003.npz")
+    _expect(InputError, r"missing in the sequence: output_000001\.npz", check_device_outputs,
+            lst, out, wider_images)
+
+
+def test_byte_identical_outputs_are_refused(small_flow, wider_images):
+    lst, out = small_flow
+    (out / "output_000002.npz").write_bytes((out / "output_000001.npz").read_bytes())
+    _expect(InputError, r"output_000002\.npz is byte-identical to output_000001\.npz",
+            check_device_outputs, lst, out, wider_images)
+
+
+def _rebatch(out: Path, sizes: list[int]) -> None:
+    """Join the single-image files of ``out`` into files of the given batch sizes."""
+    singles = [read_output_npz(f) for f in sorted(out.glob("output_*.npz"))]
+    for f in out.glob("output_*.npz"):
+        f.unlink()
+    i = 0
+    for k, b in enumerate(sizes):
+        group = singles[i:i + b]
+        write_output_npz(out / f"output_{k:06d}.npz",
+                         [np.concatenate(arrs, axis=0) for arrs in zip(*group)], "fp32")
+        i += b
+
+
+def test_batched_files_are_decoded_image_by_image(small_flow, wider_images, tmp_path):
+    lst, out = small_flow
+    profile = get_profile("device-flow")
+    npz_decode(lst, out, wider_images, tmp_path / "single", profile, progress=False)
+    _rebatch(out, [2, 1])  # a batch of 2, then a short last batch
+    checked = check_device_outputs(lst, out, wider_images)
+    assert [(s.file.name, s.position) for s in checked.slots] == [
+        ("output_000000.npz", 0), ("output_000000.npz", 1), ("output_000001.npz", 0)]
+    npz_decode(lst, out, wider_images, tmp_path / "batched", profile, progress=False)
+    a, b = read_prediction_dir(tmp_path / "single"), read_prediction_dir(tmp_path / "batched")
+    assert a.keys() == b.keys() and len(a) == 3
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_batches_that_do_not_add_up_are_refused(small_flow, wider_images):
+    lst, out = small_flow
+    _rebatch(out, [2])  # 2 images for 3 lines: never a silent cut
+    _expect(InputError, r"they hold 2 image\(s\) \(1 file\(s\) of batch 2\)",
+            check_device_outputs, lst, out, wider_images)
+
+
+def test_irregular_batches_are_refused(small_flow, wider_images):
+    lst, out = small_flow
+    _rebatch(out, [1, 2])
+    _expect(InputError, r"the batch sizes vary before the last file", check_device_outputs,
+            lst, out, wider_images)
 
 
 def test_bad_original_not_found(small_flow, wider_images, tmp_path):

@@ -226,12 +226,19 @@ def test_standard_score_exactly_at_threshold_is_kept_one_ulp_below_dropped(thr, 
 
 
 def test_threshold_of_the_widerface_profile_end_to_end():
+    """widerface-eval keeps ``score > 0.02`` (mmdet's multiclass_nms): a score equal to
+    float32(0.02) is dropped, the next float32 above it kept."""
     at, below = F32(0.02), np.nextafter(F32(0.02), F32(0))
+    above = np.nextafter(at, F32(1))
     assert float(at) < 0.02
     t = letterbox_geometry(SIZE, SIZE, "wider")
-    (dets,) = detect_from_outputs(standard_outputs({(1, 3): at, (0, 10): below, (2, 0): 0.9}),
+    (dets,) = detect_from_outputs(standard_outputs({(1, 3): at, (0, 10): below, (2, 0): 0.9,
+                                                    (1, 5): above}),
                                   [t], "widerface-eval", input_size=SIZE)
-    assert dets.scores.tolist() == [F32(0.9), at]
+    assert dets.scores.tolist() == [F32(0.9), above]
+    (dets,) = detect_from_outputs(standard_outputs({(1, 3): at, (0, 10): below, (2, 0): 0.9}),
+                                  [t], "device-flow", input_size=SIZE, score_thr=0.02)
+    assert dets.scores.tolist() == [F32(0.9), at], "the inclusive profiles keep it"
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -289,9 +296,10 @@ def largest_value_below(pred, start: float, dtype) -> float:
 @given(logit=st.floats(-9.0, 9.0, width=16), dtype=st.sampled_from([np.float16, np.float32]),
        profile=st.sampled_from(["insightface", "widerface-eval", "device-flow"]))
 def test_device_threshold_is_inclusive_at_any_score(logit, dtype, profile):
-    """Take a logit, set the threshold to exactly its float32 score: it is kept, and the
-    highest representable logit (same dtype) whose score falls below is dropped. Checked
-    end to end through ``detect_from_outputs`` with each profile."""
+    """Take a logit, set the threshold to exactly its float32 score: it is kept (dropped by
+    widerface-eval, whose threshold is strict), and the highest representable logit (same
+    dtype) whose score falls below is dropped. Checked end to end through
+    ``detect_from_outputs`` with each profile."""
     one = np.array([logit], dtype)
     s = sigmoid32(one.astype(F32))[0]
     lower = largest_value_below(lambda v: sigmoid32(np.array([v], dtype).astype(F32))[0] < s,
@@ -301,6 +309,9 @@ def test_device_threshold_is_inclusive_at_any_score(logit, dtype, profile):
     outs = device_outputs({(0, 1, 3, 2): one[0], (1, 0, 0, 1): lower}, dtype)
     t = letterbox_geometry(SIZE, SIZE, get_profile(profile).letterbox)
     (dets,) = detect_from_outputs(outs, [t], profile, input_size=SIZE, score_thr=float(s))
+    if get_profile(profile).score_strict:
+        assert dets.scores.tolist() == []
+        return
     assert dets.scores.tolist() == [s]
     # stride 8, cell (row 3, col 2) -> centre (16, 24): a point box
     np.testing.assert_array_equal(dets.boxes, boxes([16, 24, 16, 24]))

@@ -162,6 +162,21 @@ def test_nms_kernel_numpy_and_python_agree_on_degenerate_boxes_and_ties(data, bo
         assert nms(boxes, scores, thr, use_kernel=True).tolist() == want
 
 
+def crowded_scene(seed: int, n: int, crowd: float, degenerate: bool, ties: bool,
+                  integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` boxes in a ``crowd`` x ``crowd`` area (degenerate ones with negative sides,
+    integer coordinates, tied scores when asked): ``(boxes float32, scores float32)``."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.uniform(0, crowd, n)
+    y1 = rng.uniform(0, crowd, n)
+    w = rng.uniform(-4 if degenerate else 0.5, 50, n)
+    h = rng.uniform(-4 if degenerate else 0.5, 50, n)
+    boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=1)
+    boxes = (np.round(boxes) if integer else boxes).astype(np.float32)
+    scores = (rng.integers(0, 5, n) / 5.0 if ties else rng.uniform(0, 1, n)).astype(np.float32)
+    return boxes, scores
+
+
 @pytest.mark.skipif(not HAVE_KERNEL, reason="Cython NMS kernel not built")
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 500), thr=THRESHOLDS,
@@ -171,16 +186,7 @@ def test_nms_kernel_equals_numpy_bit_for_bit(seed, n, thr, crowd, degenerate, ti
     """Crowded scenes (hundreds of boxes in a small area, the widerface-eval regime),
     float or integer coordinates, degenerate boxes, tied scores: the kernel's pruned
     sweep keeps exactly the boxes the numpy loop keeps, in the same order."""
-    rng = np.random.default_rng(seed)
-    x1 = rng.uniform(0, crowd, n)
-    y1 = rng.uniform(0, crowd, n)
-    w = rng.uniform(-4 if degenerate else 0.5, 50, n)
-    h = rng.uniform(-4 if degenerate else 0.5, 50, n)
-    boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=1)
-    if integer:
-        boxes = np.round(boxes)
-    boxes = boxes.astype(np.float32)
-    scores = (rng.integers(0, 5, n) / 5.0 if ties else rng.uniform(0, 1, n)).astype(np.float32)
+    boxes, scores = crowded_scene(seed, n, crowd, degenerate, ties, integer)
     with np.errstate(all="ignore"):
         want = nms(boxes, scores, thr, use_kernel=False)
         got = nms(boxes, scores, thr, use_kernel=True)
@@ -207,6 +213,61 @@ def test_nms_plus_one_convention_by_hand(use_kernel):
     assert nms(same, scores, 1.0, use_kernel=use_kernel).tolist() == [0, 1], "IoU 1 <= 1 keeps"
     # lower score first in the input: the output still starts with the best box
     assert nms(boxes, scores[::-1].copy(), 0.3, use_kernel=use_kernel).tolist() == [1]
+
+
+def greedy_nms_mmcv_py(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
+    """Plain-Python mmcv CUDA NMS (``devIoU`` with offset 0, float32): suppress when
+    ``inter > thr * (area_a + area_b - inter)``; stable descending-score order."""
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    thr32 = F32(thr)
+    kept: list[int] = []
+    for j in order:
+        b = boxes[j]
+        suppressed = False
+        for i in kept:
+            a = boxes[i]
+            w = max(F32(min(a[2], b[2]) - max(a[0], b[0])), F32(0))
+            h = max(F32(min(a[3], b[3]) - max(a[1], b[1])), F32(0))
+            inter = F32(w * h)
+            sa = F32(F32(a[2] - a[0]) * F32(a[3] - a[1]))
+            sb = F32(F32(b[2] - b[0]) * F32(b[3] - b[1]))
+            if inter > F32(thr32 * F32(F32(sa + sb) - inter)):
+                suppressed = True
+                break
+        if not suppressed:
+            kept.append(j)
+    return kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), thr=THRESHOLDS,
+       crowd=st.sampled_from([20.0, 60.0, 400.0]), degenerate=st.booleans(),
+       ties=st.booleans(), integer=st.booleans())
+def test_mmcv_nms_kernel_numpy_and_python_agree(seed, n, thr, crowd, degenerate, ties, integer):
+    """The mmcv convention (widerface-eval): kernel (pruned sweep), numpy twin and a
+    plain-Python transcription of mmcv's devIoU keep the same boxes in the same order."""
+    boxes, scores = crowded_scene(seed, n, crowd, degenerate, ties, integer)
+    want = greedy_nms_mmcv_py(boxes, scores, thr)
+    assert nms(boxes, scores, thr, use_kernel=False, convention="mmcv").tolist() == want
+    if HAVE_KERNEL:
+        assert nms(boxes, scores, thr, use_kernel=True, convention="mmcv").tolist() == want
+
+
+@pytest.mark.parametrize("use_kernel", KERNEL_MODES)
+def test_mmcv_convention_by_hand(use_kernel):
+    """(0,0,10,10) and (5,0,15,10) without "+1": inter 5 x 10 = 50, union 150, IoU 1/3;
+    the "+1" convention sees (0,0,10,10) as 11 x 11 and gets 6 x 11 / (121 + 121 - 66)."""
+    boxes = np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    # suppressed when 50 > thr * 150, i.e. thr < 1/3
+    assert nms(boxes, scores, 0.33, use_kernel=use_kernel, convention="mmcv").tolist() == [0]
+    assert nms(boxes, scores, 0.34, use_kernel=use_kernel, convention="mmcv").tolist() == [0, 1]
+    # the +1 IoU is 66 / 176 = 0.375: at 0.35 "+1" suppresses, mmcv keeps
+    assert nms(boxes, scores, 0.35, use_kernel=use_kernel).tolist() == [0]
+    assert nms(boxes, scores, 0.35, use_kernel=use_kernel, convention="mmcv").tolist() == [0, 1]
+    touching = np.array([[0, 0, 10, 10], [10, 0, 20, 10]], np.float32)  # no shared area
+    assert nms(touching, scores, 0.0, use_kernel=use_kernel, convention="mmcv").tolist() == [0, 1]
+    assert nms(touching, scores, 0.0, use_kernel=use_kernel).tolist() == [0]
 
 
 # --------------------------------------------------------------------------------------

@@ -154,7 +154,8 @@ def test_ground_truth_txt_zero_box_placeholder_is_accepted(tmp_path):
                  "5 5 30 30 0 0 0 0 0 0\n")
     gt = read_wider_txt(f)
     assert [img.boxes.shape[0] for img in gt.images] == [0, 1]
-    assert gt.num_counted("easy") == 1  # without setting files every box counts
+    assert gt.settings == ("all",) and gt.num_counted("all") == 1  # no setting files
+    assert "'all faces' setting only" in gt.note
 
 
 # --------------------------------------------------------------------------- prediction txt
@@ -176,10 +177,13 @@ def test_infinite_coordinate(tmp_path):
     assert f"{f}:3" in _raises(InputError, f, read_prediction_file, f)
 
 
-def test_negative_width(tmp_path):
+def test_negative_width_is_read_as_the_official_evaluation_reads_it(tmp_path):
     f = write_pred(tmp_path, "1--Alpha", "1_a_1", "1_a_1\n2\n1 2 3 4 0.9\n5 6 -7 8 0.5\n")
-    msg = _raises(InputError, f, read_prediction_file, f)
-    assert f"{f}:4" in msg and "negative" in msg
+    rows = read_prediction_file(f)
+    assert rows[1].tolist() == [5.0, 6.0, -7.0, 8.0, 0.5]
+    from scrfd_ref.formats.wider_txt import count_inverted
+
+    assert count_inverted(rows) == 1
 
 
 def test_non_numeric_line(tmp_path):
@@ -302,9 +306,10 @@ def test_malformed_prediction_array():
     with pytest.raises(InputError, match="1--A/x"):
         evaluate({("1--A", "x"): np.array([[0, 0, 5, 5]])}, gt)
     with pytest.raises(InputError, match="1--A/x"):
-        evaluate({("1--A", "x"): np.array([[0, 0, 5, -5, 0.5]])}, gt)
-    with pytest.raises(InputError, match="1--A/x"):
         evaluate({("1--A", "x"): np.array([[0, 0, 5, 5, np.nan]])}, gt)
+    # a negative height is evaluated as the official code does (counted, never refused)
+    res = evaluate({("1--A", "x"): np.array([[0, 0, 5, -5, 0.5]])}, gt)
+    assert res.inverted == 1 and res.ap["easy"] == 0.0
 
 
 def test_eval_command_surfaces_input_errors(tmp_path):

@@ -66,8 +66,11 @@ def _one_image_gt(boxes, counted=None) -> GroundTruth:
 # --------------------------------------------------------------------------- hypothesis
 
 @st.composite
-def scenes(draw):
-    """A small ground truth and a prediction set for it (see the module docstring)."""
+def scenes(draw, inverted: bool = False):
+    """A small ground truth and a prediction set for it (see the module docstring);
+    ``inverted``: predictions may have negative widths and heights (as insightface's
+    test script writes inverted boxes)."""
+    low = -12.0 if inverted else 0.0
     n_events = draw(st.integers(1, 2))
     images = []
     preds = {}
@@ -98,11 +101,13 @@ def scenes(draw):
                     jit = draw(st.sampled_from([0.0, 0.5, 1.0, 2.5, 7.0]))
                     x = b[0] + draw(st.floats(-jit, jit, allow_nan=False))
                     y = b[1] + draw(st.floats(-jit, jit, allow_nan=False))
-                    w = max(0.0, b[2] + draw(st.floats(-jit, jit, allow_nan=False)))
-                    h = max(0.0, b[3] + draw(st.floats(-jit, jit, allow_nan=False)))
+                    w = max(low, b[2] + draw(st.floats(-jit, jit, allow_nan=False)))
+                    h = max(low, b[3] + draw(st.floats(-jit, jit, allow_nan=False)))
+                    if inverted and draw(st.integers(0, 3)) == 0:
+                        w = -draw(st.floats(0, 1.5))  # a sliver just inverted
                 else:
                     x, y = draw(st.floats(0, 150)), draw(st.floats(0, 150))
-                    w, h = draw(st.floats(0, 50)), draw(st.floats(0, 50))
+                    w, h = draw(st.floats(low, 50)), draw(st.floats(low, 50))
                 if score_pool == "ties" or (score_pool == "mixed" and draw(st.booleans())):
                     sc = draw(st.sampled_from([0.25, 0.5, 0.75, 1.0]))
                 else:
@@ -119,6 +124,22 @@ def test_fast_path_equals_oracle_on_generated_sets(scene):
     ref = oracle.wider_eval(gt, preds)
     for kernel in KERNELS:
         _assert_same(evaluate(preds, gt, allow_missing=True, kernel=kernel), ref)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenes(inverted=True))
+def test_negative_widths_are_evaluated_as_the_official_code_does(scene):
+    """Inverted boxes (negative w or h) take part exactly as in the official evaluation
+    (x2 = x + w): the fast path equals the oracle, AP to 1e-12 and in fact exactly."""
+    gt, preds = scene
+    ref = oracle.wider_eval(gt, preds)
+    for kernel in KERNELS:
+        res = evaluate(preds, gt, allow_missing=True, kernel=kernel)
+        for s in SETTINGS:
+            assert abs(res.ap[s] - ref[s]["ap"]) <= 1e-12
+        _assert_same(res, ref)
+        assert res.inverted == sum(int(((a[:, 2] < 0) | (a[:, 3] < 0)).sum())
+                                   for a in preds.values())
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -159,6 +180,37 @@ def test_fast_path_equals_oracle_on_five_real_events(five_events, seed, decimals
         assert res.images == 394 and res.events == FIVE_EVENTS
         assert res.predictions == sum(len(a) for a in preds.values())
     print(f"\nfive events, seed {seed}: " + ", ".join(f"{s} {res.ap[s]:.6f}" for s in SETTINGS))
+
+
+@pytest.mark.data
+def test_eval_command_on_files_with_inverted_boxes_equals_the_oracle(five_events, tmp_path,
+                                                                     data_root, capsys):
+    """Prediction files holding inverted boxes (negative w / h, as insightface's
+    test_widerface.py writes them): ``scrfd-ref eval`` accepts them with one warning and
+    its AP equals the official evaluation (the oracle, reading the .mat itself) to 1e-12."""
+    from scrfd_ref.cli import main
+
+    preds = noisy_predictions(five_events, 5)
+    rng = np.random.default_rng(5)
+    n_inv = 0
+    for k, a in preds.items():
+        flip = rng.random(len(a)) < 0.05
+        a[flip, 2] = -a[flip, 2] * rng.uniform(0, 0.05, flip.sum()) - 1e-3
+        n_inv += int(flip.sum())
+        write_predictions(tmp_path / "pred", k[0], k[1], a)
+    assert n_inv > 50
+    files = read_prediction_dir(tmp_path / "pred")
+    official = oracle.load_ground_truth_mat(data_root / "widerface" / "ground_truth",
+                                            FIVE_EVENTS)
+    ref = oracle.wider_eval(official, files)
+    assert main(["--data-dir", str(data_root), "eval", "--pred", str(tmp_path / "pred"),
+                 "--events", *FIVE_EVENTS, "--json", "-"]) == 0
+    out = capsys.readouterr()
+    got = json.loads(out.out)
+    for s in SETTINGS:
+        assert abs(got[s] - ref[s]["ap"]) <= 1e-12, (s, got[s], ref[s]["ap"])
+    assert got["inverted"] == n_inv
+    assert f"warning: {n_inv} prediction(s) have a negative width or height" in out.err
 
 
 @pytest.mark.data

@@ -1,12 +1,18 @@
 """scrfd_500m_bnkps on the five shared WIDER events: pinned AP, and every path agrees.
 
-``data/expected/wider_ap.json`` was produced by the literal oracle (tests/wider_oracle.py,
-via tests/pin_wider_ap.py). Here predictions are made again with ``scrfd-ref wider-run``
-and evaluated by the fast path, by ``scrfd-ref eval --json`` and by the suite's
-``reference_ap`` fixture: those three must agree exactly (same predictions, same
-arithmetic). Against the pinned values the comparison is tolerant (|dAP| <= 1e-4): a
-different onnxruntime release may change the last bits of head outputs, which moves AP by
-far less; a real regression of preprocessing, decode, NMS or evaluation moves it by more.
+``data/expected/wider_ap.json`` comes from sources independent of the package
+(tests/pin_wider_ap.py): the widerface-eval predictions from a transcription of
+insightface's WIDER test script (tests/insightface_wider_transcript.py), the insightface
+ones from the insightface package itself, both evaluated by the literal oracle
+(tests/wider_oracle.py) reading the .mat files itself. Here predictions are made again
+with ``scrfd-ref wider-run`` and evaluated by the fast path, by ``scrfd-ref eval --json``
+and by the suite's ``reference_ap`` fixture: those three must agree exactly (same
+predictions, same arithmetic). Against the pinned values the comparison is tolerant
+(|dAP| <= 1e-4): the package writes exact float64 widths where the script rounds them to
+float32, and a different onnxruntime release may change the last bits of head outputs;
+both move AP by far less, while a real regression of preprocessing, decode, NMS or
+evaluation moves it by more (the mmcv-vs-"+1" NMS difference alone moved hard AP by
+1.4e-3).
 """
 from __future__ import annotations
 

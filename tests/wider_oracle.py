@@ -17,17 +17,90 @@ Only two things are not literal, both switchable:
   zero counted faces give recall 0 (hence AP 0). With ``False`` the official NaNs stay.
 
 Score normalisation keeps MATLAB's running max / min started at ``realmin('single')`` /
-``realmax('single')``, in float64. Ground truth comes in as the typed
-:class:`scrfd_ref.formats.ground_truth.GroundTruth`; predictions as
+``realmax('single')``, in float64. Predictions come as
 ``{(event, name): (n, 5) x y w h score}`` (missing images: no detections, as in MATLAB).
+
+Ground truth: :func:`load_ground_truth_mat` reads the official ``.mat`` files itself with
+``scipy.io.loadmat``, literally as the official Python port's ``get_gt_boxes`` does
+(``event_list[i][0][0]``, ``file_list[i][0][j][0][0]``, ``face_bbx_list[i][0][j][0]``,
+``gt_list[i][0][j][0]`` 1-based indices), so this module imports nothing from
+``scrfd_ref`` and the project's ground-truth reader is checked against it. The evaluation
+functions take any object with ``events`` and ``images`` (each with ``event``, ``name``,
+``boxes``, ``counted``): :class:`OracleGT` from the files, or a synthetic ground truth
+built directly in a test.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from scrfd_ref.formats.ground_truth import GroundTruth
+GroundTruth = Any  # duck-typed: .events, .images (.event, .name, .boxes, .counted)
+
+
+@dataclass(frozen=True)
+class OracleImage:
+    """One image as the official port reads it."""
+
+    event: str
+    name: str
+    boxes: np.ndarray             # (n, 4) float64 x y w h
+    counted: dict                 # setting -> 0-based indices (gt_list - 1)
+
+
+@dataclass(frozen=True)
+class OracleGT:
+    """The official ground truth, read by :func:`load_ground_truth_mat`."""
+
+    events: tuple
+    images: tuple
+
+    def counted_total(self, setting: str) -> int:
+        """Boxes that count in ``setting`` (``count_face`` of the official loop)."""
+        return int(sum(len(img.counted[setting]) for img in self.images))
+
+
+def load_ground_truth_mat(gt_dir: str | os.PathLike, events: Sequence[str] | None = None
+                          ) -> OracleGT:
+    """``get_gt_boxes(gt_dir)`` of the official port, then one record per image.
+
+    Reads ``wider_face_val.mat`` (``face_bbx_list``, ``event_list``, ``file_list``) and
+    ``wider_{easy,medium,hard}_val.mat`` (``gt_list``) with ``scipy.io.loadmat`` and
+    walks them with the port's indexing. ``events`` keeps only those events (in file
+    order).
+    """
+    from scipy.io import loadmat
+
+    gt_mat = loadmat(os.path.join(gt_dir, "wider_face_val.mat"))
+    hard_mat = loadmat(os.path.join(gt_dir, "wider_hard_val.mat"))
+    medium_mat = loadmat(os.path.join(gt_dir, "wider_medium_val.mat"))
+    easy_mat = loadmat(os.path.join(gt_dir, "wider_easy_val.mat"))
+    facebox_list = gt_mat["face_bbx_list"]
+    event_list = gt_mat["event_list"]
+    file_list = gt_mat["file_list"]
+    gt_lists = {"hard": hard_mat["gt_list"], "medium": medium_mat["gt_list"],
+                "easy": easy_mat["gt_list"]}
+    keep = None if events is None else set(events)
+    out_events, images = [], []
+    for i in range(len(event_list)):
+        event_name = str(event_list[i][0][0])
+        if keep is not None and event_name not in keep:
+            continue
+        out_events.append(event_name)
+        img_list = file_list[i][0]
+        gt_bbx_list = facebox_list[i][0]
+        for j in range(len(img_list)):
+            gt_boxes = gt_bbx_list[j][0].astype("float")
+            counted = {}
+            for setting, gt_list in gt_lists.items():
+                keep_index = gt_list[i][0][j][0]
+                counted[setting] = [int(k) - 1 for k in np.asarray(keep_index).ravel()]
+            images.append(OracleImage(event_name, str(img_list[j][0][0]),
+                                      gt_boxes.reshape(-1, 4), counted))
+    return OracleGT(tuple(out_events), tuple(images))
 
 REALMIN_SINGLE = float(np.finfo(np.float32).tiny)  # realmin('single')
 REALMAX_SINGLE = float(np.finfo(np.float32).max)  # realmax('single')

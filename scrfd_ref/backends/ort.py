@@ -47,12 +47,15 @@ class OrtBackend(Backend):
         providers: ``cpu`` (default), ``cuda``, ``tensorrt`` or full provider names.
         intra_threads: ORT intra-op threads (None: ORT's default).
         dtype: label for reports (``fp32``/``fp16``/``int8``); the model decides the math.
+        graph_optimization: ORT graph optimisation level ``disable``, ``basic``,
+            ``extended`` or ``all`` (None: ORT's default, all).
     """
 
     name = "ort"
 
     def __init__(self, model: str | Path | bytes, providers: Sequence[str] | str | None = None,
-                 intra_threads: int | None = None, dtype: str = "fp32") -> None:
+                 intra_threads: int | None = None, dtype: str = "fp32",
+                 graph_optimization: str | None = None) -> None:
         import onnxruntime as ort
 
         if not isinstance(model, bytes):
@@ -66,6 +69,15 @@ class OrtBackend(Backend):
         opts = ort.SessionOptions()
         if intra_threads:
             opts.intra_op_num_threads = int(intra_threads)
+        if graph_optimization is not None:
+            levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                      "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                      "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                      "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+            if graph_optimization not in levels:
+                raise InputError(f"graph optimisation {graph_optimization!r} is not one of "
+                                 f"{', '.join(levels)}")
+            opts.graph_optimization_level = levels[graph_optimization]
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(source, sess_options=opts,

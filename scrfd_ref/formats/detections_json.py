@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..detections import Detections
 from ..errors import InputError
+from .files import write_text
 
 SCHEMA_VERSION = 1
 
@@ -48,29 +48,45 @@ def write_json(doc: Any, target: str | os.PathLike[str]) -> None:
     if str(target) == "-":
         sys.stdout.write(text)
         return
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(Path(target), text)
 
 
 def read_detections_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a detections document (keys and per-detection fields)."""
+    """Read and validate a detections document (keys, types and per-detection fields).
+
+    Raises:
+        InputError: not readable JSON, or a field missing or of the wrong type (the
+            message names the file and the field).
+    """
     p = Path(path)
     try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{p}: not a readable JSON document: {exc}") from exc
-    for key in ("model", "profile", "images"):
+    if not isinstance(doc, dict):
+        raise InputError(f"{p}: a detections document is a JSON object, got "
+                         f"{type(doc).__name__}")
+    for key, kind in (("model", str), ("profile", dict), ("images", list)):
         if key not in doc:
             raise InputError(f"{p}: missing key {key!r}")
+        if not isinstance(doc[key], kind):
+            raise InputError(f"{p}: {key!r} must be a {kind.__name__}")
     for i, img in enumerate(doc["images"]):
+        if not isinstance(img, dict):
+            raise InputError(f"{p}: images[{i}] must be an object")
         for key in ("path", "width", "height", "detections"):
             if key not in img:
                 raise InputError(f"{p}: images[{i}] lacks {key!r}")
+        if not isinstance(img["detections"], list):
+            raise InputError(f"{p}: images[{i}].detections must be a list")
         for j, d in enumerate(img["detections"]):
-            if len(d.get("box", ())) != 4 or "score" not in d:
-                raise InputError(f"{p}: images[{i}].detections[{j}] needs a 4-number box and a score")
+            box = d.get("box") if isinstance(d, dict) else None
+            if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)
+                    and _number(d.get("score"))):
+                raise InputError(f"{p}: images[{i}].detections[{j}] needs a 4-number box and "
+                                 "a numeric score")
     return doc
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

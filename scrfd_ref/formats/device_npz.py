@@ -5,15 +5,17 @@
   absolute npz paths, one per line.
 - **output npz** (vamp): ``output_000000.npz``, ``output_000001.npz``, ... in datalist
   order, keys ``output_0`` .. ``output_5`` (or ``output_8``), device layout
-  ``(B, 2C, H, W)``, float16 or float32; order scores, boxes, landmarks.
+  ``(B, 2C, H, W)``, float16 or float32; order scores, boxes, landmarks. A batched run
+  (``vamp -b B``) writes ``B`` images per file, the last file possibly fewer.
 
 Every reader validates and raises :class:`~scrfd_ref.errors.InputError` naming the file
-and what was wrong (truncated or corrupt zip, missing key, wrong dtype or shape).
+and what was wrong (truncated or corrupt zip, missing key, wrong dtype or shape). Files are
+written atomically with the user's umask (:mod:`scrfd_ref.formats.files`).
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -21,40 +23,38 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataMissingError, InputError
+from .files import atomic_write, display, write_text
 
 INPUT_KEY = "input_0"
 OUTPUT_PATTERN = "output_{:06d}.npz"
+OUTPUT_NAME = re.compile(r"^output_(\d+)\.npz$")
 OUTPUT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of an npz, with clear errors for missing, truncated or corrupt files."""
     if not path.is_file():
-        raise DataMissingError(f"npz file not found: {path}")
+        raise DataMissingError(f"npz file not found: {display(path)}")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as exc:
-        raise InputError(f"{path}: not a readable npz file (truncated or corrupt?): "
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, TypeError,
+            NotImplementedError, RuntimeError, IndexError) as exc:
+        raise InputError(f"{display(path)}: not a readable npz file (truncated or corrupt?): "
                          f"{type(exc).__name__}: {exc}") from exc
+    except AttributeError as exc:  # np.load returns an array for a bare .npy file
+        raise InputError(f"{display(path)}: not an npz archive (a single .npy array?)") from exc
 
 
 def write_input_npz(path: str | os.PathLike[str], image_bgr: np.ndarray) -> Path:
     """Write a BGR ``(h, w, 3)`` uint8 image as ``input_0`` uint8 RGB ``(3, h, w)``."""
     if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise InputError(f"{path}: expected a uint8 (h, w, 3) image, got "
+        raise InputError(f"{display(path)}: expected a uint8 (h, w, 3) image, got "
                          f"{image_bgr.dtype} {image_bgr.shape}")
     p = Path(path)
     _atomic_savez(p, {INPUT_KEY: np.ascontiguousarray(image_bgr[:, :, ::-1].transpose(2, 0, 1))})
@@ -62,40 +62,106 @@ def write_input_npz(path: str | os.PathLike[str], image_bgr: np.ndarray) -> Path
 
 
 def read_input_npz(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an input npz back as a BGR ``(h, w, 3)`` uint8 image."""
+    """Read an input npz back as a BGR ``(h, w, 3)`` uint8 image (pixel limit applies)."""
+    from .images import check_pixels
+
     p = Path(path)
     arrays = _load_npz(p)
     if INPUT_KEY not in arrays:
-        raise InputError(f"{p}: no {INPUT_KEY!r} array (keys: {', '.join(arrays) or 'none'})")
+        raise InputError(f"{display(p)}: no {INPUT_KEY!r} array "
+                         f"(keys: {', '.join(arrays) or 'none'})")
     a = arrays[INPUT_KEY]
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[0] != 3 or min(a.shape) == 0:
-        raise InputError(f"{p}: {INPUT_KEY} must be uint8 RGB (3, H, W), got {a.dtype} {a.shape}")
+        raise InputError(f"{display(p)}: {INPUT_KEY} must be uint8 RGB (3, H, W), got "
+                         f"{a.dtype} {a.shape}")
+    check_pixels(int(a.shape[2]), int(a.shape[1]), p)
     return np.ascontiguousarray(a.transpose(1, 2, 0)[:, :, ::-1])
 
 
 def write_datalist(path: str | os.PathLike[str], npz_paths: Sequence[Path]) -> Path:
-    """Write the datalist: absolute npz paths, one per line."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text("".join(f"{Path(x).resolve()}\n" for x in npz_paths))
-    return p
+    """Write the datalist: absolute npz paths, one per line (atomically)."""
+    return write_text(path, "".join(f"{os.fspath(Path(x).resolve())}\n" for x in npz_paths))
 
 
 def read_datalist(path: str | os.PathLike[str]) -> list[Path]:
-    """Read a datalist (blank lines ignored); errors name the file."""
+    """Read a datalist (blank lines ignored); errors name the file.
+
+    Raises:
+        DataMissingError: no such file.
+        InputError: unreadable, empty, or a line repeated (which would pair later outputs
+            with the wrong images).
+    """
     p = Path(path)
-    if not p.is_file():
-        raise DataMissingError(f"datalist not found: {p}")
-    lines = [line.strip() for line in p.read_text().splitlines()]
-    entries = [Path(line) for line in lines if line]
-    if not entries:
-        raise InputError(f"{p}: datalist is empty")
-    return entries
+    if not p.exists():
+        raise DataMissingError(f"datalist not found: {display(p)}")
+    if p.is_dir():
+        raise InputError(f"datalist {display(p)}: is a folder; give the datalist text file")
+    try:
+        text = p.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise InputError(f"datalist {display(p)}: cannot read: {exc.strerror or exc}") from None
+    lines = [line.strip() for line in text.splitlines()]
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line]
+    if not numbered:
+        raise InputError(f"{display(p)}: datalist is empty")
+    if "\0" in text:
+        raise InputError(f"{display(p)}: datalist holds NUL bytes (a binary file?)")
+    problems = datalist_problems([Path(line) for _, line in numbered],
+                                 [n for n, _ in numbered], p)
+    if problems:
+        raise InputError(f"datalist {display(p)}: " + "; ".join(problems[:5])
+                         + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+    return [Path(line) for _, line in numbered]
+
+
+def datalist_problems(entries: Sequence[Path], line_numbers: Sequence[int] | None = None,
+                      where: Path | None = None) -> list[str]:
+    """Repeated lines and repeated image names (two inputs of one name) of a datalist."""
+    numbers = list(line_numbers or range(1, len(entries) + 1))
+    problems = []
+    seen: dict[str, int] = {}
+    stems: dict[str, int] = {}
+    for n, e in zip(numbers, entries):
+        key = os.path.normpath(os.fspath(e))
+        if key in seen:
+            problems.append(f"line {n} repeats line {seen[key]} ({display(e)}): every image "
+                            "must be listed once, or later outputs pair with the wrong images")
+            continue
+        seen[key] = n
+        if e.stem in stems:
+            problems.append(f"line {n} ({display(e)}) has the image name {display(e.stem)} of "
+                            f"line {stems[e.stem]}: names must be unique (predictions are "
+                            "written per name)")
+        stems.setdefault(e.stem, n)
+    return problems
 
 
 def output_path(out_dir: str | os.PathLike[str], index: int) -> Path:
     """``<out_dir>/output_%06d.npz``."""
     return Path(out_dir) / OUTPUT_PATTERN.format(index)
+
+
+def scan_output_files(out_dir: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
+    """The ``output_<n>.npz`` files of a folder in index order, and naming problems.
+
+    Problems: two files with the same index (``output_1.npz`` and ``output_000001.npz``),
+    indices that do not run ``0 .. n-1`` without a gap.
+    """
+    folder = Path(out_dir)
+    by_index: dict[int, list[Path]] = {}
+    for f in folder.iterdir():
+        m = OUTPUT_NAME.match(f.name)
+        if m and f.is_file():
+            by_index.setdefault(int(m.group(1)), []).append(f)
+    problems = [f"{', '.join(display(p.name) for p in sorted(v))}: repeated output files for "
+                f"index {k}" for k, v in sorted(by_index.items()) if len(v) > 1]
+    if by_index:
+        missing = sorted(set(range(max(by_index) + 1)) - set(by_index))
+        if missing:
+            shown = ", ".join(OUTPUT_PATTERN.format(i) for i in missing[:5])
+            problems.append(f"{display(folder)}: output file(s) missing in the sequence: {shown}"
+                            + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
+    return [sorted(by_index[k])[0] for k in sorted(by_index)], problems
 
 
 def write_output_npz(path: str | os.PathLike[str], outputs: Sequence[np.ndarray],
@@ -109,24 +175,58 @@ def write_output_npz(path: str | os.PathLike[str], outputs: Sequence[np.ndarray]
     return p
 
 
+def read_raw_output_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an output npz, unchecked (for diagnosis before strict validation)."""
+    return _load_npz(Path(path))
+
+
 def read_output_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
     """Read one vamp output npz: arrays ``output_0..output_{n-1}`` in key order.
 
     Raises InputError for a truncated/corrupt file, missing or extra keys (the keys must
-    be exactly ``output_0`` .. ``output_{n-1}`` with n = 6 or 9), a non-float dtype, or
-    an array that is not rank 4 NCHW.
+    be exactly ``output_0`` .. ``output_{n-1}`` with n = 6 or 9), a non-float dtype, an
+    array that is not rank 4 NCHW, or arrays that disagree on the batch size.
     """
     p = Path(path)
     arrays = _load_npz(p)
     n = len(arrays)
     want = [f"output_{i}" for i in range(n)]
     if n not in (6, 9) or sorted(arrays) != sorted(want):
-        raise InputError(f"{p}: expected keys output_0..output_5 (or ..output_8), got "
+        raise InputError(f"{display(p)}: expected keys output_0..output_5 (or ..output_8), got "
                          f"{', '.join(sorted(arrays)) or 'none'}")
     out = [arrays[k] for k in want]
     for k, a in zip(want, out):
         if a.dtype not in (np.float16, np.float32):
-            raise InputError(f"{p}: {k} has dtype {a.dtype}; the device writes float16 or float32")
+            raise InputError(f"{display(p)}: {k} has dtype {a.dtype}; the device writes float16 "
+                             "or float32")
         if a.ndim != 4:
-            raise InputError(f"{p}: {k} has shape {a.shape}; device layout is (B, 2C, H, W)")
+            raise InputError(f"{display(p)}: {k} has shape {a.shape}; device layout is "
+                             "(B, 2C, H, W)")
+    batches = {a.shape[0] for a in out}
+    if len(batches) != 1 or 0 in batches:
+        raise InputError(f"{display(p)}: the arrays disagree on the batch size (or it is 0): "
+                         + ", ".join(f"{k} {a.shape}" for k, a in zip(want, out)))
     return out
+
+
+def nonfinite_counts(arrays: Sequence[np.ndarray]) -> dict[str, int]:
+    """``{output_i: count}`` of NaN / Inf elements, only for arrays that have some."""
+    counts = {}
+    for i, a in enumerate(arrays):
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            counts[f"output_{i}"] = bad
+    return counts
+
+
+def npz_array_shape(path: str | os.PathLike[str], key: str) -> tuple[int, ...] | None:
+    """Shape of one array of an npz read from its header only (None when unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, _ = read(f)
+            return tuple(int(d) for d in shape)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None

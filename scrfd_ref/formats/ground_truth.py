@@ -13,8 +13,9 @@ Two sources give the same :class:`GroundTruth`:
   the original download). The text layout has no easy / medium / hard split: the
   per-setting counted indices are taken from ``wider_{easy,medium,hard}_val.mat`` when
   those files are given (images matched by event and name, box counts checked); when
-  they are absent, **every box counts in every setting** (so the three settings are the
-  same). Read with :func:`read_wider_txt`.
+  they are absent there is no honest easy / medium / hard split, so the ground truth has
+  one setting, ``all`` (every box counted), and :attr:`GroundTruth.note` says why.
+  Read with :func:`read_wider_txt`.
 
 :func:`load_ground_truth` picks the reader from a folder or file path.
 
@@ -34,6 +35,8 @@ import numpy as np
 from ..errors import DataMissingError, InputError
 
 SETTINGS: tuple[str, ...] = ("easy", "medium", "hard")
+#: the only setting of a text ground truth without the per-setting .mat files
+ALL_FACES = "all"
 FACE_MAT = "wider_face_val.mat"
 SETTING_MAT = "wider_{}_val.mat"
 TXT_NAMES: tuple[str, ...] = ("wider_face_val_bbx_gt.txt", "wider_face_val_bbx_gt.derived.txt")
@@ -69,14 +72,17 @@ class GroundTruth:
     Attributes:
         events: event names in file order.
         images: every image, grouped by event in ``events`` order (official order).
-        settings: the settings every image has counted indices for.
+        settings: the settings every image has counted indices for (``easy``, ``medium``,
+            ``hard``; or only ``all`` for a text file without the setting lists).
         source: where it was read from (for messages).
+        note: why the settings are not the official three, when they are not.
     """
 
     events: tuple[str, ...]
     images: tuple[GroundTruthImage, ...]
     settings: tuple[str, ...] = SETTINGS
     source: str = ""
+    note: str = ""
 
     @property
     def num_boxes(self) -> int:
@@ -121,7 +127,8 @@ class GroundTruth:
             chosen = [img for img in chosen if img.key in keep_imgs]
         present = {img.event for img in chosen}
         return GroundTruth(events=tuple(e for e in self.events if e in present),
-                           images=tuple(chosen), settings=self.settings, source=self.source)
+                           images=tuple(chosen), settings=self.settings, source=self.source,
+                           note=self.note)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -159,6 +166,35 @@ def make_image(event: str, name: str, boxes: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- .mat
+
+
+def _guarded(fn, path: Path):
+    """``fn(path)`` in a forked child process, so a reader crash cannot take this process.
+
+    ``scipy.io.loadmat`` can die of a segmentation fault on a corrupt file (seen with a
+    single changed byte); the child's death becomes an InputError naming the file. The
+    parsed result comes back pickled (the flat lists and arrays of :func:`_read_face_mat`,
+    a few ms). Where ``fork`` is unavailable the reader runs in this process.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import scipy.io  # noqa: F401 - imported here, before the fork, never in the child
+
+    if os.name != "posix" or not path.is_file():
+        return fn(path)
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:  # pragma: no cover - a platform without fork
+        return fn(path)
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(fn, path).result()
+        except BrokenProcessPool:
+            raise InputError(f"{path}: not a readable MATLAB .mat file (the .mat reader "
+                             "crashed on it: truncated or corrupt?)") from None
 
 
 def _loadmat(path: Path) -> dict:
@@ -292,11 +328,11 @@ def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
     """
     folder = Path(gt_dir)
     face_path = folder / FACE_MAT
-    events, names, boxes = _read_face_mat(face_path)
+    events, names, boxes = _guarded(_read_face_mat, face_path)
     counted: dict[str, list[list[np.ndarray]]] = {}
     for s in SETTINGS:
         spath = folder / SETTING_MAT.format(s)
-        s_events, s_names, lists = _read_setting_mat(spath)
+        s_events, s_names, lists = _guarded(_read_setting_mat, spath)
         if len(lists) != len(events):
             raise InputError(f"{spath}: gt_list has {len(lists)} events but {face_path.name} "
                              f"has {len(events)}")
@@ -410,7 +446,8 @@ def read_wider_txt(txt_path: str | Path,
         setting_mats: ``{"easy": path, "medium": path, "hard": path}`` of the official
             ``wider_<setting>_val.mat`` files to take the counted indices from (they must
             carry ``event_list`` / ``file_list`` so images can be matched by name, and the
-            box counts must agree). ``None`` or empty: every box counts in every setting.
+            box counts must agree). ``None`` or empty: one setting, ``all`` (every box
+            counted), with a note saying why.
 
     Raises:
         DataMissingError: the text file (or a given setting file) is absent.
@@ -430,7 +467,7 @@ def read_wider_txt(txt_path: str | Path,
         nbox = {k: b.shape[0] for k, (_, _, b) in zip(keys, entries)}
         for s in SETTINGS:
             spath = Path(setting_mats[s])
-            s_events, s_names, lists = _read_setting_mat(spath)
+            s_events, s_names, lists = _guarded(_read_setting_mat, spath)
             if s_events is None or s_names is None:
                 raise InputError(f"{spath}: needs event_list and file_list to be matched to {path}")
             if len(s_events) != len(lists) or any(len(a) != len(b) for a, b in
@@ -446,14 +483,19 @@ def read_wider_txt(txt_path: str | Path,
                     raise InputError(f"{spath}: no entry for {k[0]}/{k[1]} of {path.name}")
                 counted.setdefault(k, {})[s] = _counted_from_1based(table[k], nbox[k], spath,
                                                                     "/".join(k))
+    settings = SETTINGS if setting_mats else (ALL_FACES,)
     images = []
     for k, (_, _, b) in zip(keys, entries):
-        c = counted.get(k) or {s: np.arange(b.shape[0]) for s in SETTINGS}
+        c = counted.get(k) or {ALL_FACES: np.arange(b.shape[0])}
         images.append(make_image(k[0], k[1], b, c))
     _check_unique(images, path)
     by_event = {e: [img for img in images if img.event == e] for e in events}
     ordered = tuple(img for e in events for img in by_event[e])
-    return GroundTruth(events=tuple(events), images=ordered, settings=SETTINGS, source=str(path))
+    note = "" if setting_mats else (
+        f"{path.name} has no easy / medium / hard lists and no wider_{{easy,medium,hard}}_val.mat "
+        f"beside it: reporting the 'all faces' setting only (every box counted)")
+    return GroundTruth(events=tuple(events), images=ordered, settings=settings,
+                       source=str(path), note=note)
 
 
 def load_ground_truth(path: str | Path) -> GroundTruth:

@@ -1,4 +1,9 @@
-"""Reading images with clear errors."""
+"""Reading images with clear errors and a pixel limit.
+
+An image larger than :func:`max_pixels` (width x height; about 100 megapixels unless
+``--max-pixels`` / :func:`set_max_pixels` says otherwise) is refused from its header,
+before any pixel is decoded, so a 40000x40000 PNG costs nothing.
+"""
 from __future__ import annotations
 
 import os
@@ -8,6 +13,63 @@ import cv2
 import numpy as np
 
 from ..errors import DataMissingError, InputError
+from .files import display
+
+DEFAULT_MAX_PIXELS = 100_000_000
+_MAX_PIXELS = DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit of every image read in this process (None: the default)."""
+    global _MAX_PIXELS
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise InputError(f"max pixels must be a positive integer, got {limit!r}")
+    _MAX_PIXELS = DEFAULT_MAX_PIXELS if limit is None else limit
+
+
+def max_pixels() -> int:
+    """The pixel limit in force."""
+    return _MAX_PIXELS
+
+
+def check_pixels(width: int, height: int, path: str | os.PathLike[str]) -> None:
+    """Refuse an image of ``width x height`` above the pixel limit (InputError)."""
+    if width * height > _MAX_PIXELS:
+        raise InputError(f"{display(path)}: image is {width}x{height} = {width * height:,} "
+                         f"pixels, above the limit of {_MAX_PIXELS:,} (--max-pixels N to "
+                         "raise it)")
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header (no decoding), None if Pillow cannot tell."""
+    from PIL import Image, UnidentifiedImageError
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, not Pillow's bomb warning
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, within the pixel limit.
+
+    Raises:
+        DataMissingError: the file does not exist.
+        InputError: not an image (header unreadable) or above the pixel limit.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataMissingError(f"image not found: {display(p)}")
+    size = image_size(p)
+    if size is None:
+        raise InputError(f"{display(p)}: not a readable image (header does not decode)")
+    check_pixels(*size, p)
+    return size
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -15,15 +77,33 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     Raises:
         DataMissingError: the file does not exist.
-        InputError: the file is empty or does not decode as an image.
+        InputError: the file is empty, unreadable, above the pixel limit, or does not
+            decode as an image.
     """
     p = Path(path)
     if not p.is_file():
-        raise DataMissingError(f"image not found: {p}")
-    raw = np.fromfile(p, dtype=np.uint8)
+        if p.is_dir():
+            raise InputError(f"{display(p)}: is a folder, not an image")
+        raise DataMissingError(f"image not found: {display(p)}")
+    try:
+        raw = np.fromfile(p, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{display(p)}: cannot read: {exc.strerror or exc}") from None
     if raw.size == 0:
-        raise InputError(f"{p}: image file is empty")
+        raise InputError(f"{display(p)}: image file is empty")
+    size = image_size(p)
+    if size is not None:
+        check_pixels(*size, p)
     image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        raise InputError(f"{p}: file does not decode as an image ({raw.size} bytes)")
+        raise InputError(f"{display(p)}: file does not decode as an image ({raw.size} bytes)")
+    check_pixels(image.shape[1], image.shape[0], p)
     return image
+
+
+def encode_image(image: np.ndarray, ext: str = ".jpg") -> bytes:
+    """Encode a BGR image (``.jpg`` / ``.png``) to bytes, for an atomic write."""
+    ok, buf = cv2.imencode(ext, image)
+    if not ok:
+        raise InputError(f"cannot encode an image of shape {image.shape} as {ext}")
+    return buf.tobytes()

@@ -9,29 +9,33 @@ Layout (one file per image)::
 
 Reader (:func:`read_prediction_file`, :func:`read_prediction_dir`): validates that the
 count line is a non-negative integer, that exactly N non-blank lines follow (trailing blank
-lines are allowed), that each holds exactly 5 finite numbers with ``w >= 0`` and ``h >= 0``,
-and that the name line names the file (its last path component, less ``.jpg``, equals the
-file name less ``.txt``; a directory component before it must equal the event folder).
-Every error is an :class:`~scrfd_ref.errors.InputError` naming the file and, where it
-applies, the line. The reader does not assume any order of the lines.
+lines are allowed), that each holds exactly 5 finite numbers, and that the name line names
+the file (its last path component, less ``.jpg``, equals the file name less ``.txt``; a
+directory component before it must equal the event folder). A negative width or height is
+accepted as the official WiderFace-Evaluation accepts it (it reads the numbers and
+computes ``x2 = x + w``): insightface's own ``tools/test_widerface.py`` writes such rows
+for inverted boxes. :func:`count_inverted` counts them so the caller can warn once. Every
+error is an :class:`~scrfd_ref.errors.InputError` naming the file and, where it applies,
+the line; :func:`read_prediction_dir` reads every file and reports every bad one at once.
+The reader does not assume any order of the lines.
 
 Writer (:func:`write_predictions`): name line ``event/name``, then the count, then the rows
-in descending score order (stable: equal scores keep their input order). Every number is
-written as ``repr(float(v))``: Python's shortest decimal string that parses back to the
-same float64 (e.g. ``345.0``, ``0.8127``, ``1e-05``), so ``read(write(x)) == x`` bit for
-bit. The file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a reader never sees a half-written file.
+in descending score order (stable: equal scores keep their input order), every row the
+detector produced (negative widths included). Every number is written as
+``repr(float(v))``: Python's shortest decimal string that parses back to the same float64
+(e.g. ``345.0``, ``0.8127``, ``1e-05``), so ``read(write(x)) == x`` bit for bit (insightface
+writes ``%.5f`` / ``%g``, which rounds). The file is written atomically with the user's
+umask, so a reader never sees a half-written file.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataMissingError, InputError
+from .files import write_text
 
 PredictionKey = tuple[str, str]
 
@@ -119,11 +123,13 @@ def parse_prediction_text(text: str, path: str | Path = "<text>", *, event: str 
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise InputError(f"{p}:{k + 3}: non-finite value (nan/inf) in {body[k].strip()[:60]!r}")
-    neg = (arr[:, 2] < 0) | (arr[:, 3] < 0)
-    if neg.any():
-        k = int(np.flatnonzero(neg)[0])
-        raise InputError(f"{p}:{k + 3}: negative width or height in {body[k].strip()[:60]!r}")
     return arr
+
+
+def count_inverted(rows: np.ndarray) -> int:
+    """Rows with a negative width or height (kept, as the official evaluation keeps them)."""
+    a = np.asarray(rows)
+    return int(np.count_nonzero((a[:, 2] < 0) | (a[:, 3] < 0))) if a.size else 0
 
 
 def read_prediction_file(path: str | Path, event: str | None = None) -> np.ndarray:
@@ -147,6 +153,8 @@ def read_prediction_file(path: str | Path, event: str | None = None) -> np.ndarr
         raise DataMissingError(f"prediction file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: cannot read prediction file: {exc}") from None
+    if "\0" in text:
+        raise InputError(f"{p}: holds NUL bytes (a binary file, not a prediction file)")
     return parse_prediction_text(text, p, event=event if event is not None else p.parent.name,
                                  name=image_name_of(p))
 
@@ -197,16 +205,25 @@ def read_prediction_dir(pred_dir: str | Path, events: Iterable[str] | None = Non
         names = [e for e in names if e not in absent]
     out: dict[PredictionKey, np.ndarray] = {}
     where: dict[str, Path] = {}
+    problems: list[str] = []
     for ev in names:
         for f in sorted((root / ev).iterdir()):
             if f.name.startswith(".") or f.suffix.lower() != ".txt" or not f.is_file():
                 continue
             name = image_name_of(f)
             if name in where:
-                raise InputError(f"{f}: duplicate prediction for image {name!r} "
-                                 f"(also {where[name]})")
+                problems.append(f"{f}: a second prediction file for image {name!r} (also "
+                                f"{where[name]}): each image must be named once")
+                continue
             where[name] = f
-            out[(ev, name)] = read_prediction_file(f, ev)
+            try:
+                out[(ev, name)] = read_prediction_file(f, ev)
+            except InputError as exc:
+                problems.append(str(exc))
+    if problems:
+        from ..errors import problem_list
+
+        raise problem_list(problems, f"prediction folder {root}")
     if not out and (events is None or not missing_ok):
         raise InputError(f"{root}: no prediction files (<event>/<name>.txt) found")
     return out
@@ -220,8 +237,6 @@ def _validate_dets(dets: np.ndarray, what: str) -> np.ndarray:
         raise InputError(f"{what}: detections must be (n, 5) x y w h score, got shape {a.shape}")
     if not np.isfinite(a).all():
         raise InputError(f"{what}: detections contain nan or inf")
-    if (a[:, 2] < 0).any() or (a[:, 3] < 0).any():
-        raise InputError(f"{what}: detections have negative width or height")
     return a
 
 
@@ -229,7 +244,7 @@ def format_predictions(event: str, name: str, dets_xywh_score: np.ndarray) -> st
     """The text :func:`write_predictions` writes (rows in descending score order, stable).
 
     Raises:
-        InputError: ``dets`` not ``(n, 5)``, non-finite, or with negative width / height.
+        InputError: ``dets`` not ``(n, 5)`` or non-finite.
     """
     name = _strip_jpg(name)
     a = _validate_dets(dets_xywh_score, f"{event}/{name}")
@@ -261,19 +276,4 @@ def write_predictions(out_dir: str | Path, event: str, name: str,
     """
     name = _strip_jpg(name)
     text = format_predictions(event, name, dets_xywh_score)
-    folder = Path(out_dir) / event
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{name}.txt"
-    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+    return write_text(Path(out_dir) / event / f"{name}.txt", text, fsync=fsync)

@@ -108,7 +108,9 @@ class WiderResult:
         missing: ``(event, name)`` of images without a prediction file (only non-empty with
             ``allow_missing``).
         kernel: ``"cython"`` or ``"numpy"``, the path that computed it.
-        settings: setting names, in report order.
+        settings: setting names, in report order (``("all",)`` for a ground truth
+            without the easy / medium / hard lists).
+        inverted: predictions with a negative width or height (evaluated as they are).
         iou_threshold: the match threshold used.
         thresh_num: the number of score thresholds used.
     """
@@ -124,6 +126,7 @@ class WiderResult:
     settings: tuple[str, ...] = ("easy", "medium", "hard")
     iou_threshold: float = IOU_THRESHOLD
     thresh_num: int = THRESH_NUM
+    inverted: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready dict: ``{"easy": ap, "medium": ap, "hard": ap, "images": n, ...}``."""
@@ -133,7 +136,7 @@ class WiderResult:
                  missing=len(self.missing),
                  missing_first=["/".join(k) for k in self.missing[:10]],
                  iou_threshold=self.iou_threshold, thresholds=self.thresh_num,
-                 kernel=self.kernel)
+                 kernel=self.kernel, settings=list(self.settings), inverted=self.inverted)
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -248,15 +251,19 @@ def _as_dets(a: object, key: tuple[str, str]) -> np.ndarray:
 
 
 def _check_values(p: np.ndarray, keys: Sequence[tuple[str, str]], img: np.ndarray) -> None:
-    """Finite values, w, h >= 0 and finite "+1" areas (so no IoU can be NaN)."""
+    """Finite values and finite "+1" areas (so no IoU can be NaN).
+
+    Negative widths and heights are accepted as the official evaluation accepts them
+    (``x2 = x + w`` is then left of ``x``; such a box overlaps nothing unless ``w > -1``).
+    """
     with np.errstate(all="ignore"):
         area = (p[:, 0] + p[:, 2] - p[:, 0] + 1) * (p[:, 1] + p[:, 3] - p[:, 1] + 1)
-    ok = np.isfinite(p).all(axis=1) & (p[:, 2] >= 0) & (p[:, 3] >= 0) & np.isfinite(area)
+    ok = np.isfinite(p).all(axis=1) & np.isfinite(area)
     if not ok.all():
         k = int(np.flatnonzero(~ok)[0])
         e, n = keys[img[k]]
-        raise InputError(f"predictions for {e}/{n}: row {p[k].tolist()} is not finite, has a "
-                         f"negative width or height, or is too large")
+        raise InputError(f"predictions for {e}/{n}: row {p[k].tolist()} is not finite or "
+                         f"too large")
 
 
 def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth, *,
@@ -314,6 +321,7 @@ def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth,
                              if sub.images else np.zeros((0, 4)), dtype=np.float64)
     img_of_pred = np.repeat(np.arange(len(keys)), n_pred)
     _check_values(p, keys, img_of_pred)
+    n_inverted = int(np.count_nonzero((p[:, 2] < 0) | (p[:, 3] < 0)))
 
     # 1. stable descending sort within each image (lexsort is stable); files are usually
     #    sorted already, and then the stable sort is the identity
@@ -370,7 +378,8 @@ def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth,
                        faces=faces, images=len(keys),
                        predictions=int(p.shape[0]), events=sub.events,
                        missing=tuple(missing), kernel=used, settings=tuple(sub.settings),
-                       iou_threshold=float(iou_threshold), thresh_num=int(thresh_num))
+                       iou_threshold=float(iou_threshold), thresh_num=int(thresh_num),
+                       inverted=n_inverted)
 
 
 def evaluate_dir(pred_dir: str | Path, gt: GroundTruth, *, events: Iterable[str] | None = None,

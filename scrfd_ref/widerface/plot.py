@@ -1,4 +1,4 @@
-"""PR-curve figure of a WIDER FACE evaluation: the three settings in one PNG.
+"""PR-curve figure of a WIDER FACE evaluation: every setting in one PNG.
 
 Uses matplotlib's object API with the Agg canvas directly (no pyplot, no global backend
 switch), so it works headless and leaves the caller's matplotlib state alone.
@@ -11,7 +11,7 @@ import numpy as np
 
 from .evaluate import WiderResult
 
-_COLOURS = {"easy": "tab:green", "medium": "tab:orange", "hard": "tab:red"}
+_COLOURS = {"easy": "tab:green", "medium": "tab:orange", "hard": "tab:red", "all": "tab:blue"}
 
 
 def curve_points(result: WiderResult, setting: str) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +37,9 @@ def plot_pr_curves(result: WiderResult, path: str | Path, *, title: str | None =
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ..formats.files import atomic_write
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(6.4, 5.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -55,5 +56,6 @@ def plot_pr_curves(result: WiderResult, path: str | Path, *, title: str | None =
     ax.set_title(title or f"WIDER FACE val PR: {result.images} images, "
                           f"{result.predictions} predictions")
     fig.tight_layout()
-    fig.savefig(out, format="png", dpi=dpi)
+    with atomic_write(out, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=dpi)
     return out

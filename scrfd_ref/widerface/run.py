@@ -1,8 +1,16 @@
 """Dataset runs: the detector over ``<images>/<event>/*.jpg``, writing WIDER txt files.
 
-Re-running resumes: an image whose ``<out>/<event>/<name>.txt`` exists is skipped (files
-are written atomically, so an existing file is complete). Reading and letterboxing of
-the next images runs on a worker thread while the current one is inferred.
+The output folder keeps a manifest (``scrfd_run.json``: model sha256, backend, dtype,
+profile, image list; :mod:`scrfd_ref.formats.manifest`). Re-running the same run resumes:
+an image whose ``<out>/<event>/<name>.txt`` exists is skipped (files are written
+atomically, so an existing file is complete). A folder written by another run (another
+model, profile or image list, or no manifest at all) is refused unless ``overwrite``.
+Reading and letterboxing of the next images runs on a worker thread while the current
+one is inferred.
+
+Prediction files keep every box the model produced, as insightface's
+``tools/test_widerface.py`` writes them: a box with ``x2 < x1`` (a negative width) is
+written with its negative width, and the official evaluation reads it as such.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from tqdm import tqdm
 
 from ..detections import Detections
 from ..detector import Detector
-from ..errors import DataMissingError, InputError
+from ..errors import DataMissingError
 from ..formats.images import read_image
 from ..formats.wider_txt import write_predictions
 from ..parallel import prefetch
@@ -40,7 +48,7 @@ def list_images(images_dir: str | Path, events: Iterable[str] | None = None) -> 
     if not root.is_dir():
         raise DataMissingError(f"image folder not found: {root}")
     available = sorted(p.name for p in root.iterdir() if p.is_dir())
-    chosen = available if events is None else list(events)
+    chosen = available if events is None else list(dict.fromkeys(events))
     missing = [e for e in chosen if e not in available]
     if missing:
         raise DataMissingError(f"{root}: no event folder(s) {', '.join(missing)} "
@@ -53,7 +61,8 @@ def list_images(images_dir: str | Path, events: Iterable[str] | None = None) -> 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a dataset run did (``inverted``: detections dropped by :func:`wider_rows`)."""
+    """What a dataset run did (``inverted``: detections with a negative width or height,
+    written as they are)."""
 
     total: int
     skipped: int
@@ -63,36 +72,85 @@ class RunSummary:
 
 
 def wider_rows(dets: Detections) -> tuple[np.ndarray, int]:
-    """``(n, 5)`` x y w h score rows for a WIDER txt file, and how many boxes were dropped.
+    """``(n, 5)`` x y w h score rows for a WIDER txt file, and how many are inverted.
 
-    A box with ``x2 < x1`` or ``y2 < y1`` (the model predicted negative extents, or a
-    degenerate box came out one float32 ulp inverted) has no valid WIDER ``w h`` and is
-    dropped; the count is reported so a run never shrinks silently.
+    Every detection is kept, as insightface's ``tools/test_widerface.py`` writes them
+    (``w = x2 - x1``, ``h = y2 - y1``): a box with ``x2 < x1`` or ``y2 < y1`` (negative
+    extents, or a degenerate box one float32 ulp inverted) keeps its negative width or
+    height, which the official evaluation reads as it is. The count is returned so the
+    run summary can say how many there were.
     """
     rows = dets.to_xywh_score()
-    ok = (rows[:, 2] >= 0) & (rows[:, 3] >= 0)
-    return rows[ok], int(np.count_nonzero(~ok))
+    inverted = (rows[:, 2] < 0) | (rows[:, 3] < 0)
+    return rows, int(np.count_nonzero(inverted))
+
+
+def prediction_files(folder: str | Path) -> list[Path]:
+    """The ``<event>/<name>.txt`` prediction files of a folder (a run's own files)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(f for ev in root.iterdir() if ev.is_dir() and not ev.name.startswith(".")
+                  for f in ev.glob("*.txt") if f.is_file())
+
+
+def check_headers(items: Sequence[ImageItem]) -> None:
+    """Every image readable (from its header) and within the pixel limit, else one error
+    listing every bad image, before anything is computed."""
+    from ..errors import ScrfdRefError, problem_list
+    from ..formats.images import read_image_size
+
+    problems = []
+    for it in items:
+        try:
+            read_image_size(it.path)
+        except ScrfdRefError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise problem_list(problems, "images")
+
+
+def run_identity(detector: Detector, items: Sequence[ImageItem]) -> dict:
+    """What makes two dataset runs the same run (the manifest's ``identity``)."""
+    from ..formats.manifest import list_sha256
+    from ..model_prep import file_digest
+
+    info = detector.backend.info()
+    model = getattr(detector.backend, "model_path", None)
+    return {"model_sha256": file_digest(Path(model)) if model else None,
+            "model": Path(model).name if model else None,
+            "backend": info.get("backend"), "dtype": info.get("dtype"),
+            "profile": detector.profile.to_dict(),
+            "image_list_sha256": list_sha256(f"{it.event}/{it.name}" for it in items)}
 
 
 def run_dataset(detector: Detector, items: Sequence[ImageItem], out_dir: str | Path, *,
-                resume: bool = True, progress: bool = True) -> RunSummary:
+                resume: bool = True, progress: bool = True,
+                overwrite: bool = False) -> RunSummary:
     """Detect faces in every item and write ``<out_dir>/<event>/<name>.txt``.
 
     Args:
         detector: the detector (its profile decides thresholds and box handling).
         items: images from :func:`list_images`.
         out_dir: prediction folder.
-        resume: skip images whose prediction file already exists.
+        resume: skip images whose prediction file already exists (same run only).
         progress: show a tqdm progress bar.
+        overwrite: replace the files of another run in ``out_dir`` instead of refusing.
+
+    Raises:
+        UsageError: ``out_dir`` holds another run's predictions (without ``overwrite``).
     """
+    from ..formats.manifest import RUN_MANIFEST, open_run
+
     out = Path(out_dir)
-    todo = [it for it in items if not (resume and (out / it.event / f"{it.name}.txt").is_file())]
+    check_headers(items)
+    run = open_run(out, RUN_MANIFEST, "wider-run", run_identity(detector, items),
+                   overwrite=overwrite, run_files=prediction_files)
+    todo = [it for it in items if not (resume and run.resumed
+                                       and (out / it.event / f"{it.name}.txt").is_file())]
 
     def load(item: ImageItem):
-        try:
-            return preprocess([read_image(item.path)], detector.profile)
-        except InputError as exc:
-            raise InputError(f"{item.path}: {exc}") from exc
+        return preprocess([read_image(item.path)], detector.profile)
 
     n_dets = n_inverted = 0
     bar = tqdm(total=len(todo), desc="wider-run", unit="img", disable=not progress)
@@ -104,4 +162,5 @@ def run_dataset(detector: Detector, items: Sequence[ImageItem], out_dir: str | P
         n_inverted += inverted
         bar.update(1)
     bar.close()
+    run.finish(images=len(items), written=len(todo), detections_written=n_dets)
     return RunSummary(len(items), len(items) - len(todo), len(todo), n_dets, n_inverted)

@@ -1,0 +1,604 @@
+"""Every command against bad input, as a user would meet it: a table of cases.
+
+Each row runs one ``scrfd-ref`` command line as a subprocess in a fresh copy of a small
+synthetic workspace (:mod:`cli_workspace`), after making one thing wrong, and checks:
+
+- the exit status (0 done, 1 a problem in the data or a failed check, 2 usage; the
+  conventions page);
+- no Python traceback and no "internal error" (a traceback only with ``--debug``);
+- on failure, exactly one ``error:`` line on stderr, naming the file or option, matching
+  the row's fragment;
+- the files the row protects are byte-identical afterwards (a command never writes onto
+  its inputs), and the paths it lists do not exist (nothing written while input is bad).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from cli_workspace import build_workspace
+
+WS = "{ws}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad-input row."""
+
+    id: str
+    argv: tuple                       # str or bytes; "{ws}" is replaced by the workspace
+    rc: int
+    message: str                      # regex searched in stderr (rc != 0) or stdout (rc 0)
+    setup: Callable[[Path], None] | None = None
+    keep: tuple[str, ...] = ()        # paths (files or folders) that must not change
+    absent: tuple[str, ...] = ()      # paths that must not exist afterwards
+    stderr: str | None = None         # extra regex expected in stderr (notices, warnings)
+    check: Callable[[Path], None] | None = None
+    traceback: bool = False           # --debug rows expect a traceback
+    env: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- setups
+
+
+def _write(rel: str, data: bytes | str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        p = ws / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return setup
+
+
+def _mkdir(rel: str) -> Callable[[Path], None]:
+    return lambda ws: (ws / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width x height`` (no pixel data follows)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _manifest(rel: str, **changes) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        p = ws / rel
+        doc = json.loads(p.read_text())
+        doc.update(changes)
+        p.write_text(json.dumps(doc))
+    return setup
+
+
+def _datalist(transform: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        lines = (ws / "datalist.txt").read_text().splitlines()
+        (ws / "datalist.txt").write_text("".join(f"{x}\n" for x in transform(lines)))
+    return setup
+
+
+def _edit_output(index: int, edit: Callable[[list[np.ndarray]], list[np.ndarray]]
+                 ) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        p = ws / "dump" / f"output_{index:06d}.npz"
+        with np.load(p) as z:
+            arrays = [z[f"output_{i}"] for i in range(len(z.files))]
+        arrays = edit(arrays)
+        np.savez(p, **{f"output_{i}": a for i, a in enumerate(arrays)})
+    return setup
+
+
+def _rebatch(ws: Path) -> None:
+    """Rewrite the 3 single-image dump files as a batch of 2 and a batch of 1."""
+    files = sorted((ws / "dump").glob("output_*.npz"))
+    singles = []
+    for f in files:
+        with np.load(f) as z:
+            singles.append([z[f"output_{i}"] for i in range(len(z.files))])
+        f.unlink()
+    for k, group in enumerate((singles[:2], singles[2:])):
+        np.savez(ws / "dump" / f"output_{k:06d}.npz",
+                 **{f"output_{i}": np.concatenate(a, axis=0) for i, a in enumerate(zip(*group))})
+
+
+def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        for s in setups:
+            s(ws)
+    return setup
+
+
+def _copy(src: str, dst: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        (ws / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ws / src, ws / dst)
+    return setup
+
+
+def _odd_names(ws: Path) -> None:
+    folder = ws / "odd"
+    folder.mkdir()
+    data = (ws / "images" / "1--A" / "1_a_1.jpg").read_bytes()
+    (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(data)
+    (folder / "-dash.jpg").write_bytes(data)
+    (folder / "with space.jpg").write_bytes(data)
+
+
+def _same_stems(ws: Path) -> None:
+    for sub in ("a", "b"):
+        (ws / "same" / sub).mkdir(parents=True)
+        shutil.copy(ws / "images" / "1--A" / "1_a_1.jpg", ws / "same" / sub / "x.jpg")
+
+
+def _pred_file(rel: str, text: str) -> Callable[[Path], None]:
+    return _write(f"pred/{rel}", text)
+
+
+def _check_pictures(*names: str) -> Callable[[Path], None]:
+    def check(ws: Path) -> None:
+        for n in names:
+            assert (ws / "o" / n).is_file(), f"missing picture {n}"
+    return check
+
+
+def _mode_follows_umask(ws: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    mode = (ws / "o.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask, (oct(mode), oct(umask))
+
+
+def _removed_old_predictions(ws: Path) -> None:
+    doc = json.loads((ws / "pred" / "scrfd_run.json").read_text())
+    assert doc["complete"] and doc["identity"]["model"] == "model_b.onnx"
+
+
+def _thresholds_recorded(ws: Path) -> None:
+    doc = json.loads((ws / "p" / "scrfd_run.json").read_text())
+    assert doc["identity"]["profile"]["score_thr"] == 0.3
+    assert doc["identity"]["profile"]["letterbox"] == "centered"
+
+
+M = f"{WS}/model.onnx"
+IMG = f"{WS}/images/1--A/1_a_1.jpg"
+GT = f"{WS}/gt/wider_face_val_bbx_gt.txt"
+DECODE = ("npz-decode", "--datalist", f"{WS}/datalist.txt", "--outputs", f"{WS}/dump",
+          "--images", f"{WS}/images", "-q")
+DUMP = ("dump", "-q", "-m", M, "--datalist", f"{WS}/datalist.txt")
+WRUN = ("wider-run", "-q", "-m", M, "--images", f"{WS}/images", "--score-thr", "0.3")
+EVAL = ("eval", "--pred", f"{WS}/pred", "--gt", GT)
+
+CASES = [
+    # ------------------------------------------------------------------ global
+    Case("unknown-command", ("frobnicate",), 2, r"invalid choice: 'frobnicate'"),
+    Case("unknown-option", ("detect", "--frob"), 2,
+         r"scrfd-ref: error: unrecognized arguments: --frob"),
+    Case("debug-shows-traceback", ("detect", f"{WS}/none.jpg", "--debug"), 2,
+         r"none\.jpg: image not found", traceback=True),
+    Case("debug-env", ("detect", f"{WS}/none.jpg"), 2, r"image not found", traceback=True,
+         env={"SCRFD_DEBUG": "1"}),
+    # ------------------------------------------------------------------ detect
+    Case("detect-missing-image", ("detect", "-m", M, f"{WS}/none.jpg"), 2,
+         r"none\.jpg: image not found"),
+    Case("detect-image-is-folder", ("detect", "-m", M, f"{WS}/images"), 2,
+         r"images: is a folder, not an image"),
+    Case("detect-out-is-input-folder", ("detect", "-m", M, IMG, "--out", f"{WS}/images/1--A"),
+         2, r"--out .*1--A: holds the input image", keep=("images",)),
+    Case("detect-out-is-a-file", ("detect", "-m", M, IMG, "--out", GT), 2,
+         r"--out .*\.txt: is a file; give a folder", keep=("gt",)),
+    Case("detect-out-under-a-file", ("detect", "-m", M, IMG, "--out", f"{GT}/sub"), 2,
+         r"is a file, not a folder", keep=("gt",)),
+    Case("detect-json-is-folder", ("detect", "-m", M, IMG, "--json", f"{WS}/images"), 2,
+         r"--json .*images: is a folder; give a file name"),
+    Case("detect-json-onto-input", ("detect", "-m", M, IMG, "--json", IMG), 2,
+         r"--json .*1_a_1\.jpg: is one of the command's inputs", keep=("images",)),
+    Case("detect-json-follows-umask", ("detect", "-m", M, IMG, "--json", f"{WS}/o.json"), 0,
+         r"1_a_1\.jpg: \d+ face", check=_mode_follows_umask),
+    Case("detect-input-size-huge", ("detect", "-m", M, IMG, "--input-size", "64000,64000"), 2,
+         r"argument --input-size: '64000,64000': each side must be a multiple of 32"),
+    Case("detect-input-size-odd", ("detect", "-m", M, IMG, "--input-size", "100,100"), 2,
+         r"argument --input-size: .*multiple of 32"),
+    Case("detect-input-size-garbage", ("detect", "-m", M, IMG, "--input-size", "big"), 2,
+         r"argument --input-size: expected W,H"),
+    Case("detect-fixed-model-other-size", ("detect", "-m", f"{WS}/fixed.onnx", IMG,
+                                           "--input-size", "320,320"), 2,
+         r"--input-size 320,320: the model input is fixed at 640x640"),
+    Case("detect-score-thr-2", ("detect", "-m", M, IMG, "--score-thr", "2"), 2,
+         r"argument --score-thr: expected a number from 0 to 1, got '2'"),
+    Case("detect-score-thr-nan", ("detect", "-m", M, IMG, "--score-thr", "nan"), 2,
+         r"argument --score-thr: expected a number from 0 to 1"),
+    Case("detect-max-num-negative", ("detect", "-m", M, IMG, "--max-num", "-1"), 2,
+         r"argument --max-num: expected an integer >= 0"),
+    Case("detect-huge-png", ("detect", "-m", M, f"{WS}/huge.png"), 1,
+         r"huge\.png: image is 40000x40000 = 1,600,000,000 pixels, above the limit",
+         setup=_write("huge.png", _png_header(40000, 40000))),
+    Case("detect-max-pixels", ("detect", "-m", M, IMG, "--max-pixels", "100"), 1,
+         r"1_a_1\.jpg: image is 128x96 .* above the limit of 100"),
+    Case("detect-max-pixels-zero", ("detect", "-m", M, IMG, "--max-pixels", "0"), 2,
+         r"argument --max-pixels: expected a pixel count"),
+    Case("detect-corrupt-image", ("detect", "-m", M, f"{WS}/bad.jpg"), 1,
+         r"bad\.jpg: file does not decode as an image", setup=_write("bad.jpg", b"\xff\xd8junk" * 9)),
+    Case("detect-empty-image", ("detect", "-m", M, f"{WS}/empty.jpg"), 1,
+         r"empty\.jpg: image file is empty", setup=_write("empty.jpg", b"")),
+    Case("detect-missing-model", ("detect", "-m", f"{WS}/none.onnx", IMG), 2,
+         r"--model .*none\.onnx: model not found"),
+    Case("detect-model-not-onnx", ("detect", "-m", GT, IMG), 1,
+         r"ONNX Runtime cannot load the model"),
+    Case("detect-model-is-folder", ("detect", "-m", f"{WS}/images", IMG), 2,
+         r"--model .*images: is a folder, not an ONNX model file"),
+    Case("detect-variant-without-weights", ("detect", "-m", "34g", IMG), 2,
+         r"no weights for SCRFD 34g: put scrfd_34g\.onnx"),
+    Case("detect-same-stems-kept-apart", ("detect", "-m", M, f"{WS}/same/a/x.jpg",
+                                          f"{WS}/same/b/x.jpg", "--out", f"{WS}/o"), 0,
+         r"x-2\.jpg", setup=_same_stems, check=_check_pictures("x.jpg", "x-2.jpg"),
+         keep=("same",)),
+    Case("detect-non-utf8-name", ("detect", "-m", M, os.fsencode(WS) + b"/odd/caf\xe9.jpg",
+                                  "--out", f"{WS}/o"), 0, r"caf\\xe9\.jpg: \d+ face",
+         setup=_odd_names, check=_check_pictures(os.fsdecode(b"caf\xe9.jpg")), keep=("odd",)),
+    Case("detect-dash-and-space-names", ("detect", "-m", M, "--out", f"{WS}/o", "--",
+                                         f"{WS}/odd/-dash.jpg", f"{WS}/odd/with space.jpg"), 0,
+         r"with space\.jpg: \d+ face", setup=_odd_names,
+         check=_check_pictures("-dash.jpg", "with space.jpg"), keep=("odd",)),
+    # ------------------------------------------------------------------ wider-run
+    Case("wider-run-out-is-file", (*WRUN, "--out", GT), 2, r"--out .*: is a file; give a folder",
+         keep=("gt",)),
+    Case("wider-run-out-is-images", (*WRUN, "--out", f"{WS}/images"), 2,
+         r"--out .*images: is one of the command's inputs", keep=("images",)),
+    Case("wider-run-images-missing", ("wider-run", "-m", M, "--images", f"{WS}/none",
+                                      "--out", f"{WS}/p"), 2, r"--images .*none: image folder not found",
+         absent=("p",)),
+    Case("wider-run-unknown-event", (*WRUN, "--out", f"{WS}/p", "--events", "9--Z"), 2,
+         r"no event folder\(s\) 9--Z", absent=("p",)),
+    Case("wider-run-repeated-event", (*WRUN, "--out", f"{WS}/p", "--events", "1--A", "1--A"),
+         0, r"wider-run: 2 images", stderr=r"--events names 1--A more than once"),
+    Case("wider-run-other-model", ("wider-run", "-q", "-m", f"{WS}/model_b.onnx", "--images",
+                                   f"{WS}/images", "--score-thr", "0.3", "--out", f"{WS}/pred"),
+         2, r"--out .*pred: holds a different wider-run run: model \(recorded model\.onnx, now "
+            r"model_b\.onnx\), model_sha256", keep=("pred",)),
+    Case("wider-run-other-profile", (*WRUN[:-2], "--out", f"{WS}/pred"), 2,
+         r"holds a different wider-run run: profile\.score_thr \(recorded 0\.3, now 0\.02\)",
+         keep=("pred",)),
+    Case("wider-run-overwrite", ("wider-run", "-q", "-m", f"{WS}/model_b.onnx", "--images",
+                                 f"{WS}/images", "--score-thr", "0.3", "--out", f"{WS}/pred",
+                                 "--overwrite"), 0, r"3 written", check=_removed_old_predictions),
+    Case("wider-run-same-run-resumes", (*WRUN, "--out", f"{WS}/pred"), 0,
+         r"all 3 images were done already", keep=("pred/1--A", "pred/2--B")),
+    Case("wider-run-unknown-run-files", (*WRUN, "--out", f"{WS}/pred"), 2,
+         r"holds 3 file\(s\) of an unknown run \(no scrfd_run\.json\)",
+         setup=lambda ws: (ws / "pred" / "scrfd_run.json").unlink(), keep=("pred",)),
+    Case("wider-run-corrupt-manifest", (*WRUN, "--out", f"{WS}/pred"), 1,
+         r"scrfd_run\.json: not a readable manifest", setup=_write("pred/scrfd_run.json", "{bad"),
+         keep=("pred",)),
+    Case("wider-run-unreadable-image", (*WRUN, "--out", f"{WS}/p"), 1,
+         r"images: 1 problem\(s\):\n  .*1_a_9\.jpg: not a readable image",
+         setup=_write("images/1--A/1_a_9.jpg", b"not a jpeg"), absent=("p",)),
+    # ------------------------------------------------------------------ eval
+    Case("eval-pred-missing", ("eval", "--pred", f"{WS}/none", "--gt", GT), 2,
+         r"--pred .*none: prediction folder not found"),
+    Case("eval-pred-is-file", ("eval", "--pred", GT, "--gt", GT), 2,
+         r"--pred .*: is a file, not a prediction folder"),
+    Case("eval-gt-missing", ("eval", "--pred", f"{WS}/pred", "--gt", f"{WS}/none"), 2,
+         r"--gt .*none: ground truth not found"),
+    Case("eval-json-is-folder", (*EVAL, "--json", f"{WS}/images"), 2,
+         r"--json .*images: is a folder; give a file name"),
+    Case("eval-plot-onto-prediction", (*EVAL, "--plot", f"{WS}/pred/1--A/1_a_1.txt"), 2,
+         r"--plot .*1_a_1\.txt: is a file inside the input folder", keep=("pred",)),
+    Case("eval-bad-files-all-listed", EVAL, 1,
+         r"prediction folder .*pred: 2 problem\(s\):\n  .*1_a_1\.txt:2: count line says 5 "
+         r"detections but 1 lines follow\n  .*2_b_1\.txt:3: expected 5 numbers",
+         setup=_both(_pred_file("1--A/1_a_1.txt", "1--A/1_a_1\n5\n1 2 3 4 0.5\n"),
+                     _pred_file("2--B/2_b_1.txt", "2--B/2_b_1\n1\n1 2 3 0.5\n"))),
+    Case("eval-same-image-twice", EVAL, 1, r"a second prediction file for image '1_a_1'",
+         setup=_pred_file("1--A/1_a_1.jpg.txt", "1--A/1_a_1\n0\n")),
+    Case("eval-negative-width-warns", EVAL, 0, r"All    Val AP:",
+         setup=_pred_file("1--A/1_a_1.txt", "1--A/1_a_1\n2\n10 10 -3 5 0.9\n10 10 20 20 0.8\n"),
+         stderr=r"warning: 1 prediction\(s\) have a negative width or height"),
+    Case("eval-txt-gt-reports-all-faces", EVAL, 0, r"All    Val AP: [0-9.]+\n",
+         stderr=r"reporting the 'all faces' setting only"),
+    Case("eval-repeated-event", (*EVAL, "--events", "1--A", "1--A"), 0, r"images 2,",
+         stderr=r"--events names 1--A more than once"),
+    Case("eval-unknown-event", (*EVAL, "--events", "9--Z"), 2,
+         r"--events 9--Z: not in the ground truth"),
+    Case("eval-corrupt-mat", ("eval", "--pred", f"{WS}/pred", "--gt", f"{WS}/mat"), 1,
+         r"wider_face_val\.mat: not a readable MATLAB \.mat file",
+         setup=_write("mat/wider_face_val.mat", b"MATLAB 5.0 MAT-file junk" * 4)),
+    # ------------------------------------------------------------------ image2npz
+    Case("image2npz-dataset-missing", ("image2npz", "--dataset-path", f"{WS}/none",
+                                       "--target-path", f"{WS}/n2", "--text-path", f"{WS}/l.txt"),
+         2, r"--dataset-path .*none: image folder not found", absent=("n2", "l.txt")),
+    Case("image2npz-target-is-file", ("image2npz", "--dataset-path", f"{WS}/images",
+                                      "--target-path", GT, "--text-path", f"{WS}/l.txt"), 2,
+         r"--target-path .*: is a file; give a folder", keep=("gt",)),
+    Case("image2npz-target-inside-dataset", ("image2npz", "--dataset-path", f"{WS}/images",
+                                             "--target-path", f"{WS}/images/npz",
+                                             "--text-path", f"{WS}/l.txt"), 2,
+         r"--target-path .*: lies inside --dataset-path", keep=("images",)),
+    Case("image2npz-text-is-folder", ("image2npz", "--dataset-path", f"{WS}/images",
+                                      "--target-path", f"{WS}/n2", "--text-path", f"{WS}/npz"),
+         2, r"--text-path .*npz: is a folder; give a file name"),
+    Case("image2npz-text-onto-image", ("image2npz", "--dataset-path", f"{WS}/images",
+                                       "--target-path", f"{WS}/n2", "--text-path", IMG), 2,
+         r"--text-path .*1_a_1\.jpg: is a file inside the input folder", keep=("images",)),
+    Case("image2npz-names-repeat", ("image2npz", "-q", "--dataset-path", f"{WS}/images",
+                                    "--target-path", f"{WS}/n2", "--text-path", f"{WS}/l.txt"),
+         1, r"image names repeat across events \(1_a_1 \(1--A, 2--B\)\)",
+         setup=_copy("images/1--A/1_a_1.jpg", "images/2--B/1_a_1.jpg"), absent=("n2", "l.txt")),
+    # ------------------------------------------------------------------ dump
+    Case("dump-datalist-missing", (*DUMP[:4], "--datalist", f"{WS}/none.txt", "--out",
+                                   f"{WS}/d2"), 2, r"--datalist .*none\.txt: datalist not found"),
+    Case("dump-datalist-is-folder", (*DUMP[:4], "--datalist", f"{WS}/npz", "--out", f"{WS}/d2"),
+         2, r"--datalist .*npz: is a folder, not a datalist"),
+    Case("dump-repeated-line", (*DUMP, "--out", f"{WS}/d2"), 1,
+         r"line 4 repeats line 1 .*1_a_1\.npz", setup=_datalist(lambda x: x + x[:1]),
+         absent=("d2",)),
+    Case("dump-missing-input", (*DUMP, "--out", f"{WS}/d2"), 1,
+         r"datalist .*: 1 problem\(s\):\n  .*2_b_1\.npz: input npz not found",
+         setup=lambda ws: (ws / "npz" / "2_b_1.npz").unlink(), absent=("d2",)),
+    Case("dump-other-run", (*DUMP, "--dtype", "fp16", "--out", f"{WS}/dump"), 2,
+         r"--out .*dump: holds a different dump run: device_model_sha256 .*dtype \(recorded "
+         r"fp32, now fp16\)", keep=("dump",)),
+    Case("dump-unknown-files", (*DUMP, "--out", f"{WS}/dump"), 2,
+         r"holds 4 file\(s\) of an unknown run \(no scrfd_dump\.json\)",
+         setup=lambda ws: (ws / "dump" / "scrfd_dump.json").unlink(), keep=("dump",)),
+    Case("dump-corrupt-manifest", (*DUMP, "--out", f"{WS}/dump"), 1,
+         r"scrfd_dump\.json: not a readable manifest", setup=_write("dump/scrfd_dump.json", "[1"),
+         keep=("dump",)),
+    Case("dump-same-run-resumes", (*DUMP, "--out", f"{WS}/dump"), 0,
+         r"every output of this run was in .* already", keep=("dump/output_000000.npz",)),
+    Case("dump-input-size-bad", (*DUMP, "--out", f"{WS}/d2", "--input-size", "0,0"), 2,
+         r"argument --input-size: .*multiple of 32"),
+    # ------------------------------------------------------------------ npz-decode
+    Case("decode-outputs-missing", ("npz-decode", "--datalist", f"{WS}/datalist.txt",
+                                    "--outputs", f"{WS}/none", "--out", f"{WS}/p"), 2,
+         r"--outputs .*none: device output folder not found"),
+    Case("decode-incomplete-dump", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"--outputs .*dump: the run that wrote it did not finish .* --allow-incomplete",
+         setup=_manifest("dump/scrfd_dump.json", complete=False), absent=("p",)),
+    Case("decode-allow-incomplete", (*DECODE, "--out", f"{WS}/p", "--allow-incomplete"), 0,
+         r"npz-decode: 3 images", setup=_manifest("dump/scrfd_dump.json", complete=False),
+         stderr=r"incomplete run accepted"),
+    Case("decode-other-geometry", (*DECODE, "--out", f"{WS}/p", "--profile", "widerface-eval"),
+         2, r"--profile widerface-eval: the dump was letterboxed with letterbox centered, pad "
+            r"114, input 640x640 \(profile device-flow\)", absent=("p",)),
+    Case("decode-force-profile", (*DECODE, "--out", f"{WS}/p", "--profile", "widerface-eval",
+                                  "--force-profile"), 0, r"npz-decode: 3 images",
+         stderr=r"--force-profile: decoding with letterbox wider"),
+    Case("decode-thresholds-may-differ", (*DECODE, "--out", f"{WS}/p", "--score-thr", "0.3"), 0,
+         r"score >= 0\.3", check=_thresholds_recorded),
+    Case("decode-repeated-line", (*DECODE[:-1], "--out", f"{WS}/p"), 1, r"line 3 repeats line 2",
+         setup=_both(_datalist(lambda x: [x[0], x[1], x[1]]),
+                     _copy("datalist.txt", "dump/datalist.txt")), absent=("p",)),
+    Case("decode-batched-files", (*DECODE, "--out", f"{WS}/p"), 0, r"npz-decode: 3 images",
+         setup=_rebatch),
+    Case("decode-batch-cut", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"the datalist has 4 line\(s\) but the 2 output file\(s\) do not pair with them: they "
+         r"hold 3 image\(s\) \(1 file\(s\) of batch 2, 1 file\(s\) of batch 1\)",
+         setup=_both(_rebatch, _datalist(lambda x: x + [x[0].replace("1_a_1", "1_a_3")])),
+         absent=("p",)),
+    Case("decode-wrong-head-shape", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"output_000001\.npz: heads missing or duplicated",
+         setup=_edit_output(1, lambda a: a[:4] + [a[4][:, :, :20, :20]] + a[5:]), absent=("p",)),
+    Case("decode-nan", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"output_000002\.npz: NaN/Inf values: output_0 1 of 12800",
+         setup=_edit_output(2, lambda a: [np.where(np.arange(a[0].size).reshape(a[0].shape) == 7,
+                                                   np.nan, a[0]).astype(a[0].dtype)] + a[1:]),
+         absent=("p",)),
+    Case("decode-int8-outputs", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"output_000000\.npz: output_0 has dtype int8",
+         setup=_edit_output(0, lambda a: [a[0].astype(np.int8)] + a[1:]), absent=("p",)),
+    Case("decode-skip-bad", (*DECODE, "--out", f"{WS}/p", "--skip-bad"), 1,
+         r"1 bad entry skipped", setup=_edit_output(1, lambda a: a[:4] + [a[4][:, :, :20, :20]]
+                                                   + a[5:]),
+         check=lambda ws: len(list((ws / "p").glob("*/*.txt"))) == 2 or pytest.fail("2 files")),
+    Case("decode-original-unreadable", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"original image of line 3: .*2_b_1\.jpg: not a readable image",
+         setup=_write("images/2--B/2_b_1.jpg", b"garbage"), absent=("p",)),
+    Case("decode-out-is-outputs", (*DECODE, "--out", f"{WS}/dump"), 2,
+         r"--out .*dump: is one of the command's inputs", keep=("dump",)),
+    Case("decode-truncated-file", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"output_000001\.npz: not a readable npz file",
+         setup=lambda ws: (ws / "dump/output_000001.npz").write_bytes(
+             (ws / "dump/output_000001.npz").read_bytes()[:300]), absent=("p",)),
+    Case("decode-corrupt-manifest", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"scrfd_dump\.json: not a scrfd-ref manifest", setup=_write("dump/scrfd_dump.json", "{}"),
+         absent=("p",)),
+    Case("decode-no-manifest-notice", (*DECODE, "--out", f"{WS}/p"), 0, r"npz-decode: 3 images",
+         setup=lambda ws: (ws / "dump" / "scrfd_dump.json").unlink(),
+         stderr=r"no scrfd_dump\.json: unknown provenance"),
+    # ------------------------------------------------------------------ export
+    Case("export-onto-input", ("export-device-layout", M, M), 2,
+         r"OUT\.onnx .*model\.onnx: is one of the command's inputs", keep=("model.onnx",)),
+    Case("export-input-missing", ("export-device-layout", f"{WS}/none.onnx", f"{WS}/o.onnx"), 2,
+         r"IN\.onnx .*none\.onnx: ONNX model not found", absent=("o.onnx",)),
+    Case("export-output-is-folder", ("export-device-layout", M, f"{WS}/images"), 2,
+         r"OUT\.onnx .*images: is a folder; give a file name"),
+    Case("export-input-not-onnx", ("export-device-layout", GT, f"{WS}/o.onnx"), 1,
+         r"not a readable ONNX model", absent=("o.onnx",)),
+    # ------------------------------------------------------------------ perf
+    Case("perf-one-channel", ("perf", "-m", M, "-s", "1,640,640"), 2,
+         r"argument -s/--shape: '1,640,640': SCRFD takes 3 channels"),
+    Case("perf-infinite-duration", ("perf", "-m", M, "-t", "inf"), 2,
+         r"argument -t/--duration: expected a number of seconds"),
+    Case("perf-huge-batch", ("perf", "-m", M, "-b", "100000"), 2,
+         r"argument -b/--batch: expected an integer from 1 to 1024"),
+    Case("perf-blob-too-large", ("perf", "-m", M, "-b", "1024", "-s", "3,2048,2048"), 2,
+         r"one call's input would take 48\.0 GiB"),
+    Case("perf-zero-instances", ("perf", "-m", M, "-i", "0"), 2,
+         r"argument -i/--instances: expected an integer from 1 to 256"),
+    Case("perf-json-is-folder", ("perf", "-m", M, "--json", f"{WS}/images"), 2,
+         r"--json .*images: is a folder"),
+    # ------------------------------------------------------------------ gates
+    Case("gates-misspelt", ("gates", "check", f"{WS}/g.toml"), 1,
+         r"\[fp32\.heads\] cosin_min: unknown gate; did you mean cosine_min\?",
+         setup=_write("g.toml", "[fp32.heads]\ncosin_min = { value = 0.9, why = 'x' }\n")),
+    Case("gates-wrong-type", ("gates", "check", f"{WS}/g.toml"), 1,
+         r"\[int8\.ap\] ratio_min: value must be a number, got str",
+         setup=_write("g.toml", "[int8.ap]\nratio_min = { value = '99%', why = 'x' }\n")),
+    Case("gates-missing-file", ("gates", "check", f"{WS}/none.toml"), 2,
+         r"FILE .*none\.toml: gates file not found"),
+    Case("gates-partial-ok", ("gates", "check", f"{WS}/g.toml"), 0, r"leaves out \d+ gate",
+         setup=_write("g.toml", "[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n")),
+]
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+@pytest.fixture(scope="module")
+def base_workspace(tmp_path_factory) -> Path:
+    return build_workspace(tmp_path_factory.mktemp("ws") / "ws")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            h.update(os.fsencode(f.relative_to(path)))
+            if f.is_file():
+                h.update(f.read_bytes())
+    elif path.exists():
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _argv(case: Case, ws: Path) -> list:
+    out = []
+    for a in case.argv:
+        if isinstance(a, bytes):
+            out.append(a.replace(os.fsencode(WS), os.fsencode(ws)))
+        else:
+            out.append(a.replace(WS, str(ws)))
+    return out
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, base_workspace: Path, tmp_path: Path):
+    ws = tmp_path / "ws"
+    shutil.copytree(base_workspace, ws, symlinks=True)
+    for datalist in (ws / "datalist.txt", ws / "dump" / "datalist.txt"):  # point at the copy
+        datalist.write_text(datalist.read_text().replace(str(base_workspace), str(ws)))
+    if case.setup:
+        case.setup(ws)
+    before = {k: _digest(ws / k) for k in case.keep}
+    env = {k: v for k, v in os.environ.items() if k != "SCRFD_DEBUG"}
+    env.update(SCRFD_CACHE=str(ws / "cache"), SCRFD_DATA=str(ws / "nodata"), MPLBACKEND="Agg",
+               **case.env)
+    res = subprocess.run([sys.executable, "-m", "scrfd_ref.cli", *_argv(case, ws)], cwd=ws,
+                         env=env, capture_output=True, timeout=300)
+    out = res.stdout.decode("utf-8", "replace")
+    err = res.stderr.decode("utf-8", "replace")
+    where = f"\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
+    assert res.returncode == case.rc, f"exit {res.returncode}, expected {case.rc}{where}"
+    assert "internal error" not in err, where
+    if case.traceback:
+        assert "Traceback" in err, where
+    else:
+        assert "Traceback" not in err, where
+    if case.rc != 0:
+        errors = [line for line in err.splitlines() if ": error: " in line]
+        assert len(errors) == 1, f"expected one error line{where}"
+        assert errors[0].startswith("scrfd-ref"), where
+        assert re.search(case.message, err), f"{case.message!r} not in stderr{where}"
+    else:
+        assert re.search(case.message, out), f"{case.message!r} not in stdout{where}"
+    if case.stderr:
+        assert re.search(case.stderr, err), f"{case.stderr!r} not in stderr{where}"
+    for k, digest in before.items():
+        assert _digest(ws / k) == digest, f"{k} was changed{where}"
+    for k in case.absent:
+        assert not (ws / k).exists(), f"{k} was written{where}"
+    if case.check:
+        case.check(ws)
+
+
+# ----------------------------------------------------------------------------- the suite
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTEST_CASES = [
+    ("gates-misspelt", ["--gates", "{ws}/g.toml"],
+     _write("g.toml", "[fp32.heads]\ncosin_min = { value = 0.9, why = 'x' }\n"),
+     r"cosin_min: unknown gate; did you mean cosine_min\?"),
+    ("gates-wrong-type", ["--gates", "{ws}/g.toml"],
+     _write("g.toml", "[fp16.ap]\nratio_min = { value = true, why = 'x' }\n"),
+     r"ratio_min: value must be a number, got bool"),
+    ("device-outputs-missing", ["--device-outputs", "{ws}/none"], None,
+     r"--device-outputs .*none: no such folder"),
+    ("device-outputs-incomplete", ["--device-outputs", "{ws}/dump"],
+     _manifest("dump/scrfd_dump.json", complete=False),
+     r"--device-outputs .*dump: the run that wrote it did not finish"),
+    ("device-outputs-corrupt-manifest", ["--device-outputs", "{ws}/dump"],
+     _write("dump/scrfd_dump.json", "{oops"), r"scrfd_dump\.json: not a readable manifest"),
+]
+
+
+@pytest.mark.parametrize("name, args, setup, message", PYTEST_CASES,
+                         ids=[c[0] for c in PYTEST_CASES])
+def test_bad_suite_options_stop_the_session_with_one_message(name, args, setup, message,
+                                                             base_workspace, tmp_path):
+    """``pytest conformance/`` with a bad option refuses to start (pytest's usage exit 4)
+    with the message, and never reports a pass."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base_workspace, ws, symlinks=True)
+    if setup:
+        setup(ws)
+    env = {**os.environ, "SCRFD_DATA": str(ws / "nodata"), "SCRFD_CACHE": str(ws / "cache")}
+    res = subprocess.run([sys.executable, "-m", "pytest", "conformance/test_heads.py",
+                          "-p", "no:cacheprovider", "-q",
+                          *[a.replace("{ws}", str(ws)) for a in args]],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    text = res.stdout + res.stderr
+    assert res.returncode == 4, f"exit {res.returncode}\n{text[-3000:]}"
+    assert re.search(message, text), text[-3000:]
+    assert "Traceback" not in text and "passed" not in text
+
+
+def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(base_workspace, ws, symlinks=True)
+    (cached,) = (ws / "cache").glob("model.device-*.onnx")
+    cached.write_bytes(cached.read_bytes()[:100])
+    env = {**os.environ, "SCRFD_DATA": str(ws / "nodata"), "SCRFD_CACHE": str(ws / "cache")}
+    for datalist in (ws / "datalist.txt",):
+        datalist.write_text(datalist.read_text().replace(str(base_workspace), str(ws)))
+    res = subprocess.run([sys.executable, "-m", "scrfd_ref.cli", "dump", "-q", "-m",
+                          str(ws / "model.onnx"), "--datalist", str(ws / "datalist.txt"),
+                          "--out", str(ws / "d2")], cwd=ws, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"notice: cached model .*model\.device-.* is damaged .* rebuilding it",
+                     res.stderr), res.stderr
+    assert len(list((ws / "d2").glob("output_*.npz"))) == 3
+
+
+def test_a_damaged_reference_cache_entry_is_rebuilt_with_a_notice(tmp_path, capsys):
+    from scrfd_ref.conformance import Run, cached_run
+    from scrfd_ref.detections import Detections
+
+    def compute():
+        return Run("ref", {}, {}, {"e/a": Detections.empty(False)})
+
+    cached_run(tmp_path, "k", compute)
+    (tmp_path / "run-k" / "run.npz").write_bytes(b"garbage")
+    again = cached_run(tmp_path, "k", compute)
+    assert list(again.detections) == ["e/a"]
+    assert "reference cache entry" in capsys.readouterr().err
+    assert Run.load(tmp_path / "run-k").device == "ref"
