@@ -1,14 +1,30 @@
-"""Build the Cython kernels (every ``scrfd_ref/**/*.pyx``).
+"""Build the Cython kernels (every ``scrfd_ref/**/*.pyx``) and ship the project's data.
 
-The package works without them (each kernel has a pure-numpy twin that gives the
-same result); they are built by ``pip install -e .`` or
-``python setup.py build_ext --inplace``.
+The package works without the kernels (each has a pure-numpy twin that gives the same
+result); they are built by ``pip install -e .`` or ``python setup.py build_ext --inplace``.
+
+The checkout's ``data/`` folder (``gates.toml``, ``expected/``) stays the one source copy;
+``build_py`` copies it into the built package as ``scrfd_ref/_data/`` so a wheel carries
+it (``scrfd_ref.formats.datadir.project_file`` finds either).
 """
+import shutil
 from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithData(build_py):
+    """``build_py`` that also copies ``data/`` to ``<build>/scrfd_ref/_data``."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "scrfd_ref" / "_data"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(__file__).resolve().parent / "data", target)
 
 # -ffp-contract=off: no fused multiply-add, so float32 arithmetic in the kernels
 # rounds exactly like the numpy reference paths (bit-exact NMS / AP).
@@ -25,4 +41,5 @@ extensions = [
     for path in sorted(Path("scrfd_ref").rglob("*.pyx"))
 ]
 
-setup(ext_modules=cythonize(extensions, language_level=3, quiet=True))
+setup(ext_modules=cythonize(extensions, language_level=3, quiet=True),
+      cmdclass={"build_py": BuildWithData})

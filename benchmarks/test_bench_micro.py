@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 import pytest
 
-from scrfd_ref.decode import decode
+from scrfd_ref.core.decode import decode
+from scrfd_ref.core.heads import normalize_heads
+from scrfd_ref.core.nms import nms_sorted
+from scrfd_ref.core.preprocess import preprocess
+from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.detector import Detector
 from scrfd_ref.formats.images import read_image
-from scrfd_ref.heads import normalize_heads
-from scrfd_ref.nms import nms_sorted
-from scrfd_ref.preprocess import preprocess
-from scrfd_ref.profiles import get_profile
 
 CROWDED = "widerface/WIDER_val/images/0--Parade/0_Parade_Parade_0_275.jpg"
 ONE_FACE = "images/one_face_1280x720.jpg"

@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scrfd_ref.decode import decode
+from scrfd_ref.core.decode import decode
+from scrfd_ref.core.heads import normalize_heads
+from scrfd_ref.core.postprocess import postprocess
+from scrfd_ref.core.preprocess import Transform, preprocess
+from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.detector import Detector
 from scrfd_ref.formats.images import read_image
-from scrfd_ref.heads import normalize_heads
-from scrfd_ref.postprocess import postprocess
-from scrfd_ref.preprocess import Transform, preprocess
-from scrfd_ref.profiles import get_profile
 
 CROWDED = "widerface/WIDER_val/images/0--Parade/0_Parade_Parade_0_275.jpg"
 IDENTITY = Transform(640, 640, 640, 640, 640, 640, 1.0, 1.0)

@@ -4,7 +4,7 @@ Each test does two things with the same backend:
 
 1. pytest-benchmark times one ``backend.run`` call on a batch (the stored statistic that
    ``--benchmark-compare --benchmark-compare-fail=mean:10%`` checks between releases);
-2. :func:`scrfd_ref.perf.run_perf` runs the vamp-style load (``--perf-instances``,
+2. :func:`scrfd_ref.perf.runner.run_perf` runs the vamp-style load (``--perf-instances``,
    ``--perf-processes``, batch, ``--perf-shape``, ``--perf-iterations``) and stores
    throughput (images/s) and latency percentiles (ms) in ``benchmark.extra_info``; the
    table at the end of the session lists every run.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scrfd_ref.conformance import open_backend
-from scrfd_ref.errors import BackendUnavailable
+from scrfd_ref.conformance.runs import open_backend
+from scrfd_ref.core.errors import BackendUnavailable
 from scrfd_ref.perf import PerfSettings, run_perf
 
 
@@ -38,7 +38,7 @@ def _check_against_reference(backend, model, dtype: str, shape, gates, data_root
     (widerface-eval profile, at the detection gate's operating point) match the fp32 ONNX
     Runtime reference's, face for face."""
     from scrfd_ref.backends.ort import OrtBackend
-    from scrfd_ref.compare import compare_detections
+    from scrfd_ref.conformance.compare import compare_detections
     from scrfd_ref.detector import Detector
     from scrfd_ref.formats.images import read_image
 

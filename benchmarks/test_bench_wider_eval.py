@@ -74,6 +74,7 @@ def test_bench_fast_path(benchmark, full_val, kernel):
 
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 @pytest.mark.benchmark(group=GROUP)
 def test_bench_literal_oracle(benchmark, full_val, oracle_runs):
     gt, preds = full_val
@@ -85,6 +86,7 @@ def test_bench_literal_oracle(benchmark, full_val, oracle_runs):
 
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 def test_fast_path_equals_oracle_on_full_val(full_val, oracle_runs):
     gt, preds = full_val
     import wider_oracle

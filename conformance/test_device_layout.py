@@ -15,8 +15,8 @@ import pytest
 
 from scrfd_ref.backends.ort import OrtBackend
 from scrfd_ref.detector import Detector
+from scrfd_ref.device.onnx_tools import export_device_layout
 from scrfd_ref.formats.images import read_image
-from scrfd_ref.onnx_tools import export_device_layout
 
 pytestmark = pytest.mark.data
 

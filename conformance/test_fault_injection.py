@@ -2,10 +2,10 @@
 
 An honest fp32 dump of ``500m_bnkps`` (device layout, device-flow profile, two WIDER
 events) is the control: it passes every gate of every dtype. Copies of it with one fault
-each (:mod:`scrfd_ref.faults`: a scaled head, a dead stride, swapped landmarks, a score
+each (:mod:`scrfd_ref.conformance.faults`: a scaled head, a dead stride, swapped landmarks, a score
 bias, boxes in another channel order, NaN, missing landmark heads, two images swapped)
 and a dump made with another pad value than its manifest claims are replayed and checked
-at head, detection, collapse and AP level (:mod:`scrfd_ref.checks`). Each fault must fail
+at head, detection, collapse and AP level (:mod:`scrfd_ref.conformance.checks`). Each fault must fail
 the levels it breaks, and together the faults must fail every declared bound of every
 dtype's gates: a gate that no fault can fail would be a gate that cannot fail.
 """
@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from scrfd_ref import data as data_mod
 from scrfd_ref.backends import get_backend
-from scrfd_ref.checks import run_all
-from scrfd_ref.conformance import replay_images, run_device
-from scrfd_ref.device_flow import dump, image2npz
-from scrfd_ref.faults import Fault, inject
-from scrfd_ref.gates import DTYPES, declared
-from scrfd_ref.model_prep import prepare_model
-from scrfd_ref.profiles import get_profile
+from scrfd_ref.conformance.checks import run_all
+from scrfd_ref.conformance.faults import Fault, inject
+from scrfd_ref.conformance.gates import DTYPES, declared
+from scrfd_ref.conformance.runs import replay_images, run_device
+from scrfd_ref.core.profiles import get_profile
+from scrfd_ref.device.flow import dump, image2npz
+from scrfd_ref.device.model_prep import prepare_model
 from scrfd_ref.widerface.evaluate import evaluate
 
 VARIANT = "500m_bnkps"
@@ -49,18 +48,15 @@ FAULTS = {
 NOT_CAUGHT = {("swap_images(0<->1)", "fp16"), ("swap_images(0<->1)", "int8")}
 PAD_FAULT = "profile: pad 0 instead of the recorded 114"
 
+pytestmark = pytest.mark.acceptance
+
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, pytestconfig, data_root, need, wider_images_dir, ground_truth):
+def world(tmp_path_factory, pytestconfig, variant_file, wider_images_dir, ground_truth):
     """(reference run, honest dump folder, images, profile) for the two events."""
     if pytestconfig.getoption("--device-outputs"):
         pytest.skip("the fault tests make their own dumps, not a replay of --device-outputs")
-    model = data_mod.find_model(VARIANT, data_root)
-    if model is None:
-        reason = data_mod.missing_model_reason(VARIANT, data_root)
-        if pytestconfig.getoption("--require-data"):
-            pytest.fail(f"--require-data: {reason}", pytrace=False)
-        pytest.skip(reason)
+    model = variant_file(VARIANT)
     root = tmp_path_factory.mktemp("faults")
     image2npz(wider_images_dir, root / "npz", root / "datalist.txt", events=EVENTS,
               progress=False)
@@ -76,7 +72,7 @@ def world(tmp_path_factory, pytestconfig, data_root, need, wider_images_dir, gro
     pad_doc = json.loads((root / "pad0" / "scrfd_dump.json").read_text())
     pad_doc["identity"]["profile"] = honest_doc["identity"]["profile"]
     (root / "pad0" / "scrfd_dump.json").write_text(json.dumps(pad_doc))
-    from scrfd_ref.widerface.run import list_images
+    from scrfd_ref.formats.dataset import list_images
 
     items, _ = replay_images(root / "honest", list_images(wider_images_dir, EVENTS))
     heads = [f"{it.event}/{it.name}" for it in items[::7]]

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scrfd_ref.anchors import anchor_centers
-from scrfd_ref.decode import decode
-from scrfd_ref.heads import normalize_heads
+from scrfd_ref.core.anchors import anchor_centers
+from scrfd_ref.core.decode import decode
+from scrfd_ref.core.heads import normalize_heads
 
 STRIDES = (8, 16, 32)
 F32 = np.float32

@@ -53,8 +53,8 @@ def test_postprocess_bit_exact_on_same_heads(data_root, need, sample_images, pee
     """Fed the very same head outputs and blob, decode + NMS equal the peer bit for bit,
     also at the widerface-eval thresholds (0.02 / 0.45) where thousands of candidates
     go through NMS."""
-    from scrfd_ref.preprocess import Transform, preprocess
-    from scrfd_ref.profiles import get_profile
+    from scrfd_ref.core.preprocess import Transform, preprocess
+    from scrfd_ref.core.profiles import get_profile
 
     model = need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
     for thr, nms_thr in ((0.5, 0.4), (0.02, 0.45)):
@@ -79,8 +79,8 @@ def test_postprocess_bit_exact_on_same_heads(data_root, need, sample_images, pee
 
 def test_blob_equals_peer_blob(sample_images, data_root, need, peer_cls):
     """The insightface letterbox + normalisation is reproduced bit for bit."""
-    from scrfd_ref.preprocess import preprocess
-    from scrfd_ref.profiles import get_profile
+    from scrfd_ref.core.preprocess import preprocess
+    from scrfd_ref.core.profiles import get_profile
 
     model = need(data_root / "models" / "scrfd_500m_bnkps_dynamic.onnx", "model file")
     peer = peer_cls(str(model))

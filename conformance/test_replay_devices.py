@@ -2,7 +2,7 @@
 
 A dump made by ``scrfd-ref dump`` (fp32, device layout) of one WIDER event stands in for a
 device's output folder. Broken copies are made with the fault-injection library
-(:mod:`scrfd_ref.faults`): one head scaled, two images' outputs swapped, a file truncated.
+(:mod:`scrfd_ref.conformance.faults`): one head scaled, two images' outputs swapped, a file truncated.
 Each is run through ``pytest conformance/ --device-outputs DIR`` in a subprocess, exactly
 as a user would, and must exit non-zero with a message naming the head or the image (or
 the file).
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from scrfd_ref.cli import main
-from scrfd_ref.faults import Fault, inject
+from scrfd_ref.conformance.faults import Fault, inject
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = "19--Couple"
@@ -72,6 +72,7 @@ def test_scaled_head_fails_the_head_gate(good_dump, ref_cache, data_root, tmp_pa
         "\n".join(sorted(fails))
 
 
+@pytest.mark.acceptance
 def test_swapped_images_fail_the_detection_gate_naming_an_image(good_dump, ref_cache, data_root,
                                                                 tmp_path):
     broken = inject(good_dump, tmp_path / "swapped", Fault("swap_images", pair=(0, 1)))
@@ -81,6 +82,7 @@ def test_swapped_images_fail_the_detection_gate_naming_an_image(good_dump, ref_c
     assert f"worst: {EVENT}/" in res.stdout
 
 
+@pytest.mark.acceptance
 def test_truncated_file_is_named(good_dump, ref_cache, data_root, tmp_path):
     broken = inject(good_dump, tmp_path / "truncated", Fault("truncate", pair=(3, 0),
                                                              magnitude=200))
@@ -89,6 +91,7 @@ def test_truncated_file_is_named(good_dump, ref_cache, data_root, tmp_path):
     assert "output_000003.npz" in res.stdout and "truncated or corrupt" in res.stdout
 
 
+@pytest.mark.acceptance
 def test_scale_out_under_xdist_merges_one_report(good_dump, ref_cache, data_root, tmp_path):
     """Two xdist workers share the fp32 reference through --ref-cache; the controller
     merges the workers' partial reports into one report.md / report.json."""

@@ -11,14 +11,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backends import Backend, get_backend
-from .decode import decode
-from .detections import Detections
-from .errors import InputError, UsageError
-from .heads import Heads, normalize_heads
-from .postprocess import postprocess
-from .preprocess import Transform, preprocess
-from .profiles import Profile, get_profile
+from scrfd_ref.backends import Backend, get_backend
+from scrfd_ref.core.decode import decode
+from scrfd_ref.core.detections import Detections
+from scrfd_ref.core.errors import InputError, UsageError
+from scrfd_ref.core.heads import Heads, normalize_heads
+from scrfd_ref.core.postprocess import postprocess
+from scrfd_ref.core.preprocess import Transform, preprocess
+from scrfd_ref.core.profiles import Profile, get_profile
 
 
 class Detector:

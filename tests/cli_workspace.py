@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scrfd_ref.synthetic import write_synthetic_model
+from scrfd_ref.device.synthetic import write_synthetic_model
 
 IMAGES = {("1--A", "1_a_1"): (96, 128), ("1--A", "1_a_2"): (160, 120),
           ("2--B", "2_b_1"): (100, 100)}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scrfd_ref.backends import ENTRY_POINT_GROUP, available_backends, get_backend
-from scrfd_ref.errors import InputError
+from scrfd_ref.core.errors import InputError
 
 
 @pytest.fixture()
@@ -69,7 +69,7 @@ def test_entry_point_backend_is_found_and_runs_through_the_detector(vendor_packa
 
 
 def test_entry_point_backend_appears_in_conformance_parametrization(vendor_package, pytestconfig):
-    from conftest import device_specs
+    from scrfd_ref.conformance.session import device_specs
 
     class Cfg:
         stash: dict = {}

@@ -1,6 +1,6 @@
 """Bad input fails early with a clear, specific error.
 
-Every error is one of :mod:`scrfd_ref.errors` (so the CLI prints one line) and its
+Every error is one of :mod:`scrfd_ref.core.errors` (so the CLI prints one line) and its
 message names the problem: the output, head and stride, the file, the field.
 """
 from __future__ import annotations
@@ -12,13 +12,18 @@ import numpy as np
 import pytest
 
 from scrfd_ref.backends import Backend
+from scrfd_ref.core.errors import (
+    DataMissingError,
+    InputError,
+    LayoutError,
+    ScrfdRefError,
+    UsageError,
+)
+from scrfd_ref.core.heads import normalize_heads
+from scrfd_ref.core.preprocess import check_image, letterbox_geometry, preprocess
+from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.detector import Detector, detect_from_outputs
-from scrfd_ref.errors import (DataMissingError, InputError, LayoutError, ScrfdRefError,
-                              UsageError)
 from scrfd_ref.formats.images import read_image
-from scrfd_ref.heads import normalize_heads
-from scrfd_ref.preprocess import check_image, letterbox_geometry, preprocess
-from scrfd_ref.profiles import get_profile
 
 STRIDES = (8, 16, 32)
 SIZE = (64, 96)  # (W, H): stride 8 -> 12x8 cells, 16 -> 6x4, 32 -> 3x2

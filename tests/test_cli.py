@@ -118,7 +118,7 @@ def test_wider_run_resumes(tmp_path, data_root, need, capsys):
 
 @pytest.mark.data
 def test_export_device_layout_command(tmp_path, data_root, need, capsys):
-    from scrfd_ref.onnx_tools import describe_model
+    from scrfd_ref.device.onnx_tools import describe_model
 
     model = need(data_root / "models" / "scrfd_2.5g_bnkps_dynamic.onnx", "model file")
     out = tmp_path / "dev.onnx"

@@ -28,7 +28,6 @@ from typing import Callable
 
 import numpy as np
 import pytest
-
 from cli_workspace import build_workspace
 
 WS = "{ws}"
@@ -590,8 +589,8 @@ def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tm
 
 
 def test_a_damaged_reference_cache_entry_is_rebuilt_with_a_notice(tmp_path, capsys):
-    from scrfd_ref.conformance import Run, cached_run
-    from scrfd_ref.detections import Detections
+    from scrfd_ref.conformance.runs import Run, cached_run
+    from scrfd_ref.core.detections import Detections
 
     def compute():
         return Run("ref", {}, {}, {"e/a": Detections.empty(False)})

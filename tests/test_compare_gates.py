@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from scrfd_ref.compare import compare_detections, compare_heads, count_above
-from scrfd_ref.detections import Detections
-from scrfd_ref.errors import InputError
-from scrfd_ref.gates import DTYPES, Gates
-from scrfd_ref.heads import Heads
+from scrfd_ref.conformance.compare import compare_detections, compare_heads, count_above
+from scrfd_ref.conformance.gates import DTYPES, Gates
+from scrfd_ref.core.detections import Detections
+from scrfd_ref.core.errors import InputError
+from scrfd_ref.core.heads import Heads
 
 
 def _heads(score, box_scale=1.0, input_size=(32, 32)):
@@ -148,7 +148,7 @@ def test_a_gate_without_a_measured_metric_fails():
 
 
 def test_every_declared_gate_is_read_by_a_check_and_has_a_default():
-    from scrfd_ref.gates import DECLARED, GROUPS
+    from scrfd_ref.conformance.gates import DECLARED, GROUPS
 
     g = Gates.load()
     for spec in DECLARED:

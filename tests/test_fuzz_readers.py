@@ -2,13 +2,14 @@
 
 Each reader gets a valid file mutated at random (bytes flipped, cut, inserted, lines
 shuffled or duplicated, values replaced) and arbitrary bytes; the only acceptable
-outcomes are a result or a :class:`~scrfd_ref.errors.ScrfdRefError` (which the CLI prints
+outcomes are a result or a :class:`~scrfd_ref.core.errors.ScrfdRefError` (which the CLI prints
 as one line). Any other exception is a crash a user would see as a traceback.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,15 @@ import scipy.io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scrfd_ref.errors import ScrfdRefError
+from scrfd_ref.core.errors import ScrfdRefError
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("SCRFD_FUZZ_EXAMPLES", "60")), deadline=None,
+#: examples per reader (SCRFD_FUZZ_EXAMPLES=600 for a deeper local run)
+EXAMPLES = int(os.environ.get("SCRFD_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
+#: the .mat readers run in a forked child per call (a crash guard): fewer examples
+FUZZ_MAT = settings(FUZZ, max_examples=max(1, EXAMPLES // 3))
 
 
 @st.composite
@@ -120,7 +125,7 @@ def test_input_npz_reader(tmp_path, data):
        dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int8, np.uint8, bool]))
 def test_output_npz_of_any_shapes(tmp_path, shapes, dtype):
     """Arrays of any shape and dtype under the right keys: read, checked, or refused."""
-    from scrfd_ref.device_outputs import check_outputs
+    from scrfd_ref.formats.device_outputs import check_outputs
 
     folder = tmp_path / "o"
     folder.mkdir(exist_ok=True)
@@ -214,7 +219,7 @@ def test_manifest_reader(tmp_path, data):
        | JSON_VALUES)
 def test_recorded_profile_reader(profile):
     """A manifest's recorded profile of any shape: a Profile or an InputError."""
-    from scrfd_ref.device_flow import decode_profile
+    from scrfd_ref.device.flow import decode_profile
     from scrfd_ref.formats.manifest import Source
 
     source = Source({"identity": {"profile": profile}, "complete": True}, None)
@@ -251,7 +256,7 @@ GATES_TEXT = (Path(__file__).resolve().parent.parent / "data" / "gates.toml").re
 @FUZZ
 @given(text=mutated_lines(GATES_TEXT))
 def test_gates_reader(tmp_path, text):
-    from scrfd_ref.gates import Gates
+    from scrfd_ref.conformance.gates import Gates
 
     p = tmp_path / "g.toml"
     p.write_text(text, encoding="utf-8", errors="surrogateescape")
@@ -261,7 +266,7 @@ def test_gates_reader(tmp_path, text):
 @FUZZ
 @given(data=mutated(GATES_TEXT.encode()[:1500]))
 def test_gates_reader_bytes(tmp_path, data):
-    from scrfd_ref.gates import Gates
+    from scrfd_ref.conformance.gates import Gates
 
     p = tmp_path / "g.toml"
     p.write_bytes(data)
@@ -309,7 +314,7 @@ def test_the_valid_mat_files_are_valid(gt_folder):
     assert gt.num_boxes == 1 and gt.num_counted("hard") == 1
 
 
-@FUZZ
+@FUZZ_MAT
 @given(data=mutated(VALID_FACE_MAT))
 def test_face_mat_reader(gt_folder, data):
     from scrfd_ref.formats.ground_truth import read_wider_mat
@@ -318,7 +323,7 @@ def test_face_mat_reader(gt_folder, data):
     _accepts_or_refuses(read_wider_mat, gt_folder)
 
 
-@FUZZ
+@FUZZ_MAT
 @given(data=mutated(VALID_SETTING_MAT))
 def test_setting_mat_reader(gt_folder, data):
     from scrfd_ref.formats.ground_truth import read_wider_mat
@@ -329,7 +334,7 @@ def test_setting_mat_reader(gt_folder, data):
 
 
 @pytest.mark.filterwarnings("ignore::scipy.io.matlab.MatWriteWarning")
-@FUZZ
+@FUZZ_MAT
 @given(value=JSON_VALUES, key=st.sampled_from(["event_list", "file_list", "face_bbx_list"]))
 def test_face_mat_with_odd_structure(gt_folder, value, key):
     """A well-formed .mat whose cells hold something else: read or refused."""
@@ -354,7 +359,7 @@ def test_face_mat_with_odd_structure(gt_folder, value, key):
                     b'"head_images": [], "heads_meta": {}}'))
 def test_saved_run_reader(tmp_path, meta):
     """A --ref-cache entry damaged in any way: loaded or refused (then rebuilt)."""
-    from scrfd_ref.conformance import Run
+    from scrfd_ref.conformance.runs import Run
 
     folder = tmp_path / "run"
     folder.mkdir(exist_ok=True)

@@ -11,11 +11,11 @@
 """
 from __future__ import annotations
 
+import insightface_wider_transcript as transcript
 import numpy as np
 import pytest
-
-import insightface_wider_transcript as transcript
 import wider_oracle as oracle
+
 from scrfd_ref.detector import Detector
 from scrfd_ref.formats.ground_truth import SETTINGS, load_ground_truth
 from scrfd_ref.formats.images import read_image

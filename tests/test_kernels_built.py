@@ -11,11 +11,11 @@ import os
 
 import pytest
 
-import scrfd_ref.nms as nms
+import scrfd_ref.core.nms as nms
 import scrfd_ref.widerface.evaluate as ev
 
 
-@pytest.mark.parametrize("name, built", [("scrfd_ref._nms_kernel", nms.HAVE_KERNEL),
+@pytest.mark.parametrize("name, built", [("scrfd_ref.core._nms_kernel", nms.HAVE_KERNEL),
                                          ("scrfd_ref.widerface._eval_kernel", ev.HAVE_KERNEL)])
 def test_cython_kernel_is_built(name, built, pytestconfig):
     if built:

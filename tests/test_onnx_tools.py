@@ -1,4 +1,4 @@
-"""Specification of ``scrfd_ref.onnx_tools``: loading, describing and re-exporting SCRFD ONNX.
+"""Specification of ``scrfd_ref.device.onnx_tools``: loading, describing and re-exporting SCRFD ONNX.
 
 The central promise (seed-flow.md section 2): the device-layout export of a standard
 insightface file computes the same numbers as the file itself, only earlier in the head.
@@ -19,10 +19,17 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from scrfd_ref.errors import InputError, LayoutError
-from scrfd_ref.onnx_tools import (describe_model, drop_landmark_outputs, export_device_layout,
-                                  find_heads, fix_input_size, load_model, save_model)
-from scrfd_ref.synthetic import make_synthetic_model
+from scrfd_ref.core.errors import InputError, LayoutError
+from scrfd_ref.device.onnx_tools import (
+    describe_model,
+    drop_landmark_outputs,
+    export_device_layout,
+    find_heads,
+    fix_input_size,
+    load_model,
+    save_model,
+)
+from scrfd_ref.device.synthetic import make_synthetic_model
 
 STRIDES = (8, 16, 32)
 CHANNELS = {"score": 1, "bbox": 4, "kps": 10}  # C per anchor; raw maps have 2*C channels

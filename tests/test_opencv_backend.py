@@ -17,11 +17,16 @@ from onnx import TensorProto, helper
 
 from scrfd_ref.backends import builtin_backends, get_backend
 from scrfd_ref.backends.opencv import OpenCVBackend, _match_by_shape, _to_rank
+from scrfd_ref.core.errors import (
+    BackendUnavailable,
+    DataMissingError,
+    InputError,
+    LayoutError,
+)
+from scrfd_ref.core.preprocess import preprocess
+from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.detector import Detector
-from scrfd_ref.errors import BackendUnavailable, DataMissingError, InputError, LayoutError
-from scrfd_ref.preprocess import preprocess
-from scrfd_ref.profiles import get_profile
-from scrfd_ref.quantize import convert_model, default_calibration_images
+from scrfd_ref.device.quantize import convert_model, default_calibration_images
 
 FP32_TOL = 1e-4
 FP16_ATOL = 1e-2

@@ -12,13 +12,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+import scrfd_ref.cli.app as cli_mod
 from scrfd_ref import backends as backends_mod
-from scrfd_ref import cli as cli_mod
 from scrfd_ref.backends import Backend
-from scrfd_ref.cli_perf import parse_shape, register
-from scrfd_ref.errors import InputError, ScrfdRefError
-from scrfd_ref.perf import (PerfSettings, compare_with_bare, format_summary, latency_stats,
-                            run_bare, run_perf, throughput)
+from scrfd_ref.cli.perf import parse_shape, register
+from scrfd_ref.core.errors import InputError, ScrfdRefError
+from scrfd_ref.perf import (
+    PerfSettings,
+    compare_with_bare,
+    format_summary,
+    latency_stats,
+    run_bare,
+    run_perf,
+    throughput,
+)
 
 DYNAMIC = "scrfd_500m_bnkps_dynamic.onnx"
 CONTRACT_KEYS = {"throughput_ips", "latency_ms", "settings", "versions", "calls", "wall_s",
@@ -164,7 +171,7 @@ def test_pipelined_executor_overlaps_pre_infer_and_post(monkeypatch):
     """With a 25 ms pre-processing step and a 25 ms inference (both sleeping, so the test
     does not depend on free cores), the serial executor needs ~50 ms a call and the
     pipelined one ~25 ms."""
-    import scrfd_ref.preprocess as pre_mod
+    import scrfd_ref.core.preprocess as pre_mod
 
     real_preprocess = pre_mod.preprocess
 
@@ -175,7 +182,7 @@ def test_pipelined_executor_overlaps_pre_infer_and_post(monkeypatch):
     monkeypatch.setattr(pre_mod, "preprocess", slow_preprocess)
     monkeypatch.setitem(backends_mod._BUILTIN, "heads-sleepy", HeadsSleepyBackend)
     images = np.zeros((1, 48, 64, 3), np.uint8)
-    monkeypatch.setattr("scrfd_ref.perf.pipeline_images", lambda settings: list(images))
+    monkeypatch.setattr("scrfd_ref.perf.pipeline.pipeline_images", lambda settings: list(images))
     ips = {}
     for serial in (True, False):
         result = run_perf(PerfSettings("fake", backend="heads-sleepy", pipeline=True,
@@ -299,7 +306,7 @@ def test_cli_json_contract(tmp_path, data_root, dynamic_model, bare, capsys):
 
 
 def test_cli_errors_are_one_line_exit_2(capsys):
-    assert "scrfd_ref.cli_perf" in cli_mod.COMMAND_MODULES
+    assert "scrfd_ref.cli.perf" in cli_mod.COMMAND_MODULES
     assert cli_mod.main(["perf", "--serial", "-m", "nonexistent.onnx"]) == 2
     assert cli_mod.main(["perf", "-m", "nonexistent.onnx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,5 +1,5 @@
 """Post-processing by hand: box modes, landmark mapping, max_num selection, and the
-inclusive score threshold (seed-flow.md section 3; scrfd_ref.profiles).
+inclusive score threshold (seed-flow.md section 3; scrfd_ref.core.profiles).
 
 Expected values are computed by hand in the comments (power-of-two scales where exact
 float32 results are claimed).
@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scrfd_ref.decode import Candidates, decode
+from scrfd_ref.core.decode import Candidates, decode
+from scrfd_ref.core.heads import normalize_heads
+from scrfd_ref.core.nms import select_max_num
+from scrfd_ref.core.postprocess import finish_boxes, postprocess
+from scrfd_ref.core.preprocess import Transform, letterbox_geometry
+from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.detector import detect_from_outputs
-from scrfd_ref.heads import normalize_heads
-from scrfd_ref.nms import select_max_num
-from scrfd_ref.postprocess import finish_boxes, postprocess
-from scrfd_ref.preprocess import Transform, letterbox_geometry
-from scrfd_ref.profiles import get_profile
 
 F32 = np.float32
 

@@ -17,15 +17,14 @@ never from the package itself. The definitions are those of seed-flow.md section
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from scrfd_ref.nms import HAVE_KERNEL, nms
-from scrfd_ref.preprocess import letterbox_geometry, preprocess
-from scrfd_ref.profiles import LETTERBOX_KINDS, get_profile
+from scrfd_ref.core.nms import HAVE_KERNEL, nms
+from scrfd_ref.core.preprocess import letterbox_geometry, preprocess
+from scrfd_ref.core.profiles import LETTERBOX_KINDS, get_profile
 
 STRIDES = (8, 16, 32)
 F32 = np.float32
@@ -36,9 +35,9 @@ KERNEL_MODES = [pytest.param(False, id="numpy"),
                              marks=pytest.mark.skipif(not HAVE_KERNEL,
                                                       reason="Cython NMS kernel not built"))]
 
-CHEAP = settings(max_examples=200, deadline=None,
+CHEAP = settings(max_examples=100, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
-MEDIUM = settings(max_examples=150, deadline=None,
+MEDIUM = settings(max_examples=80, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -178,7 +177,7 @@ def crowded_scene(seed: int, n: int, crowd: float, degenerate: bool, ties: bool,
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="Cython NMS kernel not built")
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 500), thr=THRESHOLDS,
        crowd=st.sampled_from([20.0, 60.0, 400.0]), degenerate=st.booleans(),
        ties=st.booleans(), integer=st.booleans())
@@ -239,7 +238,7 @@ def greedy_nms_mmcv_py(boxes: np.ndarray, scores: np.ndarray, thr: float) -> lis
     return kept
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), thr=THRESHOLDS,
        crowd=st.sampled_from([20.0, 60.0, 400.0]), degenerate=st.booleans(),
        ties=st.booleans(), integer=st.booleans())
@@ -299,7 +298,7 @@ def test_points_round_trip_through_the_transform(w, h, in_w, in_h, kind, data):
     assert np.all(np.abs(back[:, 1] - pts[:, 1]) <= tol_y)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(in_w=st.integers(1, 8).map(lambda k: 32 * k), in_h=st.integers(1, 8).map(lambda k: 32 * k),
        kind=st.sampled_from(LETTERBOX_KINDS), data=st.data())
 def test_a_bright_pixel_lands_where_the_transform_maps_it(in_w, in_h, kind, data):

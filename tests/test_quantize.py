@@ -1,4 +1,4 @@
-"""Dtype conversions (scrfd_ref.quantize): fp16, int8 QDQ, head exclusion, the cache, bad input.
+"""Dtype conversions (scrfd_ref.device.quantize): fp16, int8 QDQ, head exclusion, the cache, bad input.
 
 Tolerances (real image, insightface profile, ORT CPU):
 
@@ -23,14 +23,21 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from scrfd_ref import quantize
 from scrfd_ref.backends import get_backend
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.core.preprocess import preprocess
+from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.detector import Detector
-from scrfd_ref.errors import DataMissingError, InputError
-from scrfd_ref.preprocess import preprocess
-from scrfd_ref.profiles import get_profile
-from scrfd_ref.quantize import (DTYPES, cache_key, conversion_settings, convert_model,
-                                default_cache_dir, default_calibration_images, head_conv_names)
+from scrfd_ref.device import quantize
+from scrfd_ref.device.quantize import (
+    DTYPES,
+    cache_key,
+    conversion_settings,
+    convert_model,
+    default_cache_dir,
+    default_calibration_images,
+    head_conv_names,
+)
 
 NUM_TEST_CALIBRATION = 8
 FP16_SCORE_ATOL = 5e-3
@@ -364,6 +371,7 @@ def test_no_default_calibration_images(tmp_path: Path):
 # ----------------------------------------------------------------------------- slow
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 def test_quantize_50_images_timed(model_500m: Path, data_root: Path, need, tmp_path: Path,
                                   face_image: np.ndarray):
     """The real recipe: 50 WIDER val images; prints the time, asserts only correctness."""

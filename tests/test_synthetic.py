@@ -1,4 +1,4 @@
-"""Specification of ``scrfd_ref.synthetic``: tiny SCRFD-shaped models for tests.
+"""Specification of ``scrfd_ref.device.synthetic``: tiny SCRFD-shaped models for tests.
 
 A synthetic model must look like a real insightface export to every consumer (same
 input, output shapes, order, head tails) and produce values that make detection
@@ -14,9 +14,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from scrfd_ref.errors import InputError
-from scrfd_ref.onnx_tools import export_device_layout, load_model
-from scrfd_ref.synthetic import make_synthetic_model, write_synthetic_model
+from scrfd_ref.core.errors import InputError
+from scrfd_ref.device.onnx_tools import export_device_layout, load_model
+from scrfd_ref.device.synthetic import make_synthetic_model, write_synthetic_model
 
 STRIDES = (8, 16, 32)
 CHANNELS = {"score": 1, "bbox": 4, "kps": 10}

@@ -11,7 +11,7 @@ import pytest
 
 from scrfd_ref.backends.ort import OrtBackend
 from scrfd_ref.detector import Detector
-from scrfd_ref.synthetic import make_synthetic_model
+from scrfd_ref.device.synthetic import make_synthetic_model
 
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:

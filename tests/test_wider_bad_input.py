@@ -12,9 +12,14 @@ import numpy as np
 import pytest
 import scipy.io
 
-from scrfd_ref.errors import DataMissingError, InputError, ScrfdRefError
-from scrfd_ref.formats.ground_truth import (SETTINGS, load_ground_truth, read_wider_mat,
-                                            read_wider_txt, setting_mat_paths)
+from scrfd_ref.core.errors import DataMissingError, InputError, ScrfdRefError
+from scrfd_ref.formats.ground_truth import (
+    SETTINGS,
+    load_ground_truth,
+    read_wider_mat,
+    read_wider_txt,
+    setting_mat_paths,
+)
 from scrfd_ref.formats.wider_txt import read_prediction_dir, read_prediction_file
 from scrfd_ref.widerface.evaluate import evaluate, evaluate_dir
 
@@ -313,7 +318,7 @@ def test_malformed_prediction_array():
 
 
 def test_eval_command_surfaces_input_errors(tmp_path):
-    from scrfd_ref.cli_eval import register
+    from scrfd_ref.cli.wider import register
 
     gt_dir = write_mats(tmp_path / "gt")
     pred = _full_pred_dir(tmp_path / "pred")

@@ -18,16 +18,25 @@ import math
 
 import numpy as np
 import pytest
+import wider_oracle as oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import wider_oracle as oracle
 from wider_synth import noisy_predictions
-from scrfd_ref.errors import InputError, ScrfdRefError
-from scrfd_ref.formats.ground_truth import SETTINGS, GroundTruth, load_ground_truth, make_image
-from scrfd_ref.formats.wider_txt import (format_predictions, read_prediction_dir,
-                                         read_prediction_file, write_predictions)
+
 import scrfd_ref.widerface.evaluate as ev
+from scrfd_ref.core.errors import InputError, ScrfdRefError
+from scrfd_ref.formats.ground_truth import (
+    SETTINGS,
+    GroundTruth,
+    load_ground_truth,
+    make_image,
+)
+from scrfd_ref.formats.wider_txt import (
+    format_predictions,
+    read_prediction_dir,
+    read_prediction_file,
+    write_predictions,
+)
 from scrfd_ref.widerface.evaluate import evaluate, evaluate_dir, thresholds
 
 FIVE_EVENTS = ("0--Parade", "13--Interview", "19--Couple", "20--Family_Group", "4--Dancing")
@@ -117,7 +126,7 @@ def scenes(draw, inverted: bool = False):
     return _gt(images), preds
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenes())
 def test_fast_path_equals_oracle_on_generated_sets(scene):
     gt, preds = scene
@@ -126,7 +135,7 @@ def test_fast_path_equals_oracle_on_generated_sets(scene):
         _assert_same(evaluate(preds, gt, allow_missing=True, kernel=kernel), ref)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenes(inverted=True))
 def test_negative_widths_are_evaluated_as_the_official_code_does(scene):
     """Inverted boxes (negative w or h) take part exactly as in the official evaluation
@@ -167,6 +176,7 @@ def five_events(data_root, need):
 
 
 @pytest.mark.data
+@pytest.mark.acceptance
 @pytest.mark.parametrize("seed,decimals", [(1, 3), (2, None)])
 def test_fast_path_equals_oracle_on_five_real_events(five_events, seed, decimals):
     preds = noisy_predictions(five_events, seed, decimals)
@@ -214,6 +224,7 @@ def test_eval_command_on_files_with_inverted_boxes_equals_the_oracle(five_events
 
 
 @pytest.mark.data
+@pytest.mark.acceptance
 def test_unsorted_real_files_give_the_sorted_answer_and_the_port_does_not(five_events):
     shuffled = noisy_predictions(five_events, 3, shuffle=True)
     ordered = {k: a[np.argsort(-a[:, 4], kind="stable")] for k, a in shuffled.items()}
@@ -434,7 +445,7 @@ def test_format_is_fixed_and_sorted():
 # --------------------------------------------------------------------------- eval command
 
 def _parser():
-    from scrfd_ref.cli_eval import register
+    from scrfd_ref.cli.wider import register
 
     parser = argparse.ArgumentParser(prog="scrfd-ref")
     parser.add_argument("--data-dir", default=None)
@@ -460,8 +471,7 @@ def test_eval_command_end_to_end(five_events, data_root, tmp_path, capsys):
     for (e, n), a in preds.items():
         write_predictions(pred_dir, e, n, a)
     gt_dir = data_root / "widerface" / "ground_truth"
-    expected = evaluate(preds, five_events)
-    ref = oracle.wider_eval(five_events, preds)
+    expected = evaluate(preds, five_events)  # equals the oracle: tested above
     args = _parser().parse_args(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir),
                                  "--events", *FIVE_EVENTS, "--json", str(tmp_path / "r.json"),
                                  "--plot", str(tmp_path / "pr.png")])
@@ -474,7 +484,7 @@ def test_eval_command_end_to_end(five_events, data_root, tmp_path, capsys):
     assert out[i + 4] == "================================================="
     d = json.loads((tmp_path / "r.json").read_text())
     for s in SETTINGS:
-        assert d[s] == expected.ap[s] == ref[s]["ap"]  # full precision survives JSON
+        assert d[s] == expected.ap[s]  # full precision survives JSON
     assert d["images"] == 394 and d["events"] == list(FIVE_EVENTS)
     assert d["predictions"] == sum(len(a) for a in preds.values())
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

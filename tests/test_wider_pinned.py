@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_EVENTS
 from scrfd_ref.cli import main
+from scrfd_ref.formats.datadir import SHARED_EVENTS
 from scrfd_ref.widerface.evaluate import evaluate_dir
 
 EXPECTED = Path(__file__).resolve().parent.parent / "data" / "expected" / "wider_ap.json"
@@ -32,7 +32,8 @@ SETTINGS = ("easy", "medium", "hard")
 pytestmark = pytest.mark.data
 
 
-@pytest.mark.parametrize("profile", ["widerface-eval", "insightface"])
+@pytest.mark.parametrize("profile", ["widerface-eval",
+                                     pytest.param("insightface", marks=pytest.mark.acceptance)])
 def test_pinned_ap_fast_path_cli_and_fixture_agree(profile, tmp_path, data_root, need,
                                                    ground_truth, reference_ap, capsys):
     pinned = json.loads(EXPECTED.read_text())["profiles"][profile]

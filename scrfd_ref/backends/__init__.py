@@ -7,8 +7,8 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from ..errors import InputError
-from .base import Backend, stack_outputs
+from scrfd_ref.backends.base import Backend, stack_outputs
+from scrfd_ref.core.errors import InputError
 
 ENTRY_POINT_GROUP = "scrfd_ref.backends"
 
@@ -16,25 +16,25 @@ BackendFactory = Callable[..., Backend]
 
 
 def _ort(model: Any, **options: Any) -> Backend:
-    from .ort import OrtBackend
+    from scrfd_ref.backends.ort import OrtBackend
 
     return OrtBackend(model, **options)
 
 
 def _replay(model: Any, **options: Any) -> Backend:
-    from .replay import ReplayBackend
+    from scrfd_ref.backends.replay import ReplayBackend
 
     return ReplayBackend(model, **options)
 
 
 def _opencv(model: Any, **options: Any) -> Backend:
-    from .opencv import OpenCVBackend
+    from scrfd_ref.backends.opencv import OpenCVBackend
 
     return OpenCVBackend(model, **options)
 
 
 def _gpu(model: Any, **options: Any) -> Backend:
-    from .gpu import GpuBackend
+    from scrfd_ref.backends.gpu import GpuBackend
 
     return GpuBackend(model, **options)
 

@@ -1,7 +1,7 @@
 """The backend interface: a batch blob in, the model's raw head outputs out.
 
 A backend never decodes: it returns the arrays the model (or device) produced, in
-whatever layout; :func:`scrfd_ref.heads.normalize_heads` recognises them.
+whatever layout; :func:`scrfd_ref.core.heads.normalize_heads` recognises them.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def run_in_model_batches(blob: np.ndarray, run_one: Callable[[np.ndarray], list[
     A batch-1 model gets one call per image, joined with :func:`stack_outputs`; any other
     mismatch (fixed size, fixed batch > 1) is an InputError naming ``label``.
     """
-    from ..errors import InputError
+    from scrfd_ref.core.errors import InputError
 
     if input_size is not None and (blob.shape[3], blob.shape[2]) != input_size:
         raise InputError(f"{label}: model input is fixed at {input_size[0]}x{input_size[1]}, "

@@ -2,7 +2,7 @@
 
 Needs the ``onnxruntime-gpu`` build (it provides ``CUDAExecutionProvider``; the CPU
 ``onnxruntime`` wheel does not) and a working CUDA driver. Where either is missing,
-constructing :class:`GpuBackend` raises :class:`~scrfd_ref.errors.BackendUnavailable`
+constructing :class:`GpuBackend` raises :class:`~scrfd_ref.core.errors.BackendUnavailable`
 with a one-line reason, so tests and benchmarks skip cleanly on CPU machines.
 
 ONNX Runtime falls back to the CPU silently when the CUDA provider is installed but
@@ -28,8 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable
-from .ort import OrtBackend
+from scrfd_ref.backends.ort import OrtBackend
+from scrfd_ref.core.errors import BackendUnavailable
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"

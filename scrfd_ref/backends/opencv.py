@@ -21,7 +21,7 @@ fp16 weights) and falls back to the classic one; the engine that loaded is in
 :meth:`OpenCVBackend.info`. (With OpenCV 5.0.0 the new engine runs all five shared
 models in fp32 and fp16; the classic one runs only the static scrfd_500m_bnkps in fp32:
 it rejects the dynamic exports' ``Shape`` ops and fp16 weights.) A model is probed once at construction on a zero blob, so a
-model OpenCV cannot load *or run* raises :class:`~scrfd_ref.errors.BackendUnavailable`
+model OpenCV cannot load *or run* raises :class:`~scrfd_ref.core.errors.BackendUnavailable`
 with a one-line reason (pytest can skip on it).
 
 int8 QDQ models are refused by default (``allow_qdq=False``): OpenCV 5.0 rejects some of
@@ -39,8 +39,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailable, DataMissingError, InputError, LayoutError
-from .base import Backend, run_in_model_batches
+from scrfd_ref.backends.base import Backend, run_in_model_batches
+from scrfd_ref.core.errors import (
+    BackendUnavailable,
+    DataMissingError,
+    InputError,
+    LayoutError,
+)
 
 ENGINES = ("auto", "new", "classic")
 #: input (W, H) of the load-time probe run for models with a dynamic input

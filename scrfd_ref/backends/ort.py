@@ -6,8 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DataMissingError, InputError
-from .base import Backend, run_in_model_batches
+from scrfd_ref.backends.base import Backend, run_in_model_batches
+from scrfd_ref.core.errors import DataMissingError, InputError
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",

@@ -3,7 +3,7 @@
 Reads a folder of vamp output npz files (``output_000000.npz`` ..., device layout) or
 the project's own dumps (the same format, written by ``scrfd-ref dump``), with the
 datalist they follow (``datalist.txt`` in or beside the folder, or given). The whole
-folder is checked when the backend opens (:func:`scrfd_ref.device_outputs.check_outputs`:
+folder is checked when the backend opens (:func:`scrfd_ref.formats.device_outputs.check_outputs`:
 pairing, keys, dtypes, shapes, NaN / Inf counts), so a bad file is named before any
 comparison starts. Files holding a batch (``vamp -b B``) are served image by image in
 datalist order. ``run(blob)`` returns the next ``B`` entries joined on the batch axis
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataMissingError, InputError
-from .base import Backend
+from scrfd_ref.backends.base import Backend
+from scrfd_ref.core.errors import DataMissingError, InputError
 
 
 class ReplayBackend(Backend):
@@ -39,7 +39,7 @@ class ReplayBackend(Backend):
                  datalist: str | Path | None = None,
                  input_size: tuple[int, int] | None = None, allow_nonfinite: bool = False,
                  **_: Any) -> None:
-        from ..device_outputs import check_outputs
+        from scrfd_ref.formats.device_outputs import check_outputs
 
         self.folder = Path(model)
         if not self.folder.is_dir():

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..detections import Detections
-from ..errors import InputError
-from .files import write_text
+from scrfd_ref.core.detections import Detections
+from scrfd_ref.core.errors import InputError
+from scrfd_ref.formats.files import write_text
 
 SCHEMA_VERSION = 1
 

@@ -8,7 +8,7 @@
   ``(B, 2C, H, W)``, float16 or float32; order scores, boxes, landmarks. A batched run
   (``vamp -b B``) writes ``B`` images per file, the last file possibly fewer.
 
-Every reader validates and raises :class:`~scrfd_ref.errors.InputError` naming the file
+Every reader validates and raises :class:`~scrfd_ref.core.errors.InputError` naming the file
 and what was wrong (truncated or corrupt zip, missing key, wrong dtype or shape). Files are
 written atomically with the user's umask (:mod:`scrfd_ref.formats.files`).
 """
@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataMissingError, InputError
-from .files import atomic_write, display, write_text
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.formats.files import atomic_write, display, write_text
 
 INPUT_KEY = "input_0"
 OUTPUT_PATTERN = "output_{:06d}.npz"
@@ -63,7 +63,7 @@ def write_input_npz(path: str | os.PathLike[str], image_bgr: np.ndarray) -> Path
 
 def read_input_npz(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an input npz back as a BGR ``(h, w, 3)`` uint8 image (pixel limit applies)."""
-    from .images import check_pixels
+    from scrfd_ref.formats.images import check_pixels
 
     p = Path(path)
     arrays = _load_npz(p)

@@ -7,8 +7,8 @@ permissions ``0o666 & ~umask`` like any file a shell command creates (``mkstemp`
 would make it ``0600``).
 
 The path checks run before a command does any work, and raise
-:class:`~scrfd_ref.errors.UsageError` (exit 2) or
-:class:`~scrfd_ref.errors.DataMissingError` naming the option and the path:
+:class:`~scrfd_ref.core.errors.UsageError` (exit 2) or
+:class:`~scrfd_ref.core.errors.DataMissingError` naming the option and the path:
 
 - :func:`input_file` / :func:`input_dir`: exists, is of the right kind, readable;
 - :func:`output_file` / :func:`output_dir`: not of the wrong kind, its folder can be
@@ -18,6 +18,7 @@ The path checks run before a command does any work, and raise
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from ..errors import DataMissingError, UsageError
+from scrfd_ref.core.errors import DataMissingError, UsageError
 
 PathLike = str | os.PathLike[str]
 
@@ -247,3 +248,12 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_digest(path: PathLike) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import DataMissingError, InputError
-from .files import display
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.formats.files import display
 
 DEFAULT_MAX_PIXELS = 100_000_000
 _MAX_PIXELS = DEFAULT_MAX_PIXELS

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import ManifestError, UsageError
-from .files import display, write_text
+from scrfd_ref import __version__
+from scrfd_ref.core.errors import ManifestError, UsageError
+from scrfd_ref.formats.files import display, write_text
 
 MANIFEST_VERSION = 1
 DUMP_MANIFEST = "scrfd_dump.json"

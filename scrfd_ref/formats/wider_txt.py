@@ -15,7 +15,7 @@ directory component before it must equal the event folder). A negative width or 
 accepted as the official WiderFace-Evaluation accepts it (it reads the numbers and
 computes ``x2 = x + w``): insightface's own ``tools/test_widerface.py`` writes such rows
 for inverted boxes. :func:`count_inverted` counts them so the caller can warn once. Every
-error is an :class:`~scrfd_ref.errors.InputError` naming the file and, where it applies,
+error is an :class:`~scrfd_ref.core.errors.InputError` naming the file and, where it applies,
 the line; :func:`read_prediction_dir` reads every file and reports every bad one at once.
 The reader does not assume any order of the lines.
 
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataMissingError, InputError
-from .files import write_text
+from scrfd_ref.core.detections import Detections
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.formats.files import write_text
 
 PredictionKey = tuple[str, str]
 
@@ -221,7 +222,7 @@ def read_prediction_dir(pred_dir: str | Path, events: Iterable[str] | None = Non
             except InputError as exc:
                 problems.append(str(exc))
     if problems:
-        from ..errors import problem_list
+        from scrfd_ref.core.errors import problem_list
 
         raise problem_list(problems, f"prediction folder {root}")
     if not out and (events is None or not missing_ok):
@@ -277,3 +278,17 @@ def write_predictions(out_dir: str | Path, event: str, name: str,
     name = _strip_jpg(name)
     text = format_predictions(event, name, dets_xywh_score)
     return write_text(Path(out_dir) / event / f"{name}.txt", text, fsync=fsync)
+
+
+def wider_rows(dets: Detections) -> tuple[np.ndarray, int]:
+    """``(n, 5)`` x y w h score rows for a WIDER txt file, and how many are inverted.
+
+    Every detection is kept, as insightface's ``tools/test_widerface.py`` writes them
+    (``w = x2 - x1``, ``h = y2 - y1``): a box with ``x2 < x1`` or ``y2 < y1`` (negative
+    extents, or a degenerate box one float32 ulp inverted) keeps its negative width or
+    height, which the official evaluation reads as it is. The count is returned so the
+    run summary can say how many there were.
+    """
+    rows = dets.to_xywh_score()
+    inverted = (rows[:, 2] < 0) | (rows[:, 3] < 0)
+    return rows, int(np.count_nonzero(inverted))

@@ -59,12 +59,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, ScrfdRefError
-from ..formats.ground_truth import GroundTruth
-from ..formats.wider_txt import list_event_dirs, read_prediction_dir
+from scrfd_ref.core.errors import InputError, ScrfdRefError
+from scrfd_ref.formats.ground_truth import GroundTruth
+from scrfd_ref.formats.wider_txt import list_event_dirs, read_prediction_dir
 
 try:  # the compiled kernel is optional; the numpy twin is the fallback
-    from ._eval_kernel import best_overlaps as _cython_best_overlaps
+    from scrfd_ref.widerface._eval_kernel import best_overlaps as _cython_best_overlaps
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _cython_best_overlaps = None
 

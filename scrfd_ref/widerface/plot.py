@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import WiderResult
+from scrfd_ref.widerface.evaluate import WiderResult
 
 _COLOURS = {"easy": "tab:green", "medium": "tab:orange", "hard": "tab:red", "all": "tab:blue"}
 
@@ -37,7 +37,7 @@ def plot_pr_curves(result: WiderResult, path: str | Path, *, title: str | None =
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..formats.files import atomic_write
+    from scrfd_ref.formats.files import atomic_write
 
     out = Path(path)
     fig = Figure(figsize=(6.4, 5.2))

@@ -16,47 +16,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
-from ..detections import Detections
-from ..detector import Detector
-from ..errors import DataMissingError
-from ..formats.images import read_image
-from ..formats.wider_txt import write_predictions
-from ..parallel import prefetch
-from ..preprocess import preprocess
+from scrfd_ref.core.parallel import prefetch
+from scrfd_ref.core.preprocess import preprocess
+from scrfd_ref.formats.dataset import (
+    ImageItem,
+    check_headers,
+    list_images,
+    prediction_files,
+)
+from scrfd_ref.formats.images import read_image
+from scrfd_ref.formats.wider_txt import wider_rows, write_predictions
 
+if TYPE_CHECKING:
+    from scrfd_ref.detector import Detector
 
-@dataclass(frozen=True)
-class ImageItem:
-    """One dataset image: its event folder, name (no extension) and path."""
-
-    event: str
-    name: str
-    path: Path
-
-
-def list_images(images_dir: str | Path, events: Iterable[str] | None = None) -> list[ImageItem]:
-    """All ``<images_dir>/<event>/*.jpg`` (sorted), optionally only the named events.
-
-    Raises DataMissingError for a missing folder or a named event that is not there.
-    """
-    root = Path(images_dir)
-    if not root.is_dir():
-        raise DataMissingError(f"image folder not found: {root}")
-    available = sorted(p.name for p in root.iterdir() if p.is_dir())
-    chosen = available if events is None else list(dict.fromkeys(events))
-    missing = [e for e in chosen if e not in available]
-    if missing:
-        raise DataMissingError(f"{root}: no event folder(s) {', '.join(missing)} "
-                               f"(found {len(available)}: {', '.join(available[:5])}...)")
-    items = [ImageItem(e, p.stem, p) for e in chosen for p in sorted((root / e).glob("*.jpg"))]
-    if not items:
-        raise DataMissingError(f"{root}: no .jpg images in {', '.join(chosen) or 'any event'}")
-    return items
+__all__ = ["ImageItem", "RunSummary", "list_images", "run_dataset", "run_identity",
+           "wider_rows"]
 
 
 @dataclass(frozen=True)
@@ -71,49 +50,10 @@ class RunSummary:
     inverted: int = 0
 
 
-def wider_rows(dets: Detections) -> tuple[np.ndarray, int]:
-    """``(n, 5)`` x y w h score rows for a WIDER txt file, and how many are inverted.
-
-    Every detection is kept, as insightface's ``tools/test_widerface.py`` writes them
-    (``w = x2 - x1``, ``h = y2 - y1``): a box with ``x2 < x1`` or ``y2 < y1`` (negative
-    extents, or a degenerate box one float32 ulp inverted) keeps its negative width or
-    height, which the official evaluation reads as it is. The count is returned so the
-    run summary can say how many there were.
-    """
-    rows = dets.to_xywh_score()
-    inverted = (rows[:, 2] < 0) | (rows[:, 3] < 0)
-    return rows, int(np.count_nonzero(inverted))
-
-
-def prediction_files(folder: str | Path) -> list[Path]:
-    """The ``<event>/<name>.txt`` prediction files of a folder (a run's own files)."""
-    root = Path(folder)
-    if not root.is_dir():
-        return []
-    return sorted(f for ev in root.iterdir() if ev.is_dir() and not ev.name.startswith(".")
-                  for f in ev.glob("*.txt") if f.is_file())
-
-
-def check_headers(items: Sequence[ImageItem]) -> None:
-    """Every image readable (from its header) and within the pixel limit, else one error
-    listing every bad image, before anything is computed."""
-    from ..errors import ScrfdRefError, problem_list
-    from ..formats.images import read_image_size
-
-    problems = []
-    for it in items:
-        try:
-            read_image_size(it.path)
-        except ScrfdRefError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise problem_list(problems, "images")
-
-
-def run_identity(detector: Detector, items: Sequence[ImageItem]) -> dict:
+def run_identity(detector: "Detector", items: Sequence[ImageItem]) -> dict:
     """What makes two dataset runs the same run (the manifest's ``identity``)."""
-    from ..formats.manifest import list_sha256
-    from ..model_prep import file_digest
+    from scrfd_ref.formats.files import file_digest
+    from scrfd_ref.formats.manifest import list_sha256
 
     info = detector.backend.info()
     model = getattr(detector.backend, "model_path", None)
@@ -124,7 +64,7 @@ def run_identity(detector: Detector, items: Sequence[ImageItem]) -> dict:
             "image_list_sha256": list_sha256(f"{it.event}/{it.name}" for it in items)}
 
 
-def run_dataset(detector: Detector, items: Sequence[ImageItem], out_dir: str | Path, *,
+def run_dataset(detector: "Detector", items: Sequence[ImageItem], out_dir: str | Path, *,
                 resume: bool = True, progress: bool = True,
                 overwrite: bool = False) -> RunSummary:
     """Detect faces in every item and write ``<out_dir>/<event>/<name>.txt``.
@@ -140,7 +80,7 @@ def run_dataset(detector: Detector, items: Sequence[ImageItem], out_dir: str | P
     Raises:
         UsageError: ``out_dir`` holds another run's predictions (without ``overwrite``).
     """
-    from ..formats.manifest import RUN_MANIFEST, open_run
+    from scrfd_ref.formats.manifest import RUN_MANIFEST, open_run
 
     out = Path(out_dir)
     check_headers(items)

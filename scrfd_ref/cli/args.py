@@ -1,0 +1,249 @@
+"""Shared argument helpers of the ``scrfd-ref`` commands: one definition each.
+
+- :class:`Parser`: an ``argparse`` parser whose usage errors are one line on stderr
+  (``scrfd-ref detect: error: argument --input-size: ... (see 'scrfd-ref detect --help')``),
+  exit status 2.
+- value types (``type=`` of ``add_argument``): :func:`positive_int`, :func:`non_negative_int`,
+  :func:`positive_seconds`, :func:`fraction`, :func:`size`, :func:`chw_shape`; each
+  refuses what the command could not use (a zero, ``inf``, a size no memory holds).
+- :func:`add_command`: a sub-command that also accepts the global options (``--data-dir``,
+  ``--debug``, ``--max-pixels``) after its name.
+- :func:`unique`: drops repeated names (``--events A A``) with one notice.
+- the model options every detect-like command shares: :func:`add_model_options`,
+  :func:`resolve_model` (a path or a variant name looked up in the data folder) and
+  :func:`make_detector`.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scrfd_ref.core.errors import DataMissingError
+from scrfd_ref.formats import datadir as data_mod
+from scrfd_ref.formats.files import display, input_file
+
+T = TypeVar("T")
+
+#: largest network input side accepted (pixels); SCRFD is trained at 640
+MAX_INPUT_SIDE = 8192
+#: largest batch for perf runs (a 640x640 fp32 batch of 1024 is 5 GB)
+MAX_BATCH = 1024
+#: largest number of instances / processes / threads
+MAX_WORKERS = 256
+#: default image pixel limit (width x height), see ``--max-pixels``
+DEFAULT_MAX_PIXELS = 100_000_000
+#: the model detect-like commands use when --model is not given
+DEFAULT_VARIANT = "500m_bnkps"
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors are a single line naming the command and option."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print ``<prog>: error: <message> (see '<prog> --help')`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    """An argparse type: ``cast(text)`` that must satisfy ``ok``, else ``expected <what>``."""
+    def parse(text: str) -> T:
+        try:
+            value = cast(text.strip())
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse shows it in "invalid <name> value" messages
+    return parse
+
+
+def positive_int(limit: int | None = None) -> Callable[[str], int]:
+    """Type for integers ``1 .. limit``."""
+    what = f"an integer from 1 to {limit}" if limit else "a positive integer"
+    return _bounded(int, lambda v: v >= 1 and (limit is None or v <= limit), what)
+
+
+non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+positive_seconds = _bounded(float, lambda v: math.isfinite(v) and v > 0,
+                            "a positive, finite number of seconds")
+fraction = _bounded(float, lambda v: math.isfinite(v) and 0.0 <= v <= 1.0,
+                    "a number from 0 to 1")
+max_pixels = _bounded(int, lambda v: 1 <= v <= 10**12, "a pixel count from 1 to 10^12")
+
+
+def _ints(text: str, n: int, what: str) -> tuple[int, ...]:
+    parts = text.strip().strip("[]()").replace("x", ",").replace("X", ",").split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if len(dims) != n:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return dims
+
+
+def size(text: str) -> tuple[int, int]:
+    """``"640,480"`` or ``"640x480"`` -> ``(640, 480)`` (width, height).
+
+    Each side must be a positive multiple of 32 (SCRFD's largest stride) and at most
+    :data:`MAX_INPUT_SIDE`.
+    """
+    w, h = _ints(text, 2, "W,H (e.g. 640,640)")
+    for v in (w, h):
+        if v < 32 or v % 32 or v > MAX_INPUT_SIDE:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: each side must be a multiple of 32 from 32 to {MAX_INPUT_SIDE}")
+    return w, h
+
+
+def chw_shape(text: str) -> tuple[int, int, int]:
+    """``"3,640,640"``, ``"[3,640,640]"`` or ``"3x640x640"`` -> ``(3, 640, 640)``.
+
+    SCRFD takes 3 channels; height and width are multiples of 32 up to
+    :data:`MAX_INPUT_SIDE`.
+    """
+    c, h, w = _ints(text, 3, "C,H,W (e.g. 3,640,640)")
+    if c != 3:
+        raise argparse.ArgumentTypeError(f"{text!r}: SCRFD takes 3 channels (RGB), not {c}")
+    for v in (h, w):
+        if v < 32 or v % 32 or v > MAX_INPUT_SIDE:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: height and width must be multiples of 32 from 32 to {MAX_INPUT_SIDE}")
+    return c, h, w
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Alias of :func:`size` kept for callers of the first wave."""
+    return size(text)
+
+
+def unique(values: Sequence[str] | None, option: str) -> list[str] | None:
+    """``values`` without repeats (first occurrence kept); one notice on stderr if any."""
+    if values is None:
+        return None
+    kept = list(dict.fromkeys(values))
+    if len(kept) != len(values):
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        print(f"scrfd-ref: notice: {option} names {', '.join(dupes)} more than once; each is "
+              "used once", file=sys.stderr)
+    return kept
+
+
+def common_options(*, after_command: bool) -> argparse.ArgumentParser:
+    """The global options, for the main parser (``after_command=False``) or as a parent of
+    every sub-command (defaults suppressed, so a value given before the command stays)."""
+    keep = argparse.SUPPRESS if after_command else None
+    p = Parser(add_help=False)
+    p.add_argument("--data-dir", default=keep, metavar="DIR",
+                   help="data folder with models/, widerface/, images/ "
+                        "(default: $SCRFD_DATA, else ../shared/data)")
+    p.add_argument("--debug", action="store_true",
+                   default=argparse.SUPPRESS if after_command else False,
+                   help="show the Python traceback of an error (also SCRFD_DEBUG=1)")
+    p.add_argument("--max-pixels", type=max_pixels, default=keep, metavar="N",
+                   help=f"refuse images larger than N pixels (width x height; default "
+                        f"{DEFAULT_MAX_PIXELS:,}, about 100 megapixels)")
+    return p
+
+
+def add_json_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--json FILE``: ``what`` as JSON to FILE, or to stdout with ``-`` (the human text
+    then goes to stderr, so stdout stays pure JSON)."""
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help=f"write {what} as JSON to FILE ('-' for stdout; the text report then "
+                        "goes to stderr)")
+
+
+def add_run_options(p: argparse.ArgumentParser, *, resume: bool = True) -> None:
+    """``--no-resume``, ``--overwrite`` and ``--quiet`` of the commands that write a run
+    folder with a manifest (wider-run, dump, npz-decode)."""
+    if resume:
+        p.add_argument("--no-resume", action="store_true",
+                       help="recompute every image of the same run, also those already written")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of another run in --out (they are removed first) "
+                        "instead of refusing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+_COMMON_AFTER = None
+
+
+def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int] | None = None,
+                *, help: str | None = None, description: str | None = None,
+                **kwargs: Any) -> argparse.ArgumentParser:
+    """Add sub-command ``name`` running ``func``, with the global options accepted after it.
+
+    The one-line ``help`` and the ``--help`` description come from ``func``'s docstring
+    (its first line, then the rest) unless given: a command is documented once.
+    """
+    global _COMMON_AFTER
+    if _COMMON_AFTER is None:
+        _COMMON_AFTER = common_options(after_command=True)
+    if func is not None:
+        doc = inspect.cleandoc(func.__doc__ or "")
+        first, _, rest = doc.partition("\n\n")
+        help = help or first.rstrip(".")
+        description = description or " ".join(rest.split()) or first
+    parser = sub.add_parser(name, help=help, description=description,
+                            parents=[_COMMON_AFTER], **kwargs)
+    if func is not None:
+        parser.set_defaults(func=func)
+    return parser
+
+
+def resolve_model(model: str | None, data_dir: str | None, option: str = "--model") -> Path:
+    """A model path, or a variant name looked up in the data directory's ``models/``."""
+    name = model or DEFAULT_VARIANT
+    if name in data_mod.VARIANTS:
+        root = data_mod.data_dir(data_dir)
+        found = data_mod.find_model(name, root)
+        if found is None:
+            raise DataMissingError(data_mod.missing_model_reason(name, root))
+        return found
+    path = Path(name)
+    if not path.exists():
+        raise DataMissingError(f"{option} {display(path)}: model not found (give an ONNX path "
+                               f"or one of {', '.join(data_mod.VARIANTS)})")
+    return input_file(path, option, "ONNX model file")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model, --profile and the profile overrides shared by detect-like commands."""
+    from scrfd_ref.core.profiles import PROFILES
+
+    p.add_argument("--model", "-m", default=None,
+                   help=f"ONNX model path or variant name looked up in DATA/models "
+                        f"(default: {DEFAULT_VARIANT})")
+    p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
+                   help="pre/post-processing settings (default: the command's own)")
+    p.add_argument("--score-thr", type=fraction, default=None,
+                   help="keep candidates with score >= this, 0..1 (overrides the profile)")
+    p.add_argument("--nms-thr", type=fraction, default=None,
+                   help="NMS IoU threshold, 0..1; a box is kept when IoU <= this (overrides "
+                        "the profile)")
+    p.add_argument("--input-size", type=size, default=None, metavar="W,H",
+                   help="network input size, multiples of 32 up to 8192 (default: the "
+                        "model's fixed size, else 640,640)")
+    p.add_argument("--max-num", type=non_negative_int, default=None,
+                   help="keep at most N faces by insightface's centre-weighted ranking (0: all)")
+    p.add_argument("--providers", default=None,
+                   help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt (default cpu)")
+
+
+def make_detector(args: argparse.Namespace, default_profile: str):
+    """Build a :class:`~scrfd_ref.detector.Detector` from parsed detect-like options."""
+    from scrfd_ref.detector import Detector
+
+    model = resolve_model(args.model, args.data_dir)
+    options = {"providers": args.providers} if getattr(args, "providers", None) else {}
+    return model, Detector(model, profile=args.profile or default_profile,
+                           input_size=args.input_size, backend_options=options,
+                           score_thr=args.score_thr, nms_thr=args.nms_thr,
+                           max_num=args.max_num)

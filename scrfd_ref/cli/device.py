@@ -1,0 +1,216 @@
+"""Sub-commands of the device flow: export-device-layout, image2npz, dump, npz-decode."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scrfd_ref.cli.args import add_command, add_run_options, fraction, size, unique
+from scrfd_ref.core.errors import UsageError
+from scrfd_ref.formats import datadir as data_mod
+from scrfd_ref.formats.files import (
+    display,
+    input_dir,
+    input_file,
+    is_inside,
+    output_dir,
+    output_file,
+)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Cut a standard ONNX export to the device layout.
+
+    Cut a standard SCRFD ONNX export before each head's transpose/reshape/sigmoid so its
+    outputs are the raw NCHW maps the vendor compiles: score (B,2,H,W) logits, bbox
+    (B,8,H,W), kps (B,20,H,W). OUT must not be IN.
+    """
+    from scrfd_ref.device.onnx_tools import (
+        describe_model,
+        export_device_layout,
+        save_model,
+    )
+
+    src = input_file(args.input, "IN.onnx", "ONNX model")
+    output_file(args.output, "OUT.onnx", inputs=[src])
+    model = export_device_layout(src, input_size=args.input_size,
+                                 drop_landmarks=args.drop_landmarks)
+    save_model(model, args.output)
+    info = describe_model(args.output)
+    print(f"{display(args.output)}: {info.num_outputs} outputs, device layout")
+    for name, shape in zip(info.output_names, info.output_shapes):
+        print(f"  {name:<10} {shape}")
+    return 0
+
+
+def cmd_image2npz(args: argparse.Namespace) -> int:
+    """Images -> device input npz files + datalist.
+
+    For every <dataset>/<event>/<name>.jpg write <target>/<name>.npz holding input_0
+    (uint8 RGB, 3xHxW, original size) and a datalist of absolute npz paths.
+    """
+    from scrfd_ref.device.flow import image2npz
+
+    dataset = input_dir(args.dataset_path, "--dataset-path", "image folder")
+    output_dir(args.target_path, "--target-path", inputs=[dataset])
+    if is_inside(args.target_path, dataset):
+        raise UsageError(f"--target-path {display(args.target_path)}: lies inside "
+                         f"--dataset-path {display(dataset)}; write the npz files elsewhere")
+    output_file(args.text_path, "--text-path", inputs=[dataset, args.target_path])
+    paths = image2npz(dataset, args.target_path, args.text_path,
+                      events=unique(args.events, "--events"), progress=not args.quiet)
+    print(f"image2npz: {len(paths)} npz files in {display(args.target_path)}, datalist "
+          f"{display(args.text_path)}")
+    return 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    """Run a backend over a datalist, write vamp-style output npz.
+
+    Stand in for the device: letterbox each datalist input with the profile, run the
+    device-layout model on a backend and write output_000000.npz ... (keys output_0..,
+    device layout) exactly as vamp does, plus scrfd_dump.json (the run manifest: model
+    sha256, backend, dtype, profile, image list; complete only when every file is
+    written) and datalist.txt. Re-running the same dump resumes; a folder of another run
+    is refused unless --overwrite.
+    """
+    from scrfd_ref.backends import get_backend
+    from scrfd_ref.cli.args import resolve_model
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.device.flow import dump
+    from scrfd_ref.device.model_prep import file_digest, prepare_model
+
+    datalist = input_file(args.datalist, "--datalist", "datalist")
+    output_dir(args.out, "--out", inputs=[datalist])
+    profile = get_profile(args.profile, input_size=args.input_size)
+    source = resolve_model(args.model, args.data_dir)
+    model = prepare_model(source, layout="device", dtype=args.dtype,
+                          input_size=profile.input_size)
+    out_dtype = args.output_dtype or ("fp32" if args.dtype == "fp32" else "fp16")
+    meta = {"variant": data_mod.variant_of(source), "dtype": args.dtype,
+            "model": source.name, "model_sha256": file_digest(source),
+            "device_model_sha256": file_digest(model)}
+    with get_backend(args.backend, model, dtype=args.dtype) as backend:
+        n = dump(backend, datalist, args.out, profile, dtype=out_dtype,
+                 progress=not args.quiet, meta=meta, resume=not args.no_resume,
+                 overwrite=args.overwrite)
+    if n == 0:
+        print(f"dump: every output of this run was in {display(args.out)} already; nothing to do")
+    else:
+        print(f"dump: {n} output files ({out_dtype}, device layout) in {display(args.out)} from "
+              f"{args.backend} {args.dtype} {source.name}")
+    return 0
+
+
+def cmd_npz_decode(args: argparse.Namespace) -> int:
+    """Decode vamp output npz files into WIDER txt.
+
+    Pair each datalist line with its output (file i, or position on the batch axis of
+    batched files), find the original image by name under the event folders (for its
+    size), decode with the preprocessing the dump recorded and write WIDER prediction
+    txt files plus scrfd_run.json. Every file is checked first and every problem listed;
+    nothing is written while one is bad (unless --skip-bad).
+    """
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.device.flow import decode_profile, dump_source, npz_decode
+
+    datalist = input_file(args.datalist, "--datalist", "datalist")
+    outputs = input_dir(args.outputs, "--outputs", "device output folder")
+    images = (input_dir(args.images, "--images", "image folder") if args.images else
+              data_mod.require(data_mod.widerface_dir(data_mod.data_dir(args.data_dir))
+                               / "WIDER_val" / "images", "WIDER val images"))
+    output_dir(args.out, "--out", inputs=[outputs, images])
+    for folder, opt in ((outputs, "--outputs"), (images, "--images")):
+        if is_inside(args.out, folder):
+            raise UsageError(f"--out {display(args.out)}: lies inside {opt} {display(folder)}; "
+                             "write the predictions elsewhere")
+    source = dump_source(outputs, allow_incomplete=args.allow_incomplete)
+    if source.notice:
+        print(f"scrfd-ref npz-decode: notice: {source.notice}", file=sys.stderr)
+    requested = None
+    if args.profile or args.input_size:
+        recorded_name = (source.identity.get("profile") or {}).get("name", "device-flow")
+        requested = get_profile(args.profile or recorded_name, input_size=args.input_size)
+    profile, notice = decode_profile(source, requested, force=args.force_profile,
+                                     score_thr=args.score_thr, nms_thr=args.nms_thr)
+    if notice:
+        print(f"scrfd-ref npz-decode: notice: {notice}", file=sys.stderr)
+    s = npz_decode(datalist, outputs, images, args.out, profile, progress=not args.quiet,
+                   skip_bad=args.skip_bad, source=source, overwrite=args.overwrite)
+    print(f"npz-decode: {s.images} images, {s.detections} detections "
+          f"({s.inverted} with a negative width or height, kept) -> {display(args.out)} "
+          f"[profile {profile.name}: {profile.describe_geometry()}, score >= "
+          f"{profile.score_thr}, NMS {profile.nms_thr}]")
+    if s.skipped:
+        reasons = "\n  ".join(s.skipped_reasons[:20])
+        print(f"scrfd-ref npz-decode: error: {s.skipped} bad entr"
+              f"{'y' if s.skipped == 1 else 'ies'} skipped (--skip-bad; also listed in "
+              f"{display(Path(args.out) / 'scrfd_run.json')}):\n  {reasons}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the device-flow sub-commands to the main parser."""
+    from scrfd_ref.core.profiles import PROFILES
+
+    p = add_command(sub, "export-device-layout", cmd_export)
+    p.add_argument("input", type=Path, metavar="IN.onnx", help="standard SCRFD export")
+    p.add_argument("output", type=Path, metavar="OUT.onnx", help="device-layout model to write")
+    p.add_argument("--input-size", type=size, default=None, metavar="W,H",
+                   help="fix the input shape (e.g. 640,640) so every output has a static shape")
+    p.add_argument("--drop-landmarks", action="store_true",
+                   help="remove the landmark heads (a 6-output model from a _bnkps one)")
+
+    p = add_command(sub, "image2npz", cmd_image2npz)
+    p.add_argument("--dataset-path", required=True, metavar="DIR",
+                   help="image root with one folder per event")
+    p.add_argument("--target-path", required=True, metavar="DIR", help="folder for the npz files")
+    p.add_argument("--text-path", required=True, metavar="FILE", help="datalist file to write")
+    p.add_argument("--events", nargs="+", default=None, metavar="EVENT",
+                   help="only these event folders (default: all; a repeated name counts once)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = add_command(sub, "dump", cmd_dump)
+    p.add_argument("--model", "-m", default=None,
+                   help="standard ONNX export or variant name (exported to the device layout "
+                        "and converted to --dtype, cached)")
+    p.add_argument("--backend", "-B", default="ort", help="backend name (default ort)")
+    p.add_argument("--dtype", "-D", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="model precision (default fp32)")
+    p.add_argument("--datalist", required=True, metavar="FILE", help="datalist from image2npz")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for output npz files")
+    p.add_argument("--profile", "-P", default="device-flow", choices=sorted(PROFILES),
+                   help="letterbox used to feed the model (default device-flow)")
+    p.add_argument("--input-size", type=size, default=None, metavar="W,H",
+                   help="network input size (default: the profile's, 640,640)")
+    p.add_argument("--output-dtype", default=None, choices=("fp16", "fp32"),
+                   help="dtype of the written outputs (default: fp32 for fp32 models, else fp16)")
+    add_run_options(p)
+
+    p = add_command(sub, "npz-decode", cmd_npz_decode)
+    p.add_argument("--datalist", required=True, metavar="FILE", help="datalist the outputs follow")
+    p.add_argument("--outputs", required=True, metavar="DIR", help="folder of output_*.npz")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="original images, <DIR>/<event>/<name>.jpg (default: DATA WIDER_val/images)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="prediction folder to write")
+    p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
+                   help="decode/NMS settings (default: the profile the dump recorded in "
+                        "scrfd_dump.json, else device-flow); its letterbox must be the "
+                        "recorded one unless --force-profile")
+    p.add_argument("--input-size", type=size, default=None, metavar="W,H",
+                   help="network input size (default: the recorded one, else 640,640)")
+    p.add_argument("--score-thr", type=fraction, default=None,
+                   help="override the score threshold (recorded in scrfd_run.json)")
+    p.add_argument("--nms-thr", type=fraction, default=None,
+                   help="override the NMS IoU threshold (recorded in scrfd_run.json)")
+    p.add_argument("--force-profile", action="store_true",
+                   help="decode with --profile / --input-size although the dump recorded "
+                        "another preprocessing geometry")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="decode a dump whose manifest says it did not finish")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="write the good files and skip (and list) the bad ones instead of "
+                        "writing nothing; exits 1 when any was skipped")
+    add_run_options(p, resume=False)
+

@@ -1,0 +1,342 @@
+"""The fixtures of the scrfd-ref pytest plugin (:mod:`scrfd_ref.conformance.plugin`).
+
+Data fixtures (``data_root``, ``need``, ``shared_model``, ``sample_images``,
+``wider_images_dir``, ``ground_truth``) skip when a file is missing, or fail under
+``--require-data``; conformance fixtures (``gates``, ``conformance_profile``,
+``reference_run``, ``device_run``, ``ap_pair``, ...) build and cache the runs a device is
+judged by.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scrfd_ref.conformance.session import (
+    GATES_KEY,
+    PERF_KEY,
+    REPORT_KEY,
+    SHARED_EVENTS,
+    SHARED_MODEL_FILES,
+    SOURCE_KEY,
+)
+from scrfd_ref.formats import datadir as data_mod
+
+__all__ = ["judge", "variant_file", "data_root", "need", "shared_model", "sample_images", "wider_images_dir",
+           "ground_truth", "perf_rows", "gates", "conformance_profile", "eval_items",
+           "conformance_report", "run_cache", "conformance_set", "variant_model",
+           "landmark_free", "peer", "reference_run", "device_run", "ap_pair",
+           "reference_ap"]
+
+
+
+@pytest.fixture(scope="session")
+def data_root(pytestconfig: pytest.Config) -> Path:
+    """The data directory the session reads models, images and WIDER FACE from."""
+    return data_mod.data_dir(pytestconfig.getoption("--data-dir"))
+
+
+@pytest.fixture(scope="session")
+def need(pytestconfig: pytest.Config):
+    """``need(path, what)`` returns ``path`` or skips (fails under --require-data)."""
+    strict = pytestconfig.getoption("--require-data")
+
+    def _need(path: Path, what: str = "data file") -> Path:
+        if Path(path).exists():
+            return Path(path)
+        reason = f"{what} missing: {path} (set SCRFD_DATA or --data-dir)"
+        if strict:
+            pytest.fail(f"--require-data: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    return _need
+
+
+#: the shared model files the default tier covers: a static, named, 9-output export and a
+#: dynamic, numbered, 6-output one (the other three run in the acceptance tier)
+DEFAULT_TIER_MODELS = ("scrfd_500m_bnkps.onnx", "scrfd_1g.onnx")
+
+
+@pytest.fixture(scope="session", params=[
+    pytest.param(name, marks=() if name in DEFAULT_TIER_MODELS else pytest.mark.acceptance)
+    for name in SHARED_MODEL_FILES])
+def shared_model(request: pytest.FixtureRequest, data_root: Path, need) -> Path:
+    """Each real SCRFD model file of the shared data (parametrized)."""
+    return need(data_root / "models" / request.param, "model file")
+
+
+@pytest.fixture(scope="session")
+def sample_images(data_root: Path, need) -> list[Path]:
+    """The two shared sample images plus the first 4 images of each shared WIDER event (22)."""
+    images = [need(data_root / "images" / n, "sample image")
+              for n in ("one_face_1280x720.jpg", "debug_input.jpg")]
+    for event in SHARED_EVENTS:
+        folder = need(data_root / "widerface" / "WIDER_val" / "images" / event, "WIDER event folder")
+        images += sorted(folder.glob("*.jpg"))[:4]
+    return images
+
+
+@pytest.fixture(scope="session")
+def wider_images_dir(data_root: Path, need) -> Path:
+    """``WIDER_val/images`` of the data directory."""
+    return need(data_root / "widerface" / "WIDER_val" / "images", "WIDER val images")
+
+
+@pytest.fixture(scope="session")
+def ground_truth(data_root: Path, need):
+    """The official WIDER FACE val ground truth (.mat files)."""
+    from scrfd_ref.formats.ground_truth import load_ground_truth
+
+    return load_ground_truth(need(data_root / "widerface" / "ground_truth", "WIDER ground truth"))
+
+
+# ----------------------------------------------------------------------------- conformance
+
+
+@pytest.fixture(scope="session")
+def perf_rows(pytestconfig: pytest.Config) -> list:
+    """Where perf benchmarks leave their results for the end-of-session table."""
+    return pytestconfig.stash[PERF_KEY]
+
+
+@pytest.fixture(scope="session")
+def gates(pytestconfig: pytest.Config):
+    """The acceptance gates (``--gates`` or the committed data/gates.toml), validated when
+    the session starts."""
+    return pytestconfig.stash[GATES_KEY]
+
+
+@pytest.fixture(scope="session")
+def conformance_profile(pytestconfig: pytest.Config):
+    """The profile both the device and the reference run with (a dump's recorded one;
+    another geometry only with --force-profile)."""
+    from scrfd_ref.core.errors import ScrfdRefError
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.device.flow import decode_profile
+
+    name = pytestconfig.getoption("--profile")
+    source = pytestconfig.stash.get(SOURCE_KEY, None)
+    if source is None:
+        return get_profile(name or "widerface-eval")
+    try:
+        profile, _ = decode_profile(source, get_profile(name) if name else None,
+                                    force=pytestconfig.getoption("--force-profile"))
+    except ScrfdRefError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return profile
+
+
+@pytest.fixture(scope="session")
+def eval_items(wider_images_dir: Path, ground_truth):
+    """Every WIDER val image present whose event is in the ground truth."""
+    from scrfd_ref.formats.dataset import list_images
+
+    events = [p.name for p in sorted(wider_images_dir.iterdir())
+              if p.is_dir() and p.name in ground_truth.events]
+    return list_images(wider_images_dir, events)
+
+
+@pytest.fixture(scope="session")
+def conformance_report(pytestconfig: pytest.Config, conformance_profile, gates, eval_items):
+    """The session's report collector (written at the end with --report DIR)."""
+    from scrfd_ref.conformance.report import library_versions
+
+    report = pytestconfig.stash[REPORT_KEY]
+    report.meta.update(profile=conformance_profile.to_dict(), gates=gates.source,
+                       versions=library_versions(), images=len(eval_items),
+                       events=sorted({i.event for i in eval_items}))
+    return report
+
+
+class _Runs:
+    """Session cache of runs, keyed by device id (and variant for references)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, object] = {}
+        self.ap: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def run_cache() -> _Runs:
+    return _Runs()
+
+
+@pytest.fixture(scope="session")
+def conformance_set(device_spec, eval_items, pytestconfig):
+    """(images, head image keys, replay index) for this device."""
+    from scrfd_ref.conformance.runs import replay_images
+    from scrfd_ref.core.errors import ScrfdRefError
+
+    items, index = list(eval_items), None
+    if device_spec.outputs_dir is not None:
+        try:
+            items, index = replay_images(Path(device_spec.outputs_dir), items)
+        except ScrfdRefError as exc:
+            pytest.fail(f"--device-outputs: {exc}", pytrace=False)
+    return items, head_images(items, pytestconfig.getoption("--head-images")), index
+
+
+def head_images(items, n: int) -> list[str]:
+    """The ``n`` images (evenly spread) whose raw heads a run keeps."""
+    n = max(0, n)
+    step = max(1, len(items) // n) if n else len(items) + 1
+    return [f"{it.event}/{it.name}" for it in items[::step][:n]]
+
+
+@pytest.fixture(scope="session")
+def variant_file(data_root, pytestconfig):
+    """``variant_file(name)``: the ONNX file of a variant in the data folder. A missing one
+    fails under --require-data and skips otherwise (the conformance matrix leaves out the
+    variants whose absence is allowed before it gets here)."""
+    def find(variant: str) -> Path:
+        model = data_mod.find_model(variant, data_root)
+        if model is None:
+            reason = data_mod.missing_model_reason(variant, data_root)
+            if pytestconfig.getoption("--require-data"):
+                pytest.fail(f"--require-data: {reason}", pytrace=False)
+            pytest.skip(reason)
+        return model
+    return find
+
+
+@pytest.fixture(scope="session")
+def variant_model(device_spec, variant_file):
+    """The ONNX file of the device's variant."""
+    return variant_file(device_spec.variant)
+
+
+@pytest.fixture(scope="session")
+def landmark_free(device_spec, pytestconfig) -> bool:
+    """True when the device declares it has no landmark heads (a dump whose manifest
+    records ``landmarks: false``, e.g. of a model exported with --drop-landmarks); then
+    the landmark gate does not apply. Without a declaration a device lacking the
+    reference's landmarks fails."""
+    source = pytestconfig.stash.get(SOURCE_KEY, None)
+    if device_spec.outputs_dir is None or source is None or source.manifest is None:
+        return False
+    return source.manifest.get("landmarks") is False
+
+
+@pytest.fixture(scope="session")
+def peer(pytestconfig):
+    """``insightface.model_zoo.scrfd``, the peer implementation (in the test extra): its
+    absence fails under --require-data (CI) and skips otherwise."""
+    try:
+        import insightface.model_zoo.scrfd as scrfd
+    except ImportError as exc:
+        reason = f"the peer package insightface is not installed ({exc}); pip install -e '.[test]'"
+        if pytestconfig.getoption("--require-data"):
+            pytest.fail(f"--require-data: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return scrfd
+
+
+def _reference(config: pytest.Config, run_cache: "_Runs", variant: str, model: Path, profile,
+               items, heads=()):
+    """The fp32 ORT run of ``variant`` (memory cache, then --ref-cache, then computed)."""
+    from scrfd_ref.conformance.runs import (
+        REFERENCE,
+        DeviceSpec,
+        cached_run,
+        open_backend,
+        run_device,
+        run_key,
+    )
+
+    spec = DeviceSpec(*REFERENCE, variant)
+    key = run_key(model, spec, profile, items, heads)
+    if key not in run_cache.runs:
+        def compute():
+            with open_backend(spec, model) as backend:
+                return run_device(backend, profile, items, head_images=heads,
+                                  device=f"reference {spec.id}", progress=False)
+        cache = config.getoption("--ref-cache")
+        run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
+    return run_cache.runs[key]
+
+
+@pytest.fixture(scope="session")
+def reference_run(device_spec, variant_model, conformance_profile, conformance_set, run_cache,
+                  pytestconfig):
+    """The fp32 ONNX Runtime run of the device's variant over the same images (cached)."""
+    items, heads, _ = conformance_set
+    return _reference(pytestconfig, run_cache, device_spec.variant, variant_model,
+                      conformance_profile, items, heads)
+
+
+@pytest.fixture(scope="session")
+def device_run(device_spec, variant_model, conformance_profile, conformance_set, run_cache,
+               conformance_report, pytestconfig):
+    """The device's run (a backend that cannot run here fails under --require-data, else
+    skips with a one-line reason)."""
+    from scrfd_ref.conformance.runs import open_backend, run_device
+    from scrfd_ref.core.errors import BackendUnavailable, ScrfdRefError
+
+    items, heads, index = conformance_set
+    if device_spec.id not in run_cache.runs:
+        try:
+            backend = open_backend(device_spec, variant_model)
+        except BackendUnavailable as exc:
+            if pytestconfig.getoption("--require-data"):
+                pytest.fail(f"--require-data: {device_spec.id} cannot run here: {exc}",
+                            pytrace=False)
+            pytest.skip(f"{device_spec.id}: {exc}")
+        except ScrfdRefError as exc:  # a bad device folder: named, never a pass
+            pytest.fail(f"{device_spec.id}: {exc}", pytrace=False)
+        with backend:
+            try:
+                run_cache.runs[device_spec.id] = run_device(
+                    backend, conformance_profile, items, head_images=heads,
+                    device=device_spec.id, replay_index=index, progress=False)
+            except ScrfdRefError as exc:
+                pytest.fail(f"{device_spec.id}: {exc}", pytrace=False)
+    run = run_cache.runs[device_spec.id]
+    conformance_report.device(device_spec.id, spec={"backend": device_spec.backend,
+                                                    "dtype": device_spec.dtype,
+                                                    "variant": device_spec.variant},
+                              info=run.info)
+    return run
+
+
+@pytest.fixture(scope="session")
+def ap_pair(device_spec, device_run, reference_run, ground_truth, run_cache):
+    """(reference, device) WIDER results on the device's images, official protocol."""
+    from scrfd_ref.widerface.evaluate import evaluate
+
+    if device_spec.id not in run_cache.ap:
+        keys = [tuple(k.split("/", 1)) for k in device_run.detections]
+        ref = evaluate(reference_run.predictions(), ground_truth, images=keys)
+        dev = evaluate(device_run.predictions(), ground_truth, images=keys)
+        run_cache.ap[device_spec.id] = (ref, dev)
+    return run_cache.ap[device_spec.id]
+
+
+@pytest.fixture(scope="session")
+def reference_ap(variant_file, eval_items, ground_truth, run_cache, pytestconfig):
+    """``reference_ap(variant, profile)``: WIDER AP of the fp32 ORT reference run (cached,
+    the same run the conformance suite compares devices against)."""
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.widerface.evaluate import evaluate
+
+    def _ap(variant: str, profile: str):
+        model = variant_file(variant)
+        # the same run (same images and head images) the conformance suite uses: computed once
+        heads = head_images(list(eval_items), pytestconfig.getoption("--head-images"))
+        run = _reference(pytestconfig, run_cache, variant, model, get_profile(profile),
+                         list(eval_items), heads)
+        preds = run.predictions()
+        return evaluate(preds, ground_truth, images=list(preds))
+
+    return _ap
+
+
+@pytest.fixture
+def judge(device_spec, conformance_report, request):
+    """``judge(result)``: record a check's :class:`~scrfd_ref.conformance.checks.LevelResult`
+    in the session report and fail the test, listing every failed gate, unless it passed."""
+    def _judge(result) -> None:
+        conformance_report.record(device_spec.id, result.level, result.rows, result.metrics,
+                                  test=request.node.nodeid)
+        assert result.passed, (f"{device_spec.id}: {result.level} gates failed:\n"
+                               + "\n".join(result.failures))
+    return _judge

@@ -1,0 +1,368 @@
+"""Acceptance gates: one declaration of every gate in code, and the gates file checked
+against it.
+
+:data:`DECLARED` lists every gate once: its TOML level (``heads``, ``detections``,
+``ap``), the check that reads it (``group``), its kind (a lower bound ``min``, an upper
+bound ``max`` or a ``param`` of a check), the metric it bounds, the allowed value range
+and what it reads. Every dtype section (``fp32``, ``fp16``, ``int8``) holds the same
+gates. Issues that add gates add a :class:`GateSpec` here, and a value to
+``data/gates.toml``.
+
+A gates file (``data/gates.toml``, or ``--gates FILE``) holds
+``[dtype.level]`` tables of ``name = { value = ..., why = "..." }``. :meth:`Gates.load`
+validates it against the declaration and reports every problem at once: an unknown
+section or gate name (with the closest valid name), a value of the wrong type or out of
+range, a missing justification. Gates a file leaves out take the committed defaults, and
+:attr:`Gates.defaulted` lists them so the caller prints one notice.
+
+:meth:`Gates.check` applies every bound of one check to measured values: a bound whose
+metric was not measured is a failed row saying so (never a silent pass), and NaN never
+passes.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from scrfd_ref.core.errors import InputError
+from scrfd_ref.formats.datadir import project_file
+
+DEFAULT_GATES = project_file("gates.toml")
+LEVELS = ("heads", "detections", "ap")
+DTYPES = ("fp32", "fp16", "int8")
+#: the checks that read gates: per head, pooled detections, score collapse, per AP setting
+GROUPS = ("heads", "detections", "collapse", "ap")
+#: keys allowed in the ``[meta]`` table
+META_KEYS = ("version", "description")
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """The declaration of one gate.
+
+    Attributes:
+        name: key in the gates file (``cosine_min``).
+        level: TOML level the key lives in (``heads``, ``detections``, ``ap``).
+        group: the check that reads it (:data:`GROUPS`).
+        kind: ``min`` (measured >= value passes), ``max`` (<=) or ``param``.
+        metric: the measured value a bound reads (``cosine``); None for params.
+        lo, hi: allowed range of the value in a gates file (inclusive).
+        integer: the value must be a whole number.
+        what: one line saying what the gate reads.
+    """
+
+    name: str
+    level: str
+    group: str
+    kind: str
+    metric: str | None
+    lo: float
+    hi: float
+    what: str
+    integer: bool = False
+
+    @property
+    def op(self) -> str:
+        """``>=`` for a lower bound, ``<=`` for an upper bound, ``=`` for a parameter."""
+        return {"min": ">=", "max": "<="}.get(self.kind, "=")
+
+
+#: The declaration, one gate a row: TOML level, the check that reads it, the name, the
+#: allowed value range (``int``: a whole number), and what it reads. A name ending in
+#: ``_min`` is a lower bound on the metric named by the rest (``cosine_min`` bounds
+#: ``cosine``), ``_max`` an upper bound; any other name is a parameter of the check.
+_TABLE = """
+level       group       name                 lo    hi    what
+heads       heads       atol                 0     inf   absolute tolerance of within_tol
+heads       heads       rtol                 0     inf   relative tolerance of within_tol
+heads       heads       shape_ok_min         0     1     1 if shape and layout match the reference
+heads       heads       nonfinite_max        0     inf   int: NaN / Inf elements in the head
+heads       heads       cosine_min           -1    1     cosine similarity device vs reference
+heads       heads       snr_db_min           -inf  inf   10 log10(sum ref^2 / sum err^2), dB
+heads       heads       within_tol_min       0     1     share with |err| <= atol + rtol |ref|
+detections  detections  score_floor          0     1     compare detections scored >= this
+detections  detections  score_margin         0     1     either side of the floor: may cross it
+detections  detections  iou_match            0     1     IoU at which two boxes match
+detections  detections  recall_min           0     1     reference faces found / reference faces
+detections  detections  precision_min        0     1     device faces matched / device faces
+detections  detections  mean_iou_min         0     1     mean IoU of matched pairs
+detections  detections  max_score_delta_max  0     1     largest |score diff| of a matched pair
+detections  detections  landmark_err_px_max  0     inf   largest landmark distance, original px
+detections  collapse    collapse_ratio_min   0     inf   device / reference faces above the floor
+ap          ap          abs_delta_max        -1    1     reference AP - device AP
+ap          ap          ratio_min            0     inf   device AP / reference AP (MLPerf-style)
+"""
+
+
+def _parse_table(text: str) -> tuple[GateSpec, ...]:
+    specs = []
+    for row in text.strip().splitlines()[1:]:
+        level, group, name, lo, hi, what = row.split(maxsplit=5)
+        integer = what.startswith("int: ")
+        kind = "min" if name.endswith("_min") else "max" if name.endswith("_max") else "param"
+        metric = name.rsplit("_", 1)[0] if kind != "param" else None
+        specs.append(GateSpec(name, level, group, kind, metric, float(lo), float(hi),
+                              what.removeprefix("int: "), integer))
+    return tuple(specs)
+
+
+INF = math.inf
+DECLARED: tuple[GateSpec, ...] = _parse_table(_TABLE)
+
+_BY_KEY: dict[tuple[str, str], GateSpec] = {(g.level, g.name): g for g in DECLARED}
+
+
+def declared(level: str | None = None, group: str | None = None) -> list[GateSpec]:
+    """Declared gates, optionally of one TOML level and/or one check group."""
+    return [g for g in DECLARED if (level is None or g.level == level)
+            and (group is None or g.group == group)]
+
+
+def spec(level: str, name: str) -> GateSpec:
+    """The declaration of ``[*.level].name``; InputError naming the closest gate."""
+    try:
+        return _BY_KEY[(level, name)]
+    except KeyError:
+        raise InputError(f"[{level}] {name}: unknown gate"
+                         + _suggest(name, [g.name for g in declared(level)])) from None
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else f" (valid: {', '.join(choices)})"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One value from the gates file and why it is what it is."""
+
+    value: float
+    why: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate applied to one measured value (``value`` NaN when it was not measured)."""
+
+    level: str
+    gate: str
+    subject: str      # the head, image or AP setting the value belongs to
+    value: float
+    limit: float
+    passed: bool
+    why: str
+    note: str = ""
+
+    @property
+    def message(self) -> str:
+        """``FAIL heads/cosine_min on bbox_16: 0.91 (needs >= 0.999) - why``."""
+        op = ">=" if self.gate.endswith("_min") else "<="
+        verdict = "ok" if self.passed else "FAIL"
+        value = self.note if self.note else f"{self.value:.6g}"
+        return (f"{verdict} {self.level}/{self.gate} on {self.subject}: {value} "
+                f"(needs {op} {self.limit:g}) - {self.why}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (non-finite numbers as strings)."""
+        d = asdict(self)
+        d["value"] = self.value if math.isfinite(self.value) else str(self.value)
+        return d
+
+
+def _type_problem(g: GateSpec, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"value must be a number, got {type(value).__name__} {value!r}"
+    v = float(value)
+    if math.isnan(v):
+        return "value is nan"
+    if g.integer and not v.is_integer():
+        return f"value must be a whole number, got {value!r}"
+    if not g.lo <= v <= g.hi:
+        return f"value {value!r} is outside {g.lo:g} .. {g.hi:g}"
+    if g.kind == "param" and not math.isfinite(v):
+        return f"value {value!r} is not finite"
+    return None
+
+
+def _parse(raw: Mapping[str, Any], p: Path) -> tuple[dict, list[str]]:
+    """Validate a parsed gates document: ``(table, problems)``."""
+    problems: list[str] = []
+    table: dict[str, dict[str, dict[str, Threshold]]] = {}
+    for section, levels in raw.items():
+        if section == "meta":
+            if not isinstance(levels, dict):
+                problems.append("[meta] must be a table")
+                continue
+            for k in levels:
+                if k not in META_KEYS:
+                    problems.append(f"[meta] {k}: unknown key" + _suggest(k, list(META_KEYS)))
+            continue
+        if section not in DTYPES:
+            problems.append(f"[{section}]: unknown section" + _suggest(section, [*DTYPES, "meta"]))
+            continue
+        if not isinstance(levels, dict):
+            problems.append(f"{section}: must be a table of levels ({', '.join(LEVELS)})")
+            continue
+        for level, entries in levels.items():
+            if level not in LEVELS:
+                problems.append(f"[{section}.{level}]: unknown level"
+                                + _suggest(level, list(LEVELS)))
+                continue
+            if not isinstance(entries, dict):
+                problems.append(f"[{section}.{level}]: must be a table of gates")
+                continue
+            for name, entry in entries.items():
+                where = f"[{section}.{level}] {name}"
+                if (level, name) not in _BY_KEY:
+                    problems.append(f"{where}: unknown gate"
+                                    + _suggest(name, [g.name for g in declared(level)]))
+                    continue
+                if not isinstance(entry, dict):
+                    problems.append(f"{where}: needs {{ value = ..., why = \"...\" }}, got "
+                                    f"{entry!r}")
+                    continue
+                extra = sorted(set(entry) - {"value", "why"})
+                if extra:
+                    problems.append(f"{where}: unknown key(s) {', '.join(extra)} "
+                                    "(an entry holds value and why)")
+                if "value" not in entry:
+                    problems.append(f"{where}: no value")
+                    continue
+                bad = _type_problem(_BY_KEY[(level, name)], entry["value"])
+                if bad:
+                    problems.append(f"{where}: {bad}")
+                    continue
+                why = entry.get("why")
+                if not isinstance(why, str) or not why.strip():
+                    problems.append(f"{where}: needs a one-line justification (why = \"...\")")
+                    continue
+                table.setdefault(section, {}).setdefault(level, {})[name] = Threshold(
+                    float(entry["value"]), why.strip())
+    return table, problems
+
+
+def _read(p: Path) -> Mapping[str, Any]:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"gates file not found: {p}") from None
+    except IsADirectoryError:
+        raise InputError(f"gates file {p}: is a folder; give a .toml file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"gates file {p}: cannot read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p}: not valid TOML: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Gates:
+    """All thresholds of a gates file: ``gates.get(dtype, level, name)``.
+
+    Attributes:
+        source: the file read.
+        table: ``{dtype: {level: {name: Threshold}}}``, complete (every declared gate).
+        defaulted: ``dtype.level.name`` of the gates taken from the defaults because the
+            file left them out.
+    """
+
+    source: str
+    table: Mapping[str, Mapping[str, Mapping[str, Threshold]]]
+    defaulted: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Gates":
+        """Read and validate a gates TOML file (default: the committed ``data/gates.toml``).
+
+        Raises:
+            InputError: the file is missing, not TOML, or breaks the declaration; the
+                message lists every problem, one per line, naming the file.
+        """
+        p = Path(path) if path else DEFAULT_GATES
+        table, problems = _parse(_read(p), p)
+        if problems:
+            raise InputError(f"{p}: " + (problems[0] if len(problems) == 1 else
+                                         f"{len(problems)} problems:\n  " + "\n  ".join(problems)))
+        defaulted: list[str] = []
+        if p.resolve() != DEFAULT_GATES.resolve():
+            defaults = cls.load(DEFAULT_GATES)
+            for dtype in DTYPES:
+                for g in DECLARED:
+                    if g.name not in table.get(dtype, {}).get(g.level, {}):
+                        table.setdefault(dtype, {}).setdefault(g.level, {})[g.name] = \
+                            defaults.get(dtype, g.level, g.name)
+                        defaulted.append(f"{dtype}.{g.level}.{g.name}")
+        else:
+            missing = [f"{d}.{g.level}.{g.name}" for g in DECLARED for d in DTYPES
+                       if g.name not in table.get(d, {}).get(g.level, {})]
+            if missing:
+                raise InputError(f"{p}: the default gates file lacks "
+                                 f"{', '.join(missing)}")
+        return cls(str(p), table, tuple(defaulted))
+
+    def notice(self) -> str | None:
+        """One line naming the gates taken from the defaults, or None."""
+        if not self.defaulted:
+            return None
+        shown = ", ".join(self.defaulted[:12]) + (" ..." if len(self.defaulted) > 12 else "")
+        return (f"gates file {self.source} leaves out {len(self.defaulted)} gate(s); using the "
+                f"defaults of {DEFAULT_GATES} for: {shown}")
+
+    def get(self, dtype: str, level: str, name: str) -> Threshold:
+        """The threshold ``[dtype.level].name``; a clear error when absent."""
+        try:
+            return self.table[dtype][level][name]
+        except KeyError:
+            raise InputError(f"{self.source}: no gate {dtype}.{level}.{name}") from None
+
+    def value(self, dtype: str, level: str, name: str) -> float:
+        """Just the number of :meth:`get`."""
+        return self.get(dtype, level, name).value
+
+    def gate_names(self, dtype: str, level: str) -> list[str]:
+        """Names of the bounds (``*_min`` / ``*_max``) at one level."""
+        return [g.name for g in declared(level) if g.kind != "param"]
+
+    def check(self, dtype: str, group: str, subject: str, measured: Mapping[str, float],
+              details: Mapping[str, str] | None = None,
+              not_applicable: Mapping[str, str] | None = None) -> list[GateResult]:
+        """Apply every declared bound of check ``group`` to ``measured``.
+
+        The metric of gate ``cosine_min`` is ``measured["cosine"]``. A bound whose metric
+        is absent fails with a note saying it was not measured; NaN never passes.
+        ``details`` adds a per-metric remark to the subject (``worst: image``);
+        ``not_applicable`` names metrics that do not apply to this device, with the reason
+        (the row passes and says so: the model has no landmark heads).
+        """
+        if group not in GROUPS:
+            raise InputError(f"unknown gate group {group!r} (one of {', '.join(GROUPS)})")
+        rows = []
+        for g in declared(group=group):
+            if g.kind == "param":
+                continue
+            t = self.get(dtype, g.level, g.name)
+            subj = f"{subject} ({details[g.metric]})" if details and g.metric in details \
+                else subject
+            if not_applicable and g.metric in not_applicable and g.metric not in measured:
+                rows.append(GateResult(g.level, g.name, subj, math.nan, t.value, True, t.why,
+                                       note=f"not applicable: {not_applicable[g.metric]}"))
+                continue
+            if g.metric not in measured:
+                rows.append(GateResult(g.level, g.name, subj, math.nan, t.value, False,
+                                       t.why, note=f"not measured ({g.what})"))
+                continue
+            v = float(measured[g.metric])
+            ok = (v >= t.value) if g.kind == "min" else (v <= t.value)
+            rows.append(GateResult(g.level, g.name, subj, v, t.value,
+                                   bool(ok and not math.isnan(v)), t.why))
+        return rows
+
+
+def describe_declaration() -> list[str]:
+    """One line per declared gate (for ``scrfd-ref gates list``)."""
+    return [f"{g.level:<10} {g.name:<22} {g.kind:<5} {g.op:<2} {g.what}" for g in DECLARED]

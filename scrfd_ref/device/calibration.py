@@ -1,0 +1,94 @@
+"""int8 calibration data: which images calibrate, and the data reader that feeds them to ORT.
+
+Calibration images default to WIDER val images spread evenly over every event
+(:func:`default_calibration_images`); each goes through
+:func:`scrfd_ref.core.preprocess.preprocess` with the :data:`CALIBRATION_PROFILE`
+(``device-flow``) geometry: keep ratio, long side to the input size, centred pad, pad
+pixel 114, at the conversion's ``input_size`` (seed-flow.md section 4). The cache key of
+an int8 model counts each image by :func:`_image_id`.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.formats.datadir import widerface_dir
+
+#: profile whose letterbox geometry feeds calibration (vendor: long side 640, padded square)
+CALIBRATION_PROFILE = "device-flow"
+_DEFAULT_CALIBRATION = 50
+
+
+def default_calibration_images(root: Path | None = None,
+                               num: int = _DEFAULT_CALIBRATION) -> list[Path]:
+    """``num`` WIDER val images of the data folder, evenly spaced over the list sorted by
+    ``event/name`` (so every event present contributes, not just the first one).
+
+    Raises:
+        DataMissingError: no ``WIDER_val/images/<event>/*.jpg`` under the data folder.
+    """
+    folder = widerface_dir(root) / "WIDER_val" / "images"
+    found = sorted(folder.glob("*/*.jpg"), key=lambda p: (p.parent.name, p.name))
+    if not found:
+        raise DataMissingError(
+            f"no calibration images: no WIDER val images under {folder}/<event>/*.jpg "
+            "(set SCRFD_DATA or pass calibration_images)")
+    if len(found) <= num:
+        return found
+    return [found[i * len(found) // num] for i in range(num)]
+
+
+def _calibration_list(images: Sequence[Path] | None, num: int) -> list[Path]:
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise InputError(f"num_calibration must be a positive integer, got {num!r}")
+    chosen = [Path(p) for p in (default_calibration_images(num=num)
+                                if images is None else list(images)[:num])]
+    if not chosen:
+        raise InputError("calibration_images is empty: int8 calibration needs at least one image")
+    for path in chosen:
+        if not path.is_file():
+            raise DataMissingError(f"calibration image not found: {path}")
+    return chosen
+
+
+def _image_id(path: Path) -> list[str]:
+    path = Path(path)
+    return [f"{path.parent.name}/{path.name}", hashlib.sha256(path.read_bytes()).hexdigest()]
+
+
+def _calibration_reader(images: Sequence[Path], input_name: str,
+                        input_size: tuple[int, int]) -> Any:
+    """An ORT ``CalibrationDataReader`` that preprocesses one image per call."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from scrfd_ref.core.profiles import get_profile
+
+    profile = get_profile(CALIBRATION_PROFILE, input_size=input_size)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._paths = iter(images)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            path = next(self._paths, None)
+            return None if path is None else {input_name: _calibration_blob(path, profile)}
+
+    return _Reader()
+
+
+def _calibration_blob(path: Path, profile: Any) -> np.ndarray:
+    import cv2
+
+    from scrfd_ref.core.preprocess import preprocess
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"calibration image {path}: OpenCV cannot decode it (not an image?)")
+    return preprocess(image, profile)[0]
+
+
+__all__ = ["CALIBRATION_PROFILE", "default_calibration_images"]

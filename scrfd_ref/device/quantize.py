@@ -1,0 +1,257 @@
+"""Model dtypes: fp32 as shipped, fp16 and int8 conversions, cached by content hash.
+
+:func:`convert_model` turns a shipped fp32 SCRFD ONNX file into the file for a dtype:
+
+- ``fp32``: the source file itself (nothing is written).
+- ``fp16``: ``onnxconverter_common.float16.convert_float_to_float16`` with
+  ``keep_io_types=True``, so the input and the outputs stay float32 (the blob and the
+  head outputs keep their dtype; everything in between is float16).
+- ``int8``: ONNX Runtime static quantization, the vendor's recipe as far as ORT has it
+  (seed-flow.md section 4: max calibration, per channel, 50 WIDER val images resized
+  long side to 640 and padded square):
+
+  1. the opset is upgraded to 13 with ``onnx.version_converter`` (per-channel
+     ``QuantizeLinear``/``DequantizeLinear`` need opset >= 13; the shipped files are 11);
+  2. calibration images go through :func:`scrfd_ref.core.preprocess.preprocess` with the
+     ``device-flow`` profile geometry (keep ratio, long side to the input size, centred
+     pad, pad pixel 114) at ``input_size``;
+  3. ``quantize_static`` with ``QuantFormat.QDQ``, ``per_channel=True``,
+     ``CalibrationMethod.MinMax``, activations ``QUInt8`` (asymmetric) and weights
+     ``QInt8`` (symmetric, per output channel), ``reduce_range=False``. U8S8 is ORT's
+     recommendation for x86 CPUs (its VNNI / AVX2 int8 kernels); asymmetric int8 and
+     asymmetric uint8 activations put the same grid on the same min/max, so the choice
+     does not change accuracy, only which kernels ORT picks.
+
+  Dynamic H/W: three shipped files have a dynamic ``1x3xHxW`` input. The int8 model
+  keeps the source's input shape: calibration feeds ``input_size`` blobs and ORT's
+  quantizer (1.32) handles the dynamic graphs without fixing the input (checked on all
+  five shared models), so no shape is fixed; the int8 model therefore runs at any size,
+  though it was calibrated at ``input_size``. A source whose input is *static* must
+  match ``input_size``.
+
+``keep_heads_float=True`` keeps each head in float (:func:`head_conv_names`;
+:mod:`scrfd_ref.device.quantize_write` says which nodes stay float).
+
+This module holds the public API: the settings, the cache and :func:`convert_model`.
+The calibration images and their data reader are in :mod:`scrfd_ref.device.calibration`,
+the writing of the fp16 / int8 files in :mod:`scrfd_ref.device.quantize_write`; their
+public names are re-exported here.
+
+Cache: converted files live in ``cache_dir`` (default ``$SCRFD_CACHE``, else
+``~/.cache/scrfd-ref``) under a name holding the sha256 of the source model's bytes,
+every setting, the calibration images (name and content hash of each) and the versions
+of the libraries that shape the result, so a second call returns at once and any change
+makes a new file. Files are written to a temporary name and moved into place with
+``os.replace``; a per-file ``fcntl`` lock (POSIX) makes parallel pytest-xdist workers
+convert once and wait for each other rather than race.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from scrfd_ref import __version__
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.device.calibration import (
+    CALIBRATION_PROFILE,
+    _calibration_list,
+    _image_id,
+    default_calibration_images,
+)
+from scrfd_ref.device.quantize_write import (
+    _file_lock,
+    _load_model,
+    _temp_beside,
+    _write_fp16,
+    _write_int8,
+    head_conv_names,
+    head_node_names,
+)
+from scrfd_ref.formats.datadir import CACHE_ENV_VAR
+from scrfd_ref.formats.datadir import cache_dir as _data_cache_dir
+from scrfd_ref.formats.files import current_umask
+
+DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: environment variable naming the cache folder for converted models
+CACHE_ENV = CACHE_ENV_VAR
+#: opset the int8 model is upgraded to (per-channel Q/DQ needs >= 13)
+INT8_OPSET = 13
+#: ORT quant types used for int8 (names of ``onnxruntime.quantization.QuantType``)
+ACTIVATION_TYPE = "QUInt8"
+WEIGHT_TYPE = "QInt8"
+#: bump when this module's conversion changes what it writes (part of the cache key)
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- public API
+
+def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
+                  calibration_images: Sequence[Path] | None = None, num_calibration: int = 50,
+                  keep_heads_float: bool = False,
+                  input_size: tuple[int, int] = (640, 640)) -> Path:
+    """Return the ONNX file of ``src`` converted to ``dtype`` (cached).
+
+    Args:
+        src: the shipped fp32 ONNX model.
+        dtype: one of :data:`DTYPES`; ``fp32`` returns ``src`` unchanged.
+        cache_dir: folder for converted files (default :func:`default_cache_dir`).
+        calibration_images: int8 only: images to calibrate on (default
+            :func:`default_calibration_images`); the first ``num_calibration`` are used.
+        num_calibration: int8 only: how many calibration images to use (>= 1).
+        keep_heads_float: keep each head's last conv and its flattening tail in float.
+        input_size: int8 only: ``(W, H)`` of the calibration blobs.
+
+    Returns:
+        The path of the converted model (``src`` itself for fp32).
+
+    Raises:
+        InputError: unknown dtype, bad settings, or a corrupt / non-SCRFD model or an
+            unreadable calibration image.
+        DataMissingError: the model, a calibration image or the default calibration
+            folder is missing.
+    """
+    dtype = _check_dtype(dtype)
+    src = Path(src)
+    if not src.is_file():
+        raise DataMissingError(f"model file not found: {src}")
+    if dtype == "fp32":
+        return src
+    images: list[Path] = []
+    if dtype == "int8":
+        images = _calibration_list(calibration_images, num_calibration)
+    settings = conversion_settings(dtype, keep_heads_float=keep_heads_float,
+                                   input_size=input_size)
+    out = _cache_file(src, settings, images, cache_dir)
+    if cached_model_ok(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(out.with_name(out.name + ".lock")):
+        if not cached_model_ok(out):
+            _convert_to(src, out, settings, images)
+    return out
+
+
+def cached_model_ok(path: Path) -> bool:
+    """True when ``path`` holds a loadable ONNX model; a damaged cache entry is removed
+    (with a notice on stderr) so the caller rebuilds it."""
+    if not path.is_file():
+        return False
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        if model.graph.node:
+            return True
+        why = "an empty graph"
+    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
+        why = f"{type(exc).__name__}"
+    import sys
+
+    print(f"scrfd-ref: notice: cached model {path} is damaged ({why}); rebuilding it",
+          file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _cache_file(src: Path, settings: dict[str, Any], images: Sequence[Path],
+                cache_dir: Path | None) -> Path:
+    """``<cache>/<stem>.<dtype>[.heads-float].<key prefix>.onnx``."""
+    key = cache_key(src, settings, images)
+    heads = ".heads-float" if settings.get("keep_heads_float") else ""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    return folder / f"{src.stem}.{settings['dtype']}{heads}.{key[:20]}.onnx"
+
+
+def default_cache_dir() -> Path:
+    """``$SCRFD_CACHE`` if set, else ``~/.cache/scrfd-ref`` (:func:`scrfd_ref.formats.datadir.cache_dir`)."""
+    return _data_cache_dir()
+
+
+def conversion_settings(dtype: str, *, keep_heads_float: bool = False,
+                        input_size: tuple[int, int] = (640, 640)) -> dict[str, Any]:
+    """Every setting that shapes the converted file for ``dtype`` (JSON-ready).
+
+    Settings that do not apply to a dtype are left out, so they do not split its cache.
+    """
+    dtype = _check_dtype(dtype)
+    settings: dict[str, Any] = {"dtype": dtype, "format": FORMAT_VERSION}
+    if dtype == "fp32":
+        return settings
+    settings["keep_heads_float"] = bool(keep_heads_float)
+    if dtype == "fp16":
+        settings["keep_io_types"] = True
+        return settings
+    from scrfd_ref.core.profiles import get_profile
+
+    profile = get_profile(CALIBRATION_PROFILE, input_size=tuple(input_size))
+    settings.update(opset=INT8_OPSET, quant_format="QDQ", per_channel=True,
+                    calibrate_method="MinMax", activation_type=ACTIVATION_TYPE,
+                    weight_type=WEIGHT_TYPE, reduce_range=False,
+                    input_size=list(profile.input_size),
+                    letterbox=profile.letterbox, pad_value=profile.pad_value)
+    return settings
+
+
+def cache_key(src: Path, settings: dict[str, Any], images: Sequence[Path] = ()) -> str:
+    """sha256 hex of the model bytes, the settings, the images and the library versions.
+
+    Each image counts by its ``event/name`` and the sha256 of its bytes, so the key
+    survives moving the data folder but not changing an image.
+    """
+    digest = hashlib.sha256()
+    digest.update(hashlib.sha256(Path(src).read_bytes()).digest())
+    described = {"settings": settings, "versions": library_versions(settings["dtype"]),
+                 "images": [_image_id(p) for p in images]}
+    digest.update(json.dumps(described, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def library_versions(dtype: str) -> dict[str, str]:
+    """Versions of the libraries whose behaviour shapes a ``dtype`` conversion."""
+    import onnx
+
+    versions = {"scrfd_ref": __version__, "onnx": onnx.__version__}
+    if dtype == "fp16":
+        import onnxconverter_common
+
+        versions["onnxconverter_common"] = onnxconverter_common.__version__
+    elif dtype == "int8":
+        import cv2
+        import onnxruntime
+
+        versions.update(onnxruntime=onnxruntime.__version__, opencv=cv2.__version__,
+                        numpy=np.__version__)
+    return versions
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+    return dtype
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def _convert_to(src: Path, out: Path, settings: dict[str, Any], images: Sequence[Path]) -> None:
+    model = _load_model(src)
+    excluded = head_node_names(model) if settings["keep_heads_float"] else []
+    with _temp_beside(out) as tmp:
+        if settings["dtype"] == "fp16":
+            _write_fp16(model, tmp, excluded)
+        else:
+            _write_int8(model, src, tmp, settings, images, excluded)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, out)
+
+
+__all__ = ["ACTIVATION_TYPE", "CACHE_ENV", "DTYPES", "WEIGHT_TYPE", "cache_key",
+           "conversion_settings", "convert_model", "default_cache_dir",
+           "default_calibration_images", "head_conv_names", "head_node_names",
+           "library_versions"]

@@ -1,0 +1,228 @@
+"""Writing converted model files: load the source, find the heads, write fp16 or int8.
+
+:func:`scrfd_ref.device.quantize.convert_model` decides what to write and caches it;
+this module does the writing: :func:`_load_model` checks the source and names its
+nodes, :func:`_write_fp16` and :func:`_write_int8` convert it (int8: opset upgrade,
+calibration through :mod:`scrfd_ref.device.calibration`, ``quantize_static``), and the
+file helpers give a temporary name beside the target and a per-file lock.
+
+``keep_heads_float=True`` keeps each head in float: the last ``Conv`` before each
+output (:func:`head_conv_names`) and the flattening tail behind it (learned ``Mul``
+scale, ``Transpose``, ``Reshape``, ``Sigmoid``) are excluded from quantization (int8:
+``nodes_to_exclude``) or from the float16 conversion (fp16: ``node_block_list``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from scrfd_ref.core.errors import InputError, LayoutError
+from scrfd_ref.device.calibration import _calibration_reader
+
+#: ops walked back through from a graph output to its head conv
+_TAIL_LIMIT = 16
+
+
+def head_conv_names(model: Any) -> list[str]:
+    """Names of the head convs: the last ``Conv`` before each graph output, in output order.
+
+    Args:
+        model: an ``onnx.ModelProto`` (nodes must be named).
+
+    Raises:
+        LayoutError: an output is not reached from a ``Conv`` through a short tail.
+    """
+    return [conv for conv, _ in _head_paths(model)]
+
+
+def head_node_names(model: Any) -> list[str]:
+    """Head convs plus the tail nodes between each of them and its output (deduplicated)."""
+    names: list[str] = []
+    for conv, tail in _head_paths(model):
+        names += [n for n in (conv, *tail) if n not in names]
+    return names
+
+
+# ----------------------------------------------------------------------------- source model
+
+def _load_model(src: Path) -> Any:
+    """Load and check an ONNX file; nodes get names where they lack one."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(src))
+    except (DecodeError, ValueError, OSError) as exc:
+        raise InputError(f"{src}: not a readable ONNX model (truncated, corrupt or not "
+                         f"ONNX): {exc}") from exc
+    if not model.HasField("graph") or not model.graph.node:
+        raise InputError(f"{src}: not an ONNX model (no graph or no nodes)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{src}: corrupt ONNX model, onnx.checker says: {first}") from exc
+    _name_nodes(model)
+    return model
+
+
+def _name_nodes(model: Any) -> None:
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_auto{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def _image_input(model: Any, src: Path) -> tuple[str, tuple[int | None, ...]]:
+    """Name and shape (None for dynamic dims) of the model's one NCHW image input."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
+        raise InputError(f"{src}: expected one NCHW image input, got "
+                         f"{[i.name for i in inputs]}")
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None
+                 for d in inputs[0].type.tensor_type.shape.dim)
+    return inputs[0].name, dims
+
+
+# ----------------------------------------------------------------------------- heads
+
+def _head_paths(model: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """Per graph output: (head conv name, names of the tail nodes after it)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    return [_walk_to_conv(o.name, producers, consts) for o in model.graph.output]
+
+
+def _walk_to_conv(output: str, producers: dict[str, Any],
+                  consts: set[str]) -> tuple[str, tuple[str, ...]]:
+    tail: list[str] = []
+    tensor = output
+    for _ in range(_TAIL_LIMIT):
+        node = producers.get(tensor)
+        if node is None:
+            break
+        if node.op_type == "Conv":
+            return node.name, tuple(tail)
+        tail.append(node.name)
+        data = [i for i in node.input if i and i not in consts and i in producers]
+        if not data:
+            break
+        tensor = data[0]
+    raise LayoutError(f"graph output {output!r} is not reached from a Conv through a short "
+                      "tail (not an SCRFD head?)")
+
+
+# ----------------------------------------------------------------------------- writers
+
+def _write_fp16(model: Any, dst: Path, excluded: Sequence[str]) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        # "the float32 number 1e-09 will be truncated to 1e-07": expected for fp16
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, node_block_list=list(excluded) or None)
+    onnx.save(converted, str(dst))
+
+
+def _write_int8(model: Any, src: Path, dst: Path, settings: dict[str, Any],
+                images: Sequence[Path], excluded: Sequence[str]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    input_name, dims = _image_input(model, src)
+    size = tuple(settings["input_size"])
+    if dims[2] is not None and dims[3] is not None and (dims[3], dims[2]) != size:
+        raise InputError(f"{src}: input is fixed at {dims[3]}x{dims[2]}, cannot calibrate at "
+                         f"{size[0]}x{size[1]} (pass input_size=({dims[3]}, {dims[2]}))")
+    model = _upgrade_opset(model, src, settings["opset"])
+    reader = _calibration_reader(images, input_name, size)
+    with _quiet_ort_advice():
+        quantize_static(model, str(dst), reader, quant_format=QuantFormat.QDQ,
+                        per_channel=settings["per_channel"],
+                        reduce_range=settings["reduce_range"],
+                        activation_type=getattr(QuantType, settings["activation_type"]),
+                        weight_type=getattr(QuantType, settings["weight_type"]),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=list(excluded))
+
+
+def _upgrade_opset(model: Any, src: Path, opset: int) -> Any:
+    from onnx import version_converter
+
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= opset:
+        return model
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception as exc:  # the converter raises bare RuntimeErrors per op
+        raise InputError(f"{src}: cannot upgrade opset {current} -> {opset}: "
+                         f"{str(exc).strip().splitlines()[0]}") from exc
+
+
+# ----------------------------------------------------------------------------- files
+
+@contextlib.contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    """A temporary file name in ``path``'s folder, removed if still there on exit."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock on ``path`` (POSIX ``fcntl``; no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- ORT logging
+
+class _DropAdvice(logging.Filter):
+    """Drops ORT's "consider pre-processing before quantization" advice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_ort_advice() -> Iterator[None]:
+    root = logging.getLogger()
+    flt = _DropAdvice()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
+__all__ = ["head_conv_names", "head_node_names"]

@@ -1,0 +1,242 @@
+"""WIDER FACE ground truth: the readers of the official MATLAB ``.mat`` files.
+
+The official evaluation files (``eval_tools/ground_truth``): ``wider_face_val.mat``
+(keys ``event_list``, ``file_list``, ``face_bbx_list``; boxes ``x y w h``) and
+``wider_{easy,medium,hard}_val.mat`` (key ``gt_list``: per image, the 1-based indices of
+the boxes that count in that setting; the other boxes are "don't care").
+Read with :func:`read_wider_mat`; :mod:`scrfd_ref.formats.ground_truth_txt` takes the
+per-setting indices of a text ground truth from the same setting files.
+
+Every ``.mat`` file is parsed in a forked child process (:func:`_guarded`), so a
+``scipy.io.loadmat`` crash on a corrupt file becomes an InputError.
+
+The types and constants come from :mod:`scrfd_ref.formats.ground_truth`, which
+re-exports this module's public readers; they are imported inside the functions that
+need them, so either module can be imported first without an import cycle.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scrfd_ref.core.errors import DataMissingError, InputError
+
+if TYPE_CHECKING:
+    from scrfd_ref.formats.ground_truth import GroundTruth, GroundTruthImage
+
+
+def _guarded(fn, path: Path):
+    """``fn(path)`` in a forked child process, so a reader crash cannot take this process.
+
+    ``scipy.io.loadmat`` can die of a segmentation fault on a corrupt file (seen with a
+    single changed byte); the child's death becomes an InputError naming the file. The
+    parsed result comes back pickled (the flat lists and arrays of :func:`_read_face_mat`,
+    a few ms). Where ``fork`` is unavailable the reader runs in this process.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import scipy.io  # noqa: F401 - imported here, before the fork, never in the child
+
+    if os.name != "posix" or not path.is_file():
+        return fn(path)
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:  # pragma: no cover - a platform without fork
+        return fn(path)
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(fn, path).result()
+        except BrokenProcessPool:
+            raise InputError(f"{path}: not a readable MATLAB .mat file (the .mat reader "
+                             "crashed on it: truncated or corrupt?)") from None
+
+
+def _loadmat(path: Path) -> dict:
+    """scipy.io.loadmat with clear errors (missing -> DataMissingError, corrupt -> InputError)."""
+    if not path.is_file():
+        raise DataMissingError(f"ground truth file not found: {path}")
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises ValueError/TypeError/OSError/MatReadError...
+        raise InputError(f"{path}: not a readable MATLAB .mat file (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def _key(mat: dict, key: str, path: Path) -> np.ndarray:
+    if key not in mat:
+        have = ", ".join(k for k in mat if not k.startswith("__")) or "none"
+        raise InputError(f"{path}: missing key {key!r} (keys present: {have})")
+    return mat[key]
+
+
+def _cells(arr: object, path: Path, what: str) -> list:
+    """Cell array ``(k, 1)`` -> list of its k elements."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != object:
+        raise InputError(f"{path}: {what} is not a MATLAB cell array")
+    return [c for c in arr.ravel()]
+
+
+def _string(cell: object, path: Path, what: str) -> str:
+    a = cell
+    while isinstance(a, np.ndarray) and a.dtype == object and a.size == 1:
+        a = a.ravel()[0]
+    if isinstance(a, np.ndarray) and a.dtype.kind == "U" and a.size == 1:
+        return str(a.ravel()[0])
+    if isinstance(a, str):
+        return a
+    raise InputError(f"{path}: {what} is not a string")
+
+
+def _inner(cell: object, path: Path, what: str) -> list:
+    """A cell element that is itself a cell array (``event i``'s list) -> list."""
+    a = cell
+    if isinstance(a, np.ndarray) and a.dtype == object:
+        return [c for c in a.ravel()]
+    raise InputError(f"{path}: {what} is not a cell array")
+
+
+def _numeric(cell: object, path: Path, what: str) -> np.ndarray:
+    a = cell
+    while isinstance(a, np.ndarray) and a.dtype == object and a.size == 1:
+        a = a.ravel()[0]
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "iuf":
+        raise InputError(f"{path}: {what} is not a numeric array")
+    return a
+
+
+def _read_face_mat(path: Path) -> tuple[list[str], list[list[str]], list[list[np.ndarray]]]:
+    mat = _loadmat(path)
+    events_c = _cells(_key(mat, "event_list", path), path, "event_list")
+    files_c = _cells(_key(mat, "file_list", path), path, "file_list")
+    boxes_c = _cells(_key(mat, "face_bbx_list", path), path, "face_bbx_list")
+    if not (len(events_c) == len(files_c) == len(boxes_c)):
+        raise InputError(f"{path}: event_list, file_list and face_bbx_list have different "
+                         f"lengths ({len(events_c)}, {len(files_c)}, {len(boxes_c)})")
+    events = [_string(c, path, f"event_list[{i}]") for i, c in enumerate(events_c)]
+    names: list[list[str]] = []
+    boxes: list[list[np.ndarray]] = []
+    for i, ev in enumerate(events):
+        fl = _inner(files_c[i], path, f"file_list[{i}] ({ev})")
+        bl = _inner(boxes_c[i], path, f"face_bbx_list[{i}] ({ev})")
+        if len(fl) != len(bl):
+            raise InputError(f"{path}: event {ev}: {len(fl)} file names but {len(bl)} box lists")
+        names.append([_string(c, path, f"file_list[{i}][{j}] ({ev})") for j, c in enumerate(fl)])
+        ev_boxes = []
+        for j, c in enumerate(bl):
+            b = _numeric(c, path, f"face_bbx_list[{i}][{j}] ({ev}/{names[-1][j]})")
+            if b.size == 0:
+                b = np.zeros((0, 4))
+            if b.ndim != 2 or b.shape[1] != 4:
+                raise InputError(f"{path}: {ev}/{names[-1][j]}: boxes have shape {b.shape}, "
+                                 f"expected (n, 4)")
+            ev_boxes.append(b)
+        boxes.append(ev_boxes)
+    return events, names, boxes
+
+
+def _read_setting_mat(path: Path) -> tuple[list[str] | None, list[list[str]] | None,
+                                           list[list[np.ndarray]]]:
+    """``gt_list`` (1-based indices) and, when present, the event / file names."""
+    mat = _loadmat(path)
+    gl = _cells(_key(mat, "gt_list", path), path, "gt_list")
+    lists = []
+    for i, c in enumerate(gl):
+        per_img = _inner(c, path, f"gt_list[{i}]")
+        lists.append([_numeric(x, path, f"gt_list[{i}][{j}]").astype(np.int64).ravel()
+                      if np.size(x) else np.zeros(0, np.int64) for j, x in enumerate(per_img)])
+    events = names = None
+    if "event_list" in mat and "file_list" in mat:
+        ev_c = _cells(mat["event_list"], path, "event_list")
+        fl_c = _cells(mat["file_list"], path, "file_list")
+        events = [_string(c, path, f"event_list[{i}]") for i, c in enumerate(ev_c)]
+        names = [[_string(x, path, f"file_list[{i}][{j}]") for j, x in
+                  enumerate(_inner(c, path, f"file_list[{i}]"))] for i, c in enumerate(fl_c)]
+    return events, names, lists
+
+
+def _counted_from_1based(idx: np.ndarray, n: int, path: Path, where: str) -> np.ndarray:
+    if idx.size and (idx.min() < 1 or idx.max() > n):
+        raise InputError(f"{path}: {where}: box index out of range 1..{n} "
+                         f"(got {int(idx.min())}..{int(idx.max())})")
+    return idx - 1
+
+
+def setting_mat_paths(folder: Path) -> dict[str, Path]:
+    """``{setting: folder/wider_<setting>_val.mat}`` for the settings whose file exists."""
+    from scrfd_ref.formats.ground_truth import SETTING_MAT, SETTINGS
+
+    return {s: folder / SETTING_MAT.format(s) for s in SETTINGS
+            if (folder / SETTING_MAT.format(s)).is_file()}
+
+
+def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
+    """Read the official ``wider_face_val.mat`` + ``wider_{easy,medium,hard}_val.mat``.
+
+    Images are paired positionally, as the official tool does; when a setting file also
+    carries ``event_list`` / ``file_list`` they must name the same events and images.
+
+    Raises:
+        DataMissingError: one of the four files is absent.
+        InputError: truncated / corrupt file, missing key, or mismatched event or image
+            counts (or names) between the files; the message names the file.
+    """
+    from scrfd_ref.formats.ground_truth import (
+        FACE_MAT,
+        SETTING_MAT,
+        SETTINGS,
+        GroundTruth,
+        make_image,
+    )
+
+    folder = Path(gt_dir)
+    face_path = folder / FACE_MAT
+    events, names, boxes = _guarded(_read_face_mat, face_path)
+    counted: dict[str, list[list[np.ndarray]]] = {}
+    for s in SETTINGS:
+        spath = folder / SETTING_MAT.format(s)
+        s_events, s_names, lists = _guarded(_read_setting_mat, spath)
+        if len(lists) != len(events):
+            raise InputError(f"{spath}: gt_list has {len(lists)} events but {face_path.name} "
+                             f"has {len(events)}")
+        if s_events is not None and s_events != events:
+            bad = next(i for i in range(min(len(s_events), len(events)) + 1)
+                       if i >= len(s_events) or i >= len(events) or s_events[i] != events[i])
+            raise InputError(f"{spath}: event_list differs from {face_path.name} at position "
+                             f"{bad + 1}")
+        per_event = []
+        for i, ev in enumerate(events):
+            if len(lists[i]) != len(names[i]):
+                raise InputError(f"{spath}: event {ev}: gt_list has {len(lists[i])} images but "
+                                 f"{face_path.name} has {len(names[i])} (mismatched image counts)")
+            if s_names is not None and i < len(s_names) and s_names[i] != names[i]:
+                raise InputError(f"{spath}: event {ev}: file_list differs from {face_path.name}")
+            per_event.append([
+                _counted_from_1based(lists[i][j], boxes[i][j].shape[0], spath,
+                                     f"{ev}/{names[i][j]}") for j in range(len(names[i]))])
+        counted[s] = per_event
+    images = [
+        make_image(ev, names[i][j], boxes[i][j], {s: counted[s][i][j] for s in SETTINGS})
+        for i, ev in enumerate(events) for j in range(len(names[i]))
+    ]
+    _check_unique(images, face_path)
+    return GroundTruth(events=tuple(events), images=tuple(images), settings=SETTINGS,
+                       source=str(face_path))
+
+
+def _check_unique(images: Sequence[GroundTruthImage], path: Path) -> None:
+    seen: set[tuple[str, str]] = set()
+    for img in images:
+        if img.key in seen:
+            raise InputError(f"{path}: image {img.event}/{img.name} appears twice")
+        seen.add(img.key)
+
+
+__all__ = ["read_wider_mat", "setting_mat_paths"]
