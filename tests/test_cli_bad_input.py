@@ -180,6 +180,10 @@ DECODE = ("npz-decode", "--datalist", f"{WS}/datalist.txt", "--outputs", f"{WS}/
 DUMP = ("dump", "-q", "-m", M, "--datalist", f"{WS}/datalist.txt")
 WRUN = ("wider-run", "-q", "-m", M, "--images", f"{WS}/images", "--score-thr", "0.3")
 EVAL = ("eval", "--pred", f"{WS}/pred", "--gt", GT)
+CONFIGS = Path(__file__).resolve().parent / "configs"
+V640 = str(CONFIGS / "vdsp" / "scrfd_500m.json")
+V256 = str(CONFIGS / "vdsp" / "scrfd_1g.json")
+ZOO_YAML = str(CONFIGS / "yaml" / "official_scrfd.yaml")
 
 CASES = [
     # ------------------------------------------------------------------ global
@@ -440,6 +444,72 @@ CASES = [
          r"argument -i/--instances: expected an integer from 1 to 256"),
     Case("perf-json-is-folder", ("perf", "-m", M, "--json", f"{WS}/images"), 2,
          r"--json .*images: is a folder"),
+    # ------------------------------------------------------------------ device config files
+    Case("check-config-nothing-to-check", ("check-config", "-m", M), 2,
+         r"give --vdsp-params FILE and/or --build-yaml FILE"),
+    Case("check-config-vdsp-missing", ("check-config", "--vdsp-params", f"{WS}/none.json"), 2,
+         r"--vdsp-params .*none\.json: vdsp params file not found"),
+    Case("check-config-vdsp-not-json", ("check-config", "--vdsp-params", f"{WS}/v.json"), 2,
+         r"--vdsp-params .*v\.json: not a readable JSON file", setup=_write("v.json", "{Op")),
+    Case("check-config-vdsp-is-folder", ("check-config", "--vdsp-params", f"{WS}/images"), 2,
+         r"--vdsp-params .*images: is a folder"),
+    Case("check-config-yaml-python-tag", ("check-config", "--build-yaml", f"{WS}/y.yaml"), 2,
+         r"--build-yaml .*y\.yaml: not a readable YAML file",
+         setup=_write("y.yaml", "name: !!python/object/apply:os.system ['touch pwned']\n"),
+         absent=("pwned",)),
+    Case("check-config-yaml-no-dtype", ("check-config", "--build-yaml", f"{WS}/y.yaml"), 2,
+         r"the backend dtype must be fp16 or int8, got None",
+         setup=_write("y.yaml", "name: x\nbackend: {type: tvm_vacc}\n")),
+    Case("check-config-256-vs-fixed-640", ("check-config", "-m", f"{WS}/fixed.onnx",
+                                           "--vdsp-params", V256), 1,
+         r"1 configuration error\(s\) \(listed above\)"),
+    Case("check-config-640-passes", ("check-config", "-m", f"{WS}/fixed.onnx", "--vdsp-params",
+                                     V640, "--build-yaml", ZOO_YAML), 0,
+         r"0 error\(s\), 0 warning\(s\)"),
+    Case("check-config-typo-key", ("check-config", "--vdsp-params", f"{WS}/v.json"), 1,
+         r"configuration error",
+         setup=_write("v.json", open(V640).read().replace("NormaType", "NormType"))),
+    Case("detect-vdsp-256-fixed-640", ("detect", "-m", f"{WS}/fixed.onnx", "--vdsp-params", V256,
+                                       IMG), 2,
+         r"the device output is 256x256 but fixed\.onnx is fixed at 640x640"),
+    Case("detect-vdsp-refused-op", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
+         r"OpType FUSION_OP_RGB_CVTCOLOR_NORM_TENSOR is not supported: it does not resize",
+         setup=_write("v.json", open(V640).read().replace("_LETTERBOX_CVTCOLOR", "_CVTCOLOR"))),
+    Case("detect-vdsp-bad-value", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
+         r"OpConfig\.ResizeType: unknown value 'BILINEAR_CVV'; did you mean BILINEAR_CV\?",
+         setup=_write("v.json", open(V640).read().replace("BILINEAR_CV", "BILINEAR_CVV"))),
+    Case("detect-vdsp-and-input-size", ("detect", "-m", M, "--vdsp-params", V256,
+                                        "--input-size", "640,640", IMG), 2,
+         r"--input-size 640,640: the vdsp params file .* sets 256x256; drop one of them"),
+    Case("wider-run-vdsp-missing", (*WRUN, "--out", f"{WS}/o", "--vdsp-params",
+                                    f"{WS}/none.json"), 2, r"file not found", absent=("o",)),
+    Case("dump-other-vdsp-into-a-dump", (*DUMP, "--out", f"{WS}/dump", "--vdsp-params", V256), 2,
+         r"holds a different dump run", keep=("dump",)),
+    Case("npz-decode-vdsp-other-norm", (*DECODE, "--out", f"{WS}/o", "--vdsp-params",
+                                        f"{WS}/v.json"), 2,
+         r"norm.*--force-profile", absent=("o",),
+         setup=_write("v.json", open(V640).read().replace('"MINUSMEAN_DIVSTD"', '"DIV255"'))),
+    Case("perf-vdsp-vs-shape", ("perf", "-m", M, "--vdsp-params", V256, "-s", "3,640,640"), 2,
+         r"-s 3,640,640: the vdsp params file .* sets 256x256"),
+    Case("profiles-json-onto-vdsp", ("profiles", "--vdsp-params", f"{WS}/v.json", "--json",
+                                     f"{WS}/v.json"), 2, r"--json .*v\.json",
+         setup=_write("v.json", open(V640).read()), keep=("v.json",)),
+    Case("quantize-percentile-range", ("quantize", "-m", M, "--percentile", "101"), 2,
+         r"argument --percentile: expected a percentile in \(0, 100\]"),
+    Case("quantize-out-is-model", ("quantize", "-m", M, "--dtype", "fp16", "--out", M), 2,
+         r"--out .*model\.onnx", keep=("model.onnx",)),
+    Case("quantize-empty-calib-folder", ("quantize", "-m", M, "--calib-images", f"{WS}/empty",
+                                         "--out", f"{WS}/q.onnx"), 1,
+         r"--calib-images .*empty: no \.jpg/\.jpeg/\.png/\.bmp images in it",
+         setup=_mkdir("empty"), absent=("q.onnx",)),
+    Case("quantize-yaml-calib-resize-wrong", ("quantize", "-m", f"{WS}/fixed.onnx",
+                                              "--build-yaml", f"{WS}/y.yaml", "--out",
+                                              f"{WS}/q.onnx"), 1,
+         r"--build-yaml .*y\.yaml .*: 1 problem\(s\):\n  yaml calib Resize: long side to 320",
+         absent=("q.onnx",),
+         setup=_write("y.yaml", open(ZOO_YAML).read().replace("[640, -1]", "[320, -1]"))),
+    Case("quantize-fp16-ok", ("quantize", "-m", M, "--dtype", "fp16", "--out", f"{WS}/q.onnx"),
+         0, r"weighted nodes in float16", keep=("model.onnx",)),
     # ------------------------------------------------------------------ gates
     Case("gates-misspelt", ("gates", "check", f"{WS}/g.toml"), 1,
          r"\[fp32\.heads\] cosin_min: unknown gate; did you mean cosine_min\?",
@@ -546,6 +616,13 @@ PYTEST_CASES = [
      r"--device-outputs .*dump: the run that wrote it did not finish"),
     ("device-outputs-corrupt-manifest", ["--device-outputs", "{ws}/dump"],
      _write("dump/scrfd_dump.json", "{oops"), r"scrfd_dump\.json: not a readable manifest"),
+    ("vdsp-params-missing", ["--vdsp-params", "{ws}/none.json"], None,
+     r"--vdsp-params .*none\.json: vdsp params file not found"),
+    ("vdsp-params-refused-op", ["--vdsp-params", "{ws}/v.json"],
+     _write("v.json", open(V640).read().replace("_LETTERBOX_", "_RESIZE_").replace(
+         "RESIZE_CVTCOLOR", "RESIZE_CVTCOLORX")), r"OpType: unknown op"),
+    ("build-yaml-unreadable", ["--build-yaml", "{ws}/y.yaml"], _write("y.yaml", "a: [\n"),
+     r"--build-yaml .*y\.yaml: not a readable YAML file"),
 ]
 
 

@@ -214,7 +214,8 @@ def test_manifest_reader(tmp_path, data):
 @FUZZ
 @given(profile=st.dictionaries(st.sampled_from(["name", "input_size", "letterbox", "pad_value",
                                                 "score_thr", "nms_thr", "box_mode", "max_num",
-                                                "max_num_metric", "bogus"]),
+                                                "max_num_metric", "mean", "std", "norm",
+                                                "channel_order", "interpolation", "bogus"]),
                                JSON_VALUES, max_size=6)
        | JSON_VALUES)
 def test_recorded_profile_reader(profile):
@@ -367,3 +368,67 @@ def test_saved_run_reader(tmp_path, meta):
     np.savez(folder / "run.npz", **{"det/e/a/boxes": np.zeros((0, 4), np.float32),
                                     "det/e/a/scores": np.zeros(0, np.float32)})
     _accepts_or_refuses(Run.load, folder)
+
+
+VALID_VDSP = (Path(__file__).parent / "configs" / "vdsp" / "bgr888_bgr2rgb.json").read_bytes()
+VALID_YAML = (Path(__file__).parent / "configs" / "yaml" / "official_scrfd.yaml").read_text()
+
+
+def _vdsp_through_everything(path: Path) -> None:
+    """Read a vdsp file, lint it, and map it onto a profile: results or our errors."""
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.device.config_lint import check_config
+    from scrfd_ref.formats.vdsp import apply_vdsp, read_vdsp_params
+
+    vdsp = read_vdsp_params(path)
+    findings = check_config(None, vdsp, None)
+    assert all(str(f).split(":")[0] in ("error", "warning", "info") for f in findings)
+    if vdsp.problems:
+        assert any(f.severity == "error" for f in findings)
+    apply_vdsp(get_profile("device-flow"), vdsp)
+
+
+@FUZZ
+@given(data=mutated(VALID_VDSP))
+def test_vdsp_params_reader(tmp_path, data):
+    (tmp_path / "v.json").write_bytes(data)
+    _accepts_or_refuses(_vdsp_through_everything, tmp_path / "v.json")
+
+
+@FUZZ
+@given(config=st.dictionaries(st.sampled_from(
+    ["IimageFormat", "IimageWidth", "IimageHeight", "IimageWidthPitch", "OimageWidth",
+     "OimageHeight", "Mean", "Std", "NormaType", "ColorCvtCode", "ResizeType", "Padding",
+     "Bogus"]), JSON_VALUES | st.sampled_from(["RGB_PLANAR", "BGR888", "DIV255", "BGR2RGB",
+                                               "NEAREST", "NO_RESIZE", "YUV_NV12"]),
+    max_size=8))
+def test_vdsp_params_of_any_values(tmp_path, config):
+    doc = {"OpType": "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR",
+           "OpConfig": json.loads(json.dumps(json.loads(VALID_VDSP)["OpConfig"]) or "{}")}
+    doc["OpConfig"].update(config)
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    _accepts_or_refuses(_vdsp_through_everything, tmp_path / "v.json")
+
+
+def _yaml_through_everything(path: Path) -> None:
+    from scrfd_ref.device.config_lint import check_config
+    from scrfd_ref.device.quantize import QuantRecipe
+    from scrfd_ref.formats.build_yaml import read_build_yaml
+
+    recipe = read_build_yaml(path)
+    check_config(None, None, recipe)
+    QuantRecipe.from_build_yaml(recipe)
+
+
+@FUZZ
+@given(text=mutated_lines(VALID_YAML))
+def test_build_yaml_reader(tmp_path, text):
+    (tmp_path / "y.yaml").write_text(text, encoding="utf-8", errors="surrogateescape")
+    _accepts_or_refuses(_yaml_through_everything, tmp_path / "y.yaml")
+
+
+@FUZZ
+@given(data=mutated(VALID_YAML.encode()))
+def test_build_yaml_reader_bytes(tmp_path, data):
+    (tmp_path / "y.yaml").write_bytes(data)
+    _accepts_or_refuses(_yaml_through_everything, tmp_path / "y.yaml")

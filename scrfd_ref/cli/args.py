@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scrfd_ref.core.errors import DataMissingError
+from scrfd_ref.core.errors import DataMissingError, UsageError
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import display, input_file
 
@@ -235,15 +235,73 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="keep at most N faces by insightface's centre-weighted ranking (0: all)")
     p.add_argument("--providers", default=None,
                    help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt (default cpu)")
+    add_vdsp_option(p)
+
+
+def add_vdsp_option(p: argparse.ArgumentParser) -> None:
+    """``--vdsp-params FILE``: the device's fused-preprocessing config."""
+    p.add_argument("--vdsp-params", default=None, metavar="FILE",
+                   help="the device's vdsp params JSON: sets the preprocessing of the profile "
+                        "(device-flow unless --profile says otherwise; thresholds stay the "
+                        "profile's) from the file: letterbox, output size, channel order, "
+                        "mean / std, resize, padding")
+
+
+def read_vdsp_option(args: argparse.Namespace):
+    """The parsed ``--vdsp-params`` file, or None."""
+    path = getattr(args, "vdsp_params", None)
+    if not path:
+        return None
+    from scrfd_ref.formats.vdsp import read_vdsp_params
+
+    return read_vdsp_params(path)
+
+
+def resolve_profile(args: argparse.Namespace, default_profile: str, *, vdsp=None,
+                    vdsp_default: str = "device-flow", **overrides: Any):
+    """The profile of a command: ``--profile`` (else the command's default, or
+    ``vdsp_default`` when ``--vdsp-params`` is given), its preprocessing from the vdsp file,
+    then the explicit overrides (``--input-size`` must agree with the file's size).
+
+    Raises:
+        UsageError: ``--input-size`` differs from the vdsp output size, or the file is
+            refused (see :func:`scrfd_ref.formats.vdsp.apply_vdsp`).
+    """
+    from scrfd_ref.core.errors import UsageError
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.formats.vdsp import apply_vdsp
+
+    vdsp = vdsp if vdsp is not None else read_vdsp_option(args)
+    name = getattr(args, "profile", None) or (vdsp_default if vdsp else default_profile)
+    size = overrides.pop("input_size", getattr(args, "input_size", None))
+    profile = get_profile(name)
+    if vdsp is not None:
+        profile = apply_vdsp(profile, vdsp)
+        if size is not None and tuple(size) != profile.input_size:
+            raise UsageError(f"--input-size {size[0]},{size[1]}: the vdsp params file "
+                             f"{vdsp.source} sets {profile.input_size[0]}x"
+                             f"{profile.input_size[1]}; drop one of them")
+        size = None
+    return profile.replace(input_size=tuple(size) if size else None, **overrides)
 
 
 def make_detector(args: argparse.Namespace, default_profile: str):
     """Build a :class:`~scrfd_ref.detector.Detector` from parsed detect-like options."""
+    from scrfd_ref.backends import get_backend
     from scrfd_ref.detector import Detector
 
     model = resolve_model(args.model, args.data_dir)
     options = {"providers": args.providers} if getattr(args, "providers", None) else {}
-    return model, Detector(model, profile=args.profile or default_profile,
-                           input_size=args.input_size, backend_options=options,
-                           score_thr=args.score_thr, nms_thr=args.nms_thr,
-                           max_num=args.max_num)
+    vdsp = read_vdsp_option(args)
+    profile = resolve_profile(args, default_profile, vdsp=vdsp)
+    backend = get_backend("ort", model, **options)
+    fixed = backend.input_size
+    if vdsp is not None and fixed is not None and fixed != profile.input_size:
+        backend.close()
+        raise UsageError(f"--vdsp-params {vdsp.source}: the device output is "
+                         f"{profile.input_size[0]}x{profile.input_size[1]} but {model.name} is "
+                         f"fixed at {fixed[0]}x{fixed[1]} (scrfd-ref check-config reports such "
+                         "mismatches)")
+    size = tuple(args.input_size) if args.input_size else (profile.input_size if vdsp else None)
+    return model, Detector(backend, profile=profile, input_size=size, score_thr=args.score_thr,
+                           nms_thr=args.nms_thr, max_num=args.max_num)

@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from scrfd_ref.cli.args import add_command, add_json_option, add_model_options, make_detector
+from scrfd_ref.cli.args import (
+    add_command,
+    add_json_option,
+    add_model_options,
+    add_vdsp_option,
+    make_detector,
+)
 from scrfd_ref.core.errors import UsageError
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import display, input_file, output_dir, output_file
@@ -105,15 +111,35 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    """Show the named pre/post-processing profiles.
+    """Show the named pre/post-processing profiles, or one resolved profile.
 
-    Show every setting of the named profiles (letterbox, pad, thresholds, box rounding,
-    max_num).
+    Without options: every setting of the named profiles (letterbox, pad, pixel
+    preparation, thresholds, box rounding, NMS convention, max_num). With --profile
+    and/or --vdsp-params: the one profile a command would use (the vdsp file sets the
+    preprocessing of --profile, device-flow by default); --json FILE|- writes it as JSON.
     """
+    from scrfd_ref.cli.args import resolve_profile
     from scrfd_ref.core.profiles import PROFILES
+    from scrfd_ref.formats.detections_json import write_json
 
-    for p in PROFILES.values():
-        print(p.name)
+    if args.json and args.json != "-":
+        output_file(args.json, "--json", inputs=[args.vdsp_params] if args.vdsp_params else [])
+    if args.profile or args.vdsp_params:
+        chosen = [resolve_profile(args, "device-flow")]
+    else:
+        chosen = list(PROFILES.values())
+    if args.json:
+        doc = chosen[0].to_dict() if len(chosen) == 1 else [p.to_dict() for p in chosen]
+        if args.vdsp_params:
+            from scrfd_ref.cli.args import read_vdsp_option
+
+            doc["vdsp_params"] = read_vdsp_option(args).to_record()
+        write_json(doc, args.json)
+        if args.json == "-":
+            return 0
+    for p in chosen:
+        print(p.name + (f" (preprocessing from {display(args.vdsp_params)})"
+                        if args.vdsp_params else ""))
         for k, v in p.to_dict().items():
             if k != "name":
                 print(f"  {k:<15} {v}")
@@ -122,6 +148,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``detect``, ``models`` and ``profiles`` to the main parser."""
+    from scrfd_ref.core.profiles import PROFILES
+
     p = add_command(sub, "detect", cmd_detect)
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="image files (default: the sample images in DATA/images)")
@@ -133,3 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "models", cmd_models)
 
     p = add_command(sub, "profiles", cmd_profiles)
+    p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
+                   help="show only this profile (default: all; device-flow with --vdsp-params)")
+    add_vdsp_option(p)
+    add_json_option(p, "the resolved profile")

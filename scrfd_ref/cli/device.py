@@ -5,7 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from scrfd_ref.cli.args import add_command, add_run_options, fraction, size, unique
+from scrfd_ref.cli.args import (
+    add_command,
+    add_run_options,
+    add_vdsp_option,
+    fraction,
+    size,
+    unique,
+)
 from scrfd_ref.core.errors import UsageError
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import (
@@ -75,14 +82,14 @@ def cmd_dump(args: argparse.Namespace) -> int:
     is refused unless --overwrite.
     """
     from scrfd_ref.backends import get_backend
-    from scrfd_ref.cli.args import resolve_model
-    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.cli.args import read_vdsp_option, resolve_model, resolve_profile
     from scrfd_ref.device.flow import dump
     from scrfd_ref.device.model_prep import file_digest, prepare_model
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
     output_dir(args.out, "--out", inputs=[datalist])
-    profile = get_profile(args.profile, input_size=args.input_size)
+    vdsp = read_vdsp_option(args)
+    profile = resolve_profile(args, "device-flow", vdsp=vdsp)
     source = resolve_model(args.model, args.data_dir)
     model = prepare_model(source, layout="device", dtype=args.dtype,
                           input_size=profile.input_size)
@@ -90,6 +97,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
     meta = {"variant": data_mod.variant_of(source), "dtype": args.dtype,
             "model": source.name, "model_sha256": file_digest(source),
             "device_model_sha256": file_digest(model)}
+    if vdsp is not None:
+        # part of the run's identity: resuming with another vdsp file is refused
+        meta["vdsp_params"] = vdsp.to_record()
     with get_backend(args.backend, model, dtype=args.dtype) as backend:
         n = dump(backend, datalist, args.out, profile, dtype=out_dtype,
                  progress=not args.quiet, meta=meta, resume=not args.no_resume,
@@ -111,8 +121,9 @@ def cmd_npz_decode(args: argparse.Namespace) -> int:
     txt files plus scrfd_run.json. Every file is checked first and every problem listed;
     nothing is written while one is bad (unless --skip-bad).
     """
+    from scrfd_ref.cli.args import read_vdsp_option, resolve_profile
     from scrfd_ref.core.profiles import get_profile
-    from scrfd_ref.device.flow import decode_profile, dump_source, npz_decode
+    from scrfd_ref.device.flow import check_vdsp_record, decode_profile, dump_source, npz_decode
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
     outputs = input_dir(args.outputs, "--outputs", "device output folder")
@@ -128,8 +139,14 @@ def cmd_npz_decode(args: argparse.Namespace) -> int:
     if source.notice:
         print(f"scrfd-ref npz-decode: notice: {source.notice}", file=sys.stderr)
     requested = None
-    if args.profile or args.input_size:
-        recorded_name = (source.identity.get("profile") or {}).get("name", "device-flow")
+    vdsp = read_vdsp_option(args)
+    recorded_name = (source.identity.get("profile") or {}).get("name", "device-flow")
+    if vdsp is not None:
+        notice = check_vdsp_record(source, vdsp, force=args.force_profile)
+        if notice:
+            print(f"scrfd-ref npz-decode: notice: {notice}", file=sys.stderr)
+        requested = resolve_profile(args, recorded_name, vdsp=vdsp, vdsp_default=recorded_name)
+    elif args.profile or args.input_size:
         requested = get_profile(args.profile or recorded_name, input_size=args.input_size)
     profile, notice = decode_profile(source, requested, force=args.force_profile,
                                      score_thr=args.score_thr, nms_thr=args.nms_thr)
@@ -180,10 +197,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model precision (default fp32)")
     p.add_argument("--datalist", required=True, metavar="FILE", help="datalist from image2npz")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for output npz files")
-    p.add_argument("--profile", "-P", default="device-flow", choices=sorted(PROFILES),
+    p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
                    help="letterbox used to feed the model (default device-flow)")
     p.add_argument("--input-size", type=size, default=None, metavar="W,H",
                    help="network input size (default: the profile's, 640,640)")
+    add_vdsp_option(p)
     p.add_argument("--output-dtype", default=None, choices=("fp16", "fp32"),
                    help="dtype of the written outputs (default: fp32 for fp32 models, else fp16)")
     add_run_options(p)
@@ -200,13 +218,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "recorded one unless --force-profile")
     p.add_argument("--input-size", type=size, default=None, metavar="W,H",
                    help="network input size (default: the recorded one, else 640,640)")
+    add_vdsp_option(p)
     p.add_argument("--score-thr", type=fraction, default=None,
                    help="override the score threshold (recorded in scrfd_run.json)")
     p.add_argument("--nms-thr", type=fraction, default=None,
                    help="override the NMS IoU threshold (recorded in scrfd_run.json)")
     p.add_argument("--force-profile", action="store_true",
-                   help="decode with --profile / --input-size although the dump recorded "
-                        "another preprocessing geometry")
+                   help="decode with --profile / --input-size / --vdsp-params although the "
+                        "dump recorded another preprocessing")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="decode a dump whose manifest says it did not finish")
     p.add_argument("--skip-bad", action="store_true",

@@ -11,6 +11,7 @@ from scrfd_ref.cli.args import (
     _bounded,
     add_command,
     add_json_option,
+    add_vdsp_option,
     chw_shape,
     non_negative_int,
     positive_int,
@@ -19,6 +20,7 @@ from scrfd_ref.core.errors import UsageError
 from scrfd_ref.formats.files import display, input_file, output_file, write_text
 
 DTYPE_CHOICES = ("fp32", "fp16", "int8")
+DEFAULT_SHAPE = (3, 640, 640)
 
 
 parse_shape = chw_shape  # the first wave's name, kept for importers
@@ -42,9 +44,23 @@ def settings_from_args(args: argparse.Namespace):
     if args.bare and args.backend != "ort":
         raise UsageError(f"--bare is the onnxruntime loop; it cannot stand in for backend "
                          f"{args.backend!r}")
-    blob_bytes = args.batch * args.shape[0] * args.shape[1] * args.shape[2] * 4
+    profile = args.profile or "insightface"
+    if args.vdsp_params:
+        from scrfd_ref.cli.args import resolve_profile
+
+        profile = resolve_profile(args, "insightface", vdsp_default="insightface",
+                                  input_size=None)
+        w, h = profile.input_size
+        if args.shape is not None and tuple(args.shape[1:]) != (h, w):
+            raise UsageError(f"-s {','.join(map(str, args.shape))}: the vdsp params file "
+                             f"{display(args.vdsp_params)} sets {w}x{h} (3,{h},{w}); drop one "
+                             "of them")
+        shape = (3, h, w)
+    else:
+        shape = args.shape or DEFAULT_SHAPE
+    blob_bytes = args.batch * shape[0] * shape[1] * shape[2] * 4
     if blob_bytes > MAX_BLOB_BYTES:
-        raise UsageError(f"-b {args.batch} -s {','.join(map(str, args.shape))}: one call's input "
+        raise UsageError(f"-b {args.batch} -s {','.join(map(str, shape))}: one call's input "
                          f"would take {blob_bytes / 2**30:.1f} GiB (limit "
                          f"{MAX_BLOB_BYTES / 2**30:.0f} GiB); use a smaller --batch or --shape")
     for image in args.images or ():
@@ -57,9 +73,9 @@ def settings_from_args(args: argparse.Namespace):
     return PerfSettings(
         model=str(model), backend=args.backend, backend_options=options, dtype=args.dtype,
         instances=args.instances, processes=args.processes, batch=args.batch,
-        shape=args.shape, iterations=args.iterations, duration_s=args.duration,
+        shape=shape, iterations=args.iterations, duration_s=args.duration,
         warmup=args.warmup, pipeline=args.pipeline, serial=args.serial, threads=args.threads,
-        images=tuple(args.images or ()), data_dir=args.data_dir, profile=args.profile)
+        images=tuple(args.images or ()), data_dir=args.data_dir, profile=profile)
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
@@ -111,9 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="processes (spawned; each runs --instances instances; default 1)")
     p.add_argument("-b", "--batch", type=_batch, default=1,
                    help="images per call (default 1; a fixed batch-1 model runs them one by one)")
-    p.add_argument("-s", "--shape", type=chw_shape, default=(3, 640, 640), metavar="C,H,W",
+    p.add_argument("-s", "--shape", type=chw_shape, default=None, metavar="C,H,W",
                    help="shape of one input, as vamp's -s (3,640,640 or [3,640,640]; "
-                        "default 3,640,640)")
+                        "default 3,640,640, or the --vdsp-params output size)")
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("-n", "--iterations", type=_iterations, default=None,
                         help="measured calls per instance (default 50 when --duration is "
@@ -138,8 +154,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
                    help="images for --pipeline (default: the first 32 WIDER val images of "
                         "the data directory, else random images)")
-    p.add_argument("--profile", "-P", default="insightface", choices=sorted(PROFILES),
+    p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
                    help="pre/post-processing settings of --pipeline (default insightface)")
+    add_vdsp_option(p)
     p.add_argument("--bare", action="store_true",
                    help="run a plain onnxruntime session.run loop with the same settings "
                         "(no harness) to check the harness overhead")

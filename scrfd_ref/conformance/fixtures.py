@@ -15,10 +15,12 @@ import pytest
 from scrfd_ref.conformance.session import (
     GATES_KEY,
     PERF_KEY,
+    RECIPE_KEY,
     REPORT_KEY,
     SHARED_EVENTS,
     SHARED_MODEL_FILES,
     SOURCE_KEY,
+    VDSP_KEY,
 )
 from scrfd_ref.formats import datadir as data_mod
 
@@ -114,13 +116,24 @@ def conformance_profile(pytestconfig: pytest.Config):
     from scrfd_ref.core.profiles import get_profile
     from scrfd_ref.device.flow import decode_profile
 
+    from scrfd_ref.device.flow import check_vdsp_record
+    from scrfd_ref.formats.vdsp import apply_vdsp
+
     name = pytestconfig.getoption("--profile")
     source = pytestconfig.stash.get(SOURCE_KEY, None)
-    if source is None:
-        return get_profile(name or "widerface-eval")
+    vdsp = pytestconfig.stash.get(VDSP_KEY, None)
+    requested = get_profile(name) if name else None
+    force = pytestconfig.getoption("--force-profile")
     try:
-        profile, _ = decode_profile(source, get_profile(name) if name else None,
-                                    force=pytestconfig.getoption("--force-profile"))
+        if vdsp is not None:
+            recorded = ((source.identity.get("profile") or {}).get("name")
+                        if source is not None else None)
+            requested = apply_vdsp(get_profile(name or recorded or "device-flow"), vdsp)
+            if source is not None:
+                check_vdsp_record(source, vdsp, force=force)
+        if source is None:
+            return requested or get_profile("widerface-eval")
+        profile, _ = decode_profile(source, requested, force=force)
     except ScrfdRefError as exc:
         pytest.fail(str(exc), pytrace=False)
     return profile
@@ -145,6 +158,12 @@ def conformance_report(pytestconfig: pytest.Config, conformance_profile, gates, 
     report.meta.update(profile=conformance_profile.to_dict(), gates=gates.source,
                        versions=library_versions(), images=len(eval_items),
                        events=sorted({i.event for i in eval_items}))
+    vdsp = pytestconfig.stash.get(VDSP_KEY, None)
+    if vdsp is not None:
+        report.meta["vdsp_params"] = vdsp.to_record()
+    built = pytestconfig.stash.get(RECIPE_KEY, None)
+    if built is not None:
+        report.meta["build_yaml"] = built[0].to_record()
     return report
 
 
@@ -275,7 +294,9 @@ def device_run(device_spec, variant_model, conformance_profile, conformance_set,
     items, heads, index = conformance_set
     if device_spec.id not in run_cache.runs:
         try:
-            backend = open_backend(device_spec, variant_model)
+            built = pytestconfig.stash.get(RECIPE_KEY, None)
+            backend = open_backend(device_spec, variant_model,
+                                   recipe=built[1] if built is not None else None)
         except BackendUnavailable as exc:
             if pytestconfig.getoption("--require-data"):
                 pytest.fail(f"--require-data: {device_spec.id} cannot run here: {exc}",

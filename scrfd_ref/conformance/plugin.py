@@ -62,6 +62,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--profile", default=None, metavar="NAME",
                 help="conformance: profile of both runs (default widerface-eval; for "
                      "--device-outputs the dump's own)")
+    g.addoption("--vdsp-params", default=None, metavar="FILE",
+                help="conformance: the device's vdsp params JSON; sets the preprocessing of "
+                     "the profile both runs use (device-flow unless --profile; thresholds "
+                     "stay the profile's)")
+    g.addoption("--build-yaml", default=None, metavar="FILE",
+                help="conformance: the vamc build YAML; the int8 devices are calibrated with "
+                     "its recipe (calibration mode, per channel, image count, resize / "
+                     "normalise)")
     g.addoption("--gates", default=None, metavar="FILE",
                 help="conformance: gates TOML file (default data/gates.toml; gates it leaves "
                      "out take the defaults, named once in the header)")

@@ -120,8 +120,10 @@ class DeviceSpec:
         return (self.backend, self.dtype) == REFERENCE and self.outputs_dir is None
 
 
-def open_backend(spec: DeviceSpec, model: Path | None, *, cache: Path | None = None) -> Backend:
-    """Build the backend of ``spec``: the model converted to its dtype (cached), or replay.
+def open_backend(spec: DeviceSpec, model: Path | None, *, cache: Path | None = None,
+                 recipe: Any = None) -> Backend:
+    """Build the backend of ``spec``: the model converted to its dtype (cached), or replay;
+    ``recipe``: the int8 :class:`~scrfd_ref.device.quantize.QuantRecipe` (a build YAML's).
 
     Raises BackendUnavailable (a one-line reason) when the combination cannot run here.
     """
@@ -131,7 +133,8 @@ def open_backend(spec: DeviceSpec, model: Path | None, *, cache: Path | None = N
         raise BackendUnavailable(data_mod.missing_model_reason(spec.variant))
     from scrfd_ref.device.model_prep import prepare_model
 
-    path = prepare_model(model, dtype=spec.dtype, cache=cache)
+    path = prepare_model(model, dtype=spec.dtype, cache=cache,
+                         recipe=recipe if spec.dtype == "int8" else None)
     return get_backend(spec.backend, path, dtype=spec.dtype)
 
 

@@ -22,6 +22,8 @@ REPORT_KEY = pytest.StashKey["object"]()
 GATES_KEY = pytest.StashKey[object]()
 SOURCE_KEY = pytest.StashKey[object]()
 PLAN_KEY = pytest.StashKey[dict]()
+VDSP_KEY = pytest.StashKey[object]()
+RECIPE_KEY = pytest.StashKey[object]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,8 +44,25 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[SOURCE_KEY] = dump_source(
                 folder, allow_incomplete=config.getoption("--allow-incomplete"),
                 option="--device-outputs")
+        _read_device_configs(config)
     except ScrfdRefError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _read_device_configs(config: pytest.Config) -> None:
+    """Read ``--vdsp-params`` and ``--build-yaml`` (refused files stop the session)."""
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.device.quantize import QuantRecipe
+    from scrfd_ref.formats.build_yaml import read_build_yaml
+    from scrfd_ref.formats.vdsp import apply_vdsp, read_vdsp_params
+
+    if config.getoption("--vdsp-params"):
+        vdsp = read_vdsp_params(config.getoption("--vdsp-params"))
+        apply_vdsp(get_profile(config.getoption("--profile") or "device-flow"), vdsp)
+        config.stash[VDSP_KEY] = vdsp
+    if config.getoption("--build-yaml"):
+        build = read_build_yaml(config.getoption("--build-yaml"))
+        config.stash[RECIPE_KEY] = (build, QuantRecipe.from_build_yaml(build))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -55,6 +74,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     source = config.stash.get(SOURCE_KEY, None)
     if source is not None and source.notice:
         lines.append(f"scrfd-ref: notice: {source.notice}")
+    vdsp = config.stash.get(VDSP_KEY, None)
+    if vdsp is not None:
+        lines.append(f"scrfd-ref: preprocessing from vdsp params {vdsp.source} (sha256 "
+                     f"{vdsp.sha256[:12]})")
+    built = config.stash.get(RECIPE_KEY, None)
+    if built is not None:
+        build, recipe = built
+        lines.append(f"scrfd-ref: int8 devices follow build YAML {build.source}: "
+                     f"{recipe.method}, {'per channel' if recipe.per_channel else 'per tensor'}"
+                     f", {recipe.calib_count} calibration images")
+        if build.unsupported:
+            lines.append("scrfd-ref: warning: build YAML keys not understood (ignored): "
+                         + ", ".join(build.unsupported))
     return lines
 
 

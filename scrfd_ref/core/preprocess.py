@@ -95,11 +95,12 @@ def letterbox_geometry(orig_size: tuple[int, int], input_size: tuple[int, int],
         return Transform(w, h, in_w, in_h, new_w, new_h, det_scale, det_scale)
     if kind == "stretch":
         return Transform(w, h, in_w, in_h, in_w, in_h, in_w / w, in_h / h)
-    if kind in ("wider", "centered"):
+    if kind in ("wider", "centered", "bottomright"):
         scale = min(in_w / w, in_h / h)
         new_w = max(min(int(w * scale + 0.5), in_w), 1)
         new_h = max(min(int(h * scale + 0.5), in_h), 1)
-        ox, oy = ((in_w - new_w) // 2, (in_h - new_h) // 2) if kind == "centered" else (0, 0)
+        ox, oy = {"wider": (0, 0), "centered": ((in_w - new_w) // 2, (in_h - new_h) // 2),
+                  "bottomright": (in_w - new_w, in_h - new_h)}[kind]
         return Transform(w, h, in_w, in_h, new_w, new_h, new_w / w, new_h / h, ox, oy)
     raise InputError(f"unknown letterbox kind {kind!r}")
 
@@ -124,13 +125,65 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     raise InputError(f"{name}: expected an (h, w, 3) BGR image, got shape {image.shape}")
 
 
-def normalize_into(dst: np.ndarray, bgr: np.ndarray) -> None:
-    """Write ``(bgr -> RGB - 127.5) / 128`` of a ``(h, w, 3)`` uint8 image into ``dst (3, h, w)``.
+def normalize_into(dst: np.ndarray, bgr: np.ndarray, profile: Profile | None = None) -> None:
+    """Write the normalised ``(3, h, w)`` planes of a BGR ``(h, w, 3)`` uint8 image into ``dst``.
 
-    One pass of ``cv2.dnn.blobFromImage`` (float32 ``(x - 127.5) * (1/128)``, exact for
-    uint8 pixels since 1/128 is a power of two), the call insightface itself uses.
+    SCRFD's own pixels (RGB, ``(x - 127.5) / 128``, the default): one pass of
+    ``cv2.dnn.blobFromImage`` (float32 ``(x - 127.5) * (1/128)``, exact for uint8 pixels
+    since 1/128 is a power of two), the call insightface itself uses. Any other
+    preparation of ``profile`` (channel order, per-channel mean / std, ``/ 255``) in
+    float32: ``blobFromImage`` for the channel order, mean and a common scale, then a
+    per-channel division when the stds differ.
     """
-    dst[...] = cv2.dnn.blobFromImage(bgr, 1.0 / STD, None, (MEAN, MEAN, MEAN), swapRB=True)[0]
+    if profile is None or profile.scrfd_pixels:
+        dst[...] = cv2.dnn.blobFromImage(bgr, 1.0 / STD, None, (MEAN, MEAN, MEAN),
+                                         swapRB=True)[0]
+        return
+    swap = profile.channel_order == "rgb"
+    if profile.norm == "div255":
+        dst[...] = cv2.dnn.blobFromImage(bgr, 1.0 / 255.0, None, (0, 0, 0), swapRB=swap)[0]
+        return
+    if profile.norm == "div255_minusmean_divstd":
+        plane = cv2.dnn.blobFromImage(bgr, 1.0 / 255.0, None, (0, 0, 0), swapRB=swap)[0]
+        plane -= np.asarray(profile.mean, np.float32)[:, None, None]
+    else:
+        plane = cv2.dnn.blobFromImage(bgr, 1.0, None, profile.mean, swapRB=swap)[0]
+    dst[...] = plane / np.asarray(profile.std, np.float32)[:, None, None]
+
+
+def pad_planes(profile: Profile) -> np.ndarray:
+    """``(3, 1, 1)`` float32: the normalised value of the pad pixel in each plane."""
+    out = np.empty((3, 1, 1), np.float32)
+    if profile.scrfd_pixels:
+        out[...] = np.float32((profile.pad_value - MEAN) / STD)
+        return out
+    x = np.float32(profile.pad_value)
+    if profile.norm == "div255":
+        out[...] = x / np.float32(255.0)
+        return out
+    base = x / np.float32(255.0) if profile.norm == "div255_minusmean_divstd" else x
+    out[:, 0, 0] = (base - np.asarray(profile.mean, np.float32)) / np.asarray(profile.std,
+                                                                                 np.float32)
+    return out
+
+
+_CV_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
+                     "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4,
+                     "area": cv2.INTER_AREA}
+
+
+def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear"
+           ) -> np.ndarray:
+    """Resize a uint8 image to ``size = (w, h)`` with the profile's interpolation
+    (OpenCV's, or Pillow's for the ``*_pillow`` kinds)."""
+    if interpolation in _CV_INTERPOLATION:
+        return cv2.resize(image, size, interpolation=_CV_INTERPOLATION[interpolation])
+    from PIL import Image
+
+    resample = {"bilinear_pillow": Image.BILINEAR, "bicubic_pillow": Image.BICUBIC}
+    if interpolation not in resample:
+        raise InputError(f"unknown interpolation {interpolation!r}")
+    return np.asarray(Image.fromarray(image).resize(size, resample[interpolation]))
 
 
 def letterbox_into(dst: np.ndarray, image: np.ndarray, profile: Profile) -> Transform:
@@ -141,10 +194,10 @@ def letterbox_into(dst: np.ndarray, image: np.ndarray, profile: Profile) -> Tran
     if (t.resized_w, t.resized_h) == (w, h):
         resized = image
     else:
-        resized = cv2.resize(image, (t.resized_w, t.resized_h), interpolation=cv2.INTER_LINEAR)
-    dst[...] = np.float32((profile.pad_value - MEAN) / STD)
+        resized = resize(image, (t.resized_w, t.resized_h), profile.interpolation)
+    dst[...] = pad_planes(profile)
     normalize_into(dst[:, t.offset_y:t.offset_y + t.resized_h,
-                       t.offset_x:t.offset_x + t.resized_w], resized)
+                       t.offset_x:t.offset_x + t.resized_w], resized, profile)
     return t
 
 
@@ -157,7 +210,8 @@ def preprocess(images: Sequence[np.ndarray] | np.ndarray, profile: Profile
         profile: gives the input size, letterbox kind and pad value.
 
     Returns:
-        ``blob (B, 3, H, W)`` float32 RGB and one :class:`Transform` per image.
+        ``blob (B, 3, H, W)`` float32 (RGB unless the profile says otherwise) and one
+        :class:`Transform` per image.
     """
     if isinstance(images, np.ndarray) and images.ndim in (2, 3):
         images = [images]

@@ -30,7 +30,19 @@ Letterbox kinds (``preprocess.letterbox_geometry`` implements them):
 - ``wider``: keep ratio, ``scale = min(W / w, H / h)``, new size rounded half up
   (``int(x * scale + 0.5)``, mmcv), top-left, per-axis scales ``new_w / w``, ``new_h / h``.
 - ``centered``: as ``wider`` but centred: offsets ``((W - new_w) // 2, (H - new_h) // 2)``.
+- ``bottomright``: as ``wider`` but placed at the bottom right: offsets
+  ``(W - new_w, H - new_h)``.
 - ``stretch``: plain resize to the input size, per-axis scales, no padding.
+
+Pixel preparation (every profile of the three flows uses the defaults: RGB reaches the
+model, ``(x - 127.5) / 128``, OpenCV bilinear; a device's vdsp params file can set them):
+
+- ``channel_order``: ``rgb`` or ``bgr``, the order the model receives;
+- ``norm``: ``minusmean_divstd`` ``(x - mean) / std``, ``div255_minusmean_divstd``
+  ``(x / 255 - mean) / std`` or ``div255`` ``x / 255``, with per-channel ``mean`` and
+  ``std`` in the model's channel order;
+- ``interpolation``: ``bilinear`` / ``nearest`` / ``bicubic`` / ``lanczos`` / ``area``
+  (OpenCV) or ``bilinear_pillow`` / ``bicubic_pillow`` (Pillow's resamplers).
 
 Box modes (``postprocess.finish_boxes``), applied before NMS:
 
@@ -46,12 +58,19 @@ input coordinates, a bug the reference does not copy).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from scrfd_ref.core.errors import InputError
 
-LETTERBOX_KINDS = ("insightface", "wider", "centered", "stretch")
+LETTERBOX_KINDS = ("insightface", "wider", "centered", "bottomright", "stretch")
+NORM_TYPES = ("minusmean_divstd", "div255_minusmean_divstd", "div255")
+CHANNEL_ORDERS = ("rgb", "bgr")
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos", "area", "bilinear_pillow",
+                  "bicubic_pillow")
+SCRFD_MEAN = (127.5, 127.5, 127.5)
+SCRFD_STD = (128.0, 128.0, 128.0)
 BOX_MODES = ("float", "clamp_resized", "clip_round")
 MAX_NUM_METRICS = ("default", "max")
 NMS_CONVENTIONS = ("insightface", "mmcv")
@@ -77,6 +96,10 @@ class Profile:
         max_num: keep at most this many detections by insightface's centre-weighted
             selection after NMS (0 keeps all).
         max_num_metric: ``default`` (area - 2 * squared centre offset) or ``max`` (area).
+        mean, std: per-channel normalisation, in the model's channel order.
+        norm: one of :data:`NORM_TYPES`.
+        channel_order: the channel order the model receives (:data:`CHANNEL_ORDERS`).
+        interpolation: the resize method (:data:`INTERPOLATIONS`).
     """
 
     name: str
@@ -90,6 +113,11 @@ class Profile:
     max_num_metric: str = "default"
     nms_convention: str = "insightface"
     score_strict: bool = False
+    mean: tuple[float, float, float] = SCRFD_MEAN
+    std: tuple[float, float, float] = SCRFD_STD
+    norm: str = "minusmean_divstd"
+    channel_order: str = "rgb"
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         w, h = self.input_size
@@ -114,6 +142,21 @@ class Profile:
                              f"{NMS_CONVENTIONS}")
         if not isinstance(self.score_strict, bool):
             raise InputError(f"score_strict must be true or false, got {self.score_strict!r}")
+        for f, allowed in (("norm", NORM_TYPES), ("channel_order", CHANNEL_ORDERS),
+                           ("interpolation", INTERPOLATIONS)):
+            if getattr(self, f) not in allowed:
+                raise InputError(f"{f} {getattr(self, f)!r} is not one of {allowed}")
+        for f in ("mean", "std"):
+            v = getattr(self, f)
+            try:
+                t = tuple(float(x) for x in v)
+            except (TypeError, ValueError):
+                raise InputError(f"{f} must be 3 numbers, got {v!r}") from None
+            if len(t) != 3 or not all(math.isfinite(x) for x in t):
+                raise InputError(f"{f} must be 3 finite numbers, got {v!r}")
+            if f == "std" and any(x == 0 for x in t):
+                raise InputError(f"std {v!r} has a zero")
+            object.__setattr__(self, f, t)
         object.__setattr__(self, "input_size", (int(w), int(h)))
 
     def replace(self, **overrides: Any) -> "Profile":
@@ -125,20 +168,33 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """All settings as a JSON-ready dict (input size as ``[w, h]``)."""
+        """All settings as a JSON-ready dict (input size, mean and std as lists)."""
         d = dataclasses.asdict(self)
-        d["input_size"] = list(self.input_size)
+        for f in ("input_size", "mean", "std"):
+            d[f] = list(getattr(self, f))
         return d
 
+    @property
+    def scrfd_pixels(self) -> bool:
+        """True when the model receives what SCRFD was trained on: RGB, (x - 127.5) / 128."""
+        return (self.channel_order == "rgb" and self.norm == "minusmean_divstd"
+                and self.mean == SCRFD_MEAN and self.std == SCRFD_STD)
+
     def describe_geometry(self) -> str:
-        """``letterbox centered, pad 114, input 640x640``: the preprocessing geometry."""
-        return (f"letterbox {self.letterbox}, pad {self.pad_value:g}, input "
+        """``letterbox centered, pad 114, input 640x640``: the preprocessing geometry (and
+        the pixel preparation when it is not SCRFD's default)."""
+        text = (f"letterbox {self.letterbox}, pad {self.pad_value:g}, input "
                 f"{self.input_size[0]}x{self.input_size[1]}")
+        if not self.scrfd_pixels or self.interpolation != "bilinear":
+            text += (f", {self.channel_order}, {self.norm} mean {list(self.mean)} std "
+                     f"{list(self.std)}, {self.interpolation}")
+        return text
 
 
-#: the fields that decide where each pixel lands in the network input (a dump recorded
-#: with one geometry cannot be decoded with another)
-GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "letterbox", "pad_value")
+#: the fields that decide what the network input holds (a dump recorded with one
+#: preprocessing cannot be decoded, or compared, with another)
+GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "letterbox", "pad_value", "mean", "std",
+                                    "norm", "channel_order", "interpolation")
 
 
 def geometry_differences(a: Profile, b: Profile) -> list[str]:
@@ -166,6 +222,14 @@ def profile_from_dict(d: Any) -> Profile:
         raise InputError(f"recorded profile {d['name']!r} has unknown field(s) "
                          f"{', '.join(unknown)}")
     fields = dict(d)
+    for f in ("mean", "std"):
+        v = fields.get(f)
+        if v is not None:
+            if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise InputError(f"recorded profile {d['name']!r}: {f} must be 3 numbers, "
+                                 f"got {v!r}")
+            fields[f] = tuple(float(x) for x in v)
     size = fields.get("input_size")
     if size is not None:
         if not (isinstance(size, (list, tuple)) and len(size) == 2
@@ -180,7 +244,8 @@ def profile_from_dict(d: Any) -> Profile:
     v = fields.get("score_strict")
     if v is not None and not isinstance(v, bool):
         raise InputError(f"recorded profile {d['name']!r}: score_strict must be true or false")
-    for f in ("letterbox", "box_mode", "max_num_metric", "nms_convention"):
+    for f in ("letterbox", "box_mode", "max_num_metric", "nms_convention", "norm",
+              "channel_order", "interpolation"):
         v = fields.get(f)
         if v is not None and not isinstance(v, str):
             raise InputError(f"recorded profile {d['name']!r}: {f} must be text, got {v!r}")

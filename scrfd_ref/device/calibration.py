@@ -61,13 +61,18 @@ def _image_id(path: Path) -> list[str]:
 
 
 def _calibration_reader(images: Sequence[Path], input_name: str,
-                        input_size: tuple[int, int]) -> Any:
-    """An ORT ``CalibrationDataReader`` that preprocesses one image per call."""
+                        input_size: tuple[int, int], profile: dict | None = None,
+                        progress: bool = False) -> Any:
+    """An ORT ``CalibrationDataReader`` that preprocesses one image per call with
+    ``profile`` (a recorded profile dict; default the device-flow letterbox)."""
     from onnxruntime.quantization import CalibrationDataReader
+    from tqdm import tqdm
 
-    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.core.profiles import get_profile, profile_from_dict
 
-    profile = get_profile(CALIBRATION_PROFILE, input_size=input_size)
+    prof = (profile_from_dict(profile) if profile else get_profile(CALIBRATION_PROFILE))
+    prof = prof.replace(input_size=tuple(input_size))
+    bar = tqdm(total=len(images), desc="calibration", unit="img", disable=not progress)
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -75,7 +80,11 @@ def _calibration_reader(images: Sequence[Path], input_name: str,
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             path = next(self._paths, None)
-            return None if path is None else {input_name: _calibration_blob(path, profile)}
+            if path is None:
+                bar.close()
+                return None
+            bar.update(1)
+            return {input_name: _calibration_blob(path, prof)}
 
     return _Reader()
 

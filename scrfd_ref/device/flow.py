@@ -49,6 +49,7 @@ from scrfd_ref.formats.manifest import (
     open_run,
     read_source,
 )
+from scrfd_ref.formats.vdsp import VdspParams
 from scrfd_ref.formats.wider_txt import wider_rows, write_predictions
 
 DUMP_META = DUMP_MANIFEST
@@ -263,3 +264,29 @@ def dump_source(outputs_dir: str | Path, *, allow_incomplete: bool = False,
     """The manifest of a dump folder for a consumer (see :func:`read_source`)."""
     return read_source(outputs_dir, DUMP_MANIFEST, allow_incomplete=allow_incomplete,
                        option=option)
+
+
+def check_vdsp_record(source: Source, vdsp: VdspParams, *, force: bool = False) -> str | None:
+    """Refuse a vdsp params file other than the one a dump recorded; a notice or None.
+
+    A dump made with ``--vdsp-params`` records the file's content; decoding it with a
+    different file would judge the device with another preprocessing.
+
+    Raises:
+        UsageError: the recorded file differs (the differing ``OpConfig`` fields are named)
+            and ``force`` is not set.
+    """
+    recorded = source.identity.get("vdsp_params")
+    if not isinstance(recorded, dict) or recorded.get("sha256") == vdsp.sha256:
+        return None
+    old = {"OpType": recorded.get("OpType"), **(recorded.get("OpConfig") or {})}
+    new = {"OpType": vdsp.op_type, **dict(vdsp.config)}
+    fields = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted({*old, *new})
+              if old.get(k) != new.get(k)] or ["the text only"]
+    what = (f"--vdsp-params {vdsp.source}: the dump was made with vdsp params "
+            f"{recorded.get('file')} and this file differs ({'; '.join(fields[:4])}"
+            f"{'; ...' if len(fields) > 4 else ''})")
+    if not force:
+        raise UsageError(what + "; give the recorded file, drop --vdsp-params, or pass "
+                                "--force-profile")
+    return "--force-profile: " + what

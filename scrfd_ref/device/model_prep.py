@@ -36,8 +36,10 @@ def device_layout_model(src: str | Path, input_size: tuple[int, int] | None,
 
 def prepare_model(src: str | Path, *, layout: str = "standard", dtype: str = "fp32",
                   input_size: tuple[int, int] | None = None,
-                  cache: str | Path | None = None) -> Path:
-    """Path of ``src`` in the requested layout and dtype (fp32 standard: ``src`` itself)."""
+                  cache: str | Path | None = None, recipe=None) -> Path:
+    """Path of ``src`` in the requested layout and dtype (fp32 standard: ``src`` itself);
+    ``recipe``: the int8 :class:`~scrfd_ref.device.quantize.QuantRecipe` (default the
+    project's)."""
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     path = Path(src) if layout == "standard" else device_layout_model(src, input_size, cache)
@@ -45,4 +47,4 @@ def prepare_model(src: str | Path, *, layout: str = "standard", dtype: str = "fp
         return path
     from scrfd_ref.device.quantize import convert_model
 
-    return convert_model(path, dtype, cache_dir=data_mod.cache_dir(cache))
+    return convert_model(path, dtype, cache_dir=data_mod.cache_dir(cache), recipe=recipe)

@@ -50,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,12 +89,84 @@ WEIGHT_TYPE = "QInt8"
 FORMAT_VERSION = 1
 
 
+#: calibration methods (``scrfd-ref quantize --method``) -> ORT ``CalibrationMethod`` names
+CALIBRATION_METHODS: dict[str, str] = {"minmax": "MinMax", "percentile": "Percentile",
+                                       "entropy": "Entropy"}
+DEFAULT_PERCENTILE = 99.999
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How an int8 model is calibrated: the project's default, or a build YAML's.
+
+    Attributes:
+        method: ``minmax``, ``percentile`` or ``entropy`` (:data:`CALIBRATION_METHODS`).
+        percentile: the percentile of the ``percentile`` method.
+        per_channel: per-output-channel weight scales.
+        calib_count: how many calibration images.
+        calibration: the profile whose preprocessing feeds calibration (a dict of
+            :meth:`~scrfd_ref.core.profiles.Profile.to_dict`; default ``device-flow``).
+        source: ``default`` or the build YAML it came from.
+    """
+
+    method: str = "minmax"
+    percentile: float = DEFAULT_PERCENTILE
+    per_channel: bool = True
+    calib_count: int = 50
+    calibration: dict[str, Any] | None = None
+    source: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise InputError(f"calibration method {self.method!r} is not one of "
+                             f"{', '.join(CALIBRATION_METHODS)}")
+        if not 0 < self.percentile <= 100:
+            raise InputError(f"percentile {self.percentile} is not in (0, 100]")
+        if isinstance(self.calib_count, bool) or self.calib_count < 1:
+            raise InputError(f"calibration count {self.calib_count!r} is not positive")
+
+    def calibration_profile(self, input_size: tuple[int, int]) -> Any:
+        """The :class:`~scrfd_ref.core.profiles.Profile` calibration images go through."""
+        from scrfd_ref.core.profiles import get_profile, profile_from_dict
+
+        base = (profile_from_dict(self.calibration) if self.calibration
+                else get_profile(CALIBRATION_PROFILE))
+        return base.replace(input_size=tuple(input_size))
+
+    @classmethod
+    def from_build_yaml(cls, recipe: Any) -> "QuantRecipe":
+        """The int8 recipe of a :class:`~scrfd_ref.formats.build_yaml.BuildRecipe`.
+
+        Calibration preprocessing: the YAML's resize (long side to N, pad to square: the
+        input size N x N) and normalisation; the pad value and position the YAML leaves
+        open are the ``device-flow`` profile's (centred, 114), RGB as SCRFD expects.
+        """
+        from scrfd_ref.core.profiles import get_profile
+
+        ops = recipe.ops
+        fields: dict[str, Any] = {}
+        if ops.resize_long_side:
+            fields["input_size"] = (ops.resize_long_side, ops.resize_long_side)
+        if ops.mean is not None:
+            fields.update(mean=ops.mean, std=ops.std or (1.0, 1.0, 1.0),
+                          norm="div255_minusmean_divstd" if ops.div255 else "minusmean_divstd")
+        elif ops.div255:
+            fields["norm"] = "div255"
+        profile = get_profile(CALIBRATION_PROFILE, **fields)
+        return cls(method=recipe.calibrate_mode or "minmax",
+                   percentile=recipe.percentile or DEFAULT_PERCENTILE,
+                   per_channel=True if recipe.per_channel is None else bool(recipe.per_channel),
+                   calib_count=recipe.calib_count or 50, calibration=profile.to_dict(),
+                   source=recipe.source)
+
+
 # ----------------------------------------------------------------------------- public API
 
 def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
-                  calibration_images: Sequence[Path] | None = None, num_calibration: int = 50,
-                  keep_heads_float: bool = False,
-                  input_size: tuple[int, int] = (640, 640)) -> Path:
+                  calibration_images: Sequence[Path] | None = None,
+                  num_calibration: int | None = None, keep_heads_float: bool = False,
+                  input_size: tuple[int, int] = (640, 640),
+                  recipe: QuantRecipe | None = None, progress: bool = False) -> Path:
     """Return the ONNX file of ``src`` converted to ``dtype`` (cached).
 
     Args:
@@ -102,9 +175,14 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
         cache_dir: folder for converted files (default :func:`default_cache_dir`).
         calibration_images: int8 only: images to calibrate on (default
             :func:`default_calibration_images`); the first ``num_calibration`` are used.
-        num_calibration: int8 only: how many calibration images to use (>= 1).
+        num_calibration: int8 only: how many calibration images to use (default: the
+            recipe's, 50).
         keep_heads_float: keep each head's last conv and its flattening tail in float.
         input_size: int8 only: ``(W, H)`` of the calibration blobs.
+        recipe: int8 only: the calibration recipe (default :class:`QuantRecipe`: min/max,
+            per channel, the device-flow letterbox); a build YAML's with
+            :meth:`QuantRecipe.from_build_yaml`.
+        progress: show a progress bar over the calibration images.
 
     Returns:
         The path of the converted model (``src`` itself for fp32).
@@ -121,18 +199,20 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
         raise DataMissingError(f"model file not found: {src}")
     if dtype == "fp32":
         return src
+    recipe = recipe or QuantRecipe()
     images: list[Path] = []
     if dtype == "int8":
-        images = _calibration_list(calibration_images, num_calibration)
+        images = _calibration_list(calibration_images, recipe.calib_count
+                                   if num_calibration is None else num_calibration)
     settings = conversion_settings(dtype, keep_heads_float=keep_heads_float,
-                                   input_size=input_size)
+                                   input_size=input_size, recipe=recipe)
     out = _cache_file(src, settings, images, cache_dir)
     if cached_model_ok(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(out.with_name(out.name + ".lock")):
         if not cached_model_ok(out):
-            _convert_to(src, out, settings, images)
+            _convert_to(src, out, settings, images, progress=progress)
     return out
 
 
@@ -173,7 +253,8 @@ def default_cache_dir() -> Path:
 
 
 def conversion_settings(dtype: str, *, keep_heads_float: bool = False,
-                        input_size: tuple[int, int] = (640, 640)) -> dict[str, Any]:
+                        input_size: tuple[int, int] = (640, 640),
+                        recipe: QuantRecipe | None = None) -> dict[str, Any]:
     """Every setting that shapes the converted file for ``dtype`` (JSON-ready).
 
     Settings that do not apply to a dtype are left out, so they do not split its cache.
@@ -186,14 +267,16 @@ def conversion_settings(dtype: str, *, keep_heads_float: bool = False,
     if dtype == "fp16":
         settings["keep_io_types"] = True
         return settings
-    from scrfd_ref.core.profiles import get_profile
-
-    profile = get_profile(CALIBRATION_PROFILE, input_size=tuple(input_size))
-    settings.update(opset=INT8_OPSET, quant_format="QDQ", per_channel=True,
-                    calibrate_method="MinMax", activation_type=ACTIVATION_TYPE,
-                    weight_type=WEIGHT_TYPE, reduce_range=False,
-                    input_size=list(profile.input_size),
-                    letterbox=profile.letterbox, pad_value=profile.pad_value)
+    recipe = recipe or QuantRecipe()
+    profile = recipe.calibration_profile(tuple(input_size))
+    settings.update(opset=INT8_OPSET, quant_format="QDQ", per_channel=recipe.per_channel,
+                    calibrate_method=CALIBRATION_METHODS[recipe.method],
+                    activation_type=ACTIVATION_TYPE, weight_type=WEIGHT_TYPE,
+                    reduce_range=False, input_size=list(profile.input_size),
+                    letterbox=profile.letterbox, pad_value=profile.pad_value,
+                    calibration_profile=profile.to_dict())
+    if recipe.method == "percentile":
+        settings["percentile"] = recipe.percentile
     return settings
 
 
@@ -239,19 +322,21 @@ def _check_dtype(dtype: str) -> str:
 
 # ----------------------------------------------------------------------------- conversion
 
-def _convert_to(src: Path, out: Path, settings: dict[str, Any], images: Sequence[Path]) -> None:
+def _convert_to(src: Path, out: Path, settings: dict[str, Any], images: Sequence[Path],
+                progress: bool = False) -> None:
     model = _load_model(src)
     excluded = head_node_names(model) if settings["keep_heads_float"] else []
     with _temp_beside(out) as tmp:
         if settings["dtype"] == "fp16":
             _write_fp16(model, tmp, excluded)
         else:
-            _write_int8(model, src, tmp, settings, images, excluded)
+            _write_int8(model, src, tmp, settings, images, excluded, progress=progress)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, out)
 
 
-__all__ = ["ACTIVATION_TYPE", "CACHE_ENV", "DTYPES", "WEIGHT_TYPE", "cache_key",
+__all__ = ["ACTIVATION_TYPE", "CACHE_ENV", "CALIBRATION_METHODS", "DTYPES", "QuantRecipe",
+           "WEIGHT_TYPE", "cache_key",
            "conversion_settings", "convert_model", "default_cache_dir",
            "default_calibration_images", "head_conv_names", "head_node_names",
            "library_versions"]

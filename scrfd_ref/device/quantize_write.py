@@ -138,7 +138,7 @@ def _write_fp16(model: Any, dst: Path, excluded: Sequence[str]) -> None:
 
 
 def _write_int8(model: Any, src: Path, dst: Path, settings: dict[str, Any],
-                images: Sequence[Path], excluded: Sequence[str]) -> None:
+                images: Sequence[Path], excluded: Sequence[str], progress: bool = False) -> None:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -152,15 +152,18 @@ def _write_int8(model: Any, src: Path, dst: Path, settings: dict[str, Any],
         raise InputError(f"{src}: input is fixed at {dims[3]}x{dims[2]}, cannot calibrate at "
                          f"{size[0]}x{size[1]} (pass input_size=({dims[3]}, {dims[2]}))")
     model = _upgrade_opset(model, src, settings["opset"])
-    reader = _calibration_reader(images, input_name, size)
+    reader = _calibration_reader(images, input_name, size,
+                                 profile=settings.get("calibration_profile"), progress=progress)
+    extra = ({"CalibPercentile": settings["percentile"]} if "percentile" in settings else {})
     with _quiet_ort_advice():
         quantize_static(model, str(dst), reader, quant_format=QuantFormat.QDQ,
                         per_channel=settings["per_channel"],
                         reduce_range=settings["reduce_range"],
                         activation_type=getattr(QuantType, settings["activation_type"]),
                         weight_type=getattr(QuantType, settings["weight_type"]),
-                        calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=list(excluded))
+                        calibrate_method=getattr(CalibrationMethod,
+                                                 settings.get("calibrate_method", "MinMax")),
+                        nodes_to_exclude=list(excluded), extra_options=extra)
 
 
 def _upgrade_opset(model: Any, src: Path, opset: int) -> Any:

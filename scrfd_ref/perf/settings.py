@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from scrfd_ref.core.errors import InputError, ScrfdRefError
+from scrfd_ref.core.profiles import Profile
 
 DEFAULT_ITERATIONS = 50
 DEFAULT_WARMUP = 5
@@ -49,7 +50,8 @@ class PerfSettings:
             ``data_dir``; random images when there are none).
         data_dir: data directory for the default images.
         max_images: how many default images to load.
-        profile: pipeline profile name (pre/post-processing settings).
+        profile: pipeline profile: a name or a :class:`~scrfd_ref.core.profiles.Profile`
+            (for instance one whose preprocessing comes from a vdsp params file).
         record_calls: keep every call's start/end (ns from ``t0``) in the result.
         seed: seed of the random blob / random images.
     """
@@ -71,7 +73,7 @@ class PerfSettings:
     images: tuple[str, ...] = ()
     data_dir: str | None = None
     max_images: int = DEFAULT_MAX_IMAGES
-    profile: str = "insightface"
+    profile: "str | Profile" = "insightface"
     record_calls: bool = False
     seed: int = 0
 
@@ -114,6 +116,8 @@ class PerfSettings:
         d["shape"] = list(self.shape)
         d["images"] = list(self.images)
         d["mode"] = self.mode
+        if not isinstance(self.profile, str):
+            d["profile"] = self.profile.to_dict()
         return d
 
 

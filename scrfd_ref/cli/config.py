@@ -1,0 +1,221 @@
+"""Sub-commands ``check-config`` (lint the device's config files) and ``quantize``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scrfd_ref.cli.args import _bounded, add_command, add_vdsp_option, positive_int, size
+from scrfd_ref.core.errors import InputError, UsageError, problem_list
+from scrfd_ref.formats.files import display, input_dir, output_file
+
+#: image suffixes taken from --calib-images when the build YAML names none
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+_count = positive_int(100_000)
+_percentile = _bounded(float, lambda v: 0 < v <= 100, "a percentile in (0, 100]")
+
+
+def _read_configs(args: argparse.Namespace):
+    """The ``--vdsp-params`` and ``--build-yaml`` files, read (None when not given)."""
+    from scrfd_ref.cli.args import read_vdsp_option
+    from scrfd_ref.formats.build_yaml import read_build_yaml
+
+    vdsp = read_vdsp_option(args)
+    recipe = read_build_yaml(args.build_yaml) if args.build_yaml else None
+    return vdsp, recipe
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Cross-check a model, its vdsp params file and its build YAML.
+
+    Lint the device configuration against the model and against what SCRFD was trained
+    on (RGB, (x - 127.5) / 128): the vdsp output size against the model's fixed input
+    (or, for a dynamic model, the build YAML's shape and --input-size, default 640),
+    the normalisation, BGR without conversion, pitches, unknown keys and values (with
+    the closest valid name), and the YAML's calibration resize and normalisation against
+    the vdsp file. One line per finding: severity, field, message. Exit 1 when any error
+    is found, 0 when clean or only warnings, 2 when a file is missing or does not parse.
+    """
+    from scrfd_ref.cli.args import resolve_model
+    from scrfd_ref.device.config_lint import check_config
+
+    if not (args.vdsp_params or args.build_yaml):
+        raise UsageError("give --vdsp-params FILE and/or --build-yaml FILE to check")
+    model = resolve_model(args.model, args.data_dir) if args.model else None
+    vdsp, recipe = _read_configs(args)
+    findings = check_config(model, vdsp, recipe, args.input_size)
+    checked = [display(p) for p in (model, args.vdsp_params, args.build_yaml) if p]
+    for f in findings:
+        print(str(f))
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    print(f"check-config: {errors} error(s), {warnings} warning(s) in {', '.join(checked)}")
+    if errors:
+        raise InputError(f"{errors} configuration error(s) (listed above): the device would not "
+                         "compute what SCRFD expects; fix the files before judging the device")
+    return 0
+
+
+def _calibration_images(args: argparse.Namespace, recipe, count: int) -> list[Path] | None:
+    """The calibration images: --calib-images, else the YAML's folder when it exists, else
+    None (the data folder's WIDER val images)."""
+    folder = args.calib_images
+    if folder is None and recipe is not None and recipe.calib_path:
+        if Path(recipe.calib_path).is_dir():
+            folder = recipe.calib_path
+        else:
+            print(f"scrfd-ref quantize: notice: the build YAML's calibration folder "
+                  f"{recipe.calib_path} does not exist here; calibrating on the data folder's "
+                  "WIDER val images (give --calib-images DIR to choose)", file=sys.stderr)
+    if folder is None:
+        return None
+    root = input_dir(folder, "--calib-images", "calibration image folder")
+    suffixes = ((f".{recipe.calib_suffix.lstrip('.').lower()}",) if recipe is not None
+                and recipe.calib_suffix else IMAGE_SUFFIXES)
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not found:
+        raise InputError(f"--calib-images {display(root)}: no {'/'.join(suffixes)} images in it")
+    if len(found) < count:
+        print(f"scrfd-ref quantize: notice: {len(found)} calibration image(s) in "
+              f"{display(root)}, fewer than the {count} asked for; using them all",
+              file=sys.stderr)
+    return found
+
+
+def _recipe_of(args: argparse.Namespace, build):
+    """The int8 :class:`~scrfd_ref.device.quantize.QuantRecipe`: the YAML's (or the
+    project's default), with --method / --percentile / --calib-count on top."""
+    from scrfd_ref.device.quantize import QuantRecipe
+
+    recipe = QuantRecipe.from_build_yaml(build) if build is not None else QuantRecipe()
+    changes = {}
+    if args.method:
+        changes["method"] = args.method
+    if args.percentile is not None:
+        changes["percentile"] = args.percentile
+    if args.calib_count:
+        changes["calib_count"] = args.calib_count
+    if not changes:
+        return recipe
+    import dataclasses
+
+    return dataclasses.replace(recipe, **changes)
+
+
+def _input_size(model: Path, build, args: argparse.Namespace) -> tuple[int, int]:
+    """The calibration input size: the model's fixed input, else --input-size, else the
+    build YAML's shape or resize, else 640x640."""
+    from scrfd_ref.device.config_lint import DEFAULT_INPUT_SIZE, model_input_size
+
+    w, h = model_input_size(model)
+    if w and h:
+        return w, h
+    if args.input_size:
+        return tuple(args.input_size)
+    if build is not None and build.input_shape and len(build.input_shape) == 4:
+        return build.input_shape[3], build.input_shape[2]
+    if build is not None and build.ops.resize_long_side:
+        return build.ops.resize_long_side, build.ops.resize_long_side
+    return DEFAULT_INPUT_SIZE
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Convert an fp32 model to fp16 or int8 (the build YAML's recipe or the default).
+
+    Convert a standard SCRFD ONNX file. fp16: float16 inside, float32 input and outputs.
+    int8: ONNX Runtime static QDQ quantization calibrated on images: with --build-yaml
+    the YAML's recipe (the vendor's: max calibration, per channel, its number of images
+    and its resize / pad / normalise); without it the project's default (min/max, per
+    channel, 50 WIDER val images, device-flow letterbox). An explicit --dtype that
+    disagrees with the YAML's wins, with a warning. The YAML is checked first (as
+    check-config does); an error in it stops the conversion. Without --out the file
+    goes to the model cache the conformance fixtures use (its path is printed).
+    """
+    import shutil
+
+    from scrfd_ref.cli.args import resolve_model
+    from scrfd_ref.device.config_lint import check_config
+    from scrfd_ref.device.model_summary import conversion_summary
+    from scrfd_ref.device.quantize import convert_model
+    from scrfd_ref.formats.files import atomic_write
+
+    model = resolve_model(args.model, args.data_dir)
+    _, build = _read_configs(args)
+    if args.out:
+        output_file(args.out, "--out", inputs=[model] + ([args.build_yaml] if build else []))
+    dtype = args.dtype or (build.dtype if build is not None else "int8")
+    if build is not None and args.dtype and args.dtype != build.dtype:
+        print(f"scrfd-ref quantize: warning: --dtype {args.dtype} overrides the build YAML's "
+              f"dtype {build.dtype} ({display(args.build_yaml)})", file=sys.stderr)
+    if build is not None:
+        findings = check_config(model, None, build, args.input_size)
+        for f in findings:
+            if f.severity == "warning":
+                print(f"scrfd-ref quantize: warning: {f.field}: {f.message}", file=sys.stderr)
+        errors = [f"{f.field}: {f.message}" for f in findings if f.severity == "error"]
+        if errors:
+            raise problem_list(errors, f"--build-yaml {display(args.build_yaml)} (scrfd-ref "
+                                       "check-config explains each)")
+    recipe = _recipe_of(args, build)
+    input_size = _input_size(model, build, args)
+    images = (_calibration_images(args, build, recipe.calib_count) if dtype == "int8"
+              else None)
+    converted = convert_model(model, dtype, calibration_images=images, recipe=recipe,
+                              input_size=input_size, progress=not args.quiet)
+    target = converted
+    if args.out:
+        with atomic_write(args.out, "wb") as dst, open(converted, "rb") as src:
+            shutil.copyfileobj(src, dst)
+        target = Path(args.out)
+    summary = conversion_summary(target)
+    print(f"quantize: {display(model)} -> {display(target)} ({dtype})")
+    print(f"  {summary.describe(dtype)}")
+    if dtype == "int8":
+        used = min(recipe.calib_count, len(images)) if images is not None else recipe.calib_count
+        print(f"  calibration: {used} image(s), {recipe.method}"
+              f"{f' {recipe.percentile}' if recipe.method == 'percentile' else ''}, "
+              f"{'per channel' if recipe.per_channel else 'per tensor'}, input "
+              f"{input_size[0]}x{input_size[1]}, recipe {recipe.source}")
+    if not args.out:
+        print("  (in the model cache the conformance fixtures use; --out FILE writes a copy)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``check-config`` and ``quantize`` to the main parser."""
+    from scrfd_ref.device.quantize import CALIBRATION_METHODS
+
+    p = add_command(sub, "check-config", cmd_check_config)
+    p.add_argument("--model", "-m", default=None,
+                   help="ONNX model or variant name (its input shape is checked against the "
+                        "files)")
+    add_vdsp_option(p)
+    p.add_argument("--build-yaml", default=None, metavar="FILE",
+                   help="the vamc build YAML (model shape, dtype, calibration recipe)")
+    p.add_argument("--input-size", type=size, default=None, metavar="W,H",
+                   help="the input size a dynamic model is run at (default 640,640)")
+
+    p = add_command(sub, "quantize", cmd_quantize)
+    p.add_argument("--model", "-m", default=None,
+                   help="standard fp32 ONNX export or variant name (default 500m_bnkps)")
+    p.add_argument("--dtype", "-D", default=None, choices=("fp16", "int8"),
+                   help="target precision (default: the build YAML's, else int8)")
+    p.add_argument("--build-yaml", default=None, metavar="FILE",
+                   help="follow this vamc build YAML's recipe (calibration mode, per channel, "
+                        "image count, resize / pad / normalise)")
+    p.add_argument("--calib-images", default=None, metavar="DIR",
+                   help="calibration images (searched recursively; default: the YAML's "
+                        "calib path when it exists, else WIDER val images of the data folder)")
+    p.add_argument("--calib-count", type=_count, default=None, metavar="N",
+                   help="number of calibration images (default: the YAML's get_data_num, "
+                        "else 50)")
+    p.add_argument("--method", default=None, choices=sorted(CALIBRATION_METHODS),
+                   help="calibration method (default: the YAML's calibrate_mode, else minmax)")
+    p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
+                   help="the percentile of --method percentile (default 99.999)")
+    p.add_argument("--input-size", type=size, default=None, metavar="W,H",
+                   help="calibration input size of a dynamic model (default: the YAML's "
+                        "shape, else 640,640)")
+    p.add_argument("--out", "-o", default=None, metavar="FILE",
+                   help="write the converted model here (default: only the model cache)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -1,0 +1,69 @@
+"""What a conversion did to a model: how many compute nodes run quantized or in float16.
+
+Used by ``scrfd-ref quantize`` for its summary. Compute nodes are the ops that carry
+weights (:data:`WEIGHTED_OPS`). In a QDQ int8 model a node counts as quantized when its
+weight input comes from a ``DequantizeLinear`` (the weight is stored as int8); in an
+fp16 model when its weight initializer is stored as float16.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from onnx import TensorProto
+
+#: ops whose second input is a weight tensor
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """Counts of a converted model.
+
+    Attributes:
+        nodes: every node of the graph.
+        compute_nodes: nodes of :data:`WEIGHTED_OPS`.
+        converted: compute nodes whose weights are int8 (QDQ) or float16.
+        float_kept: compute nodes left in float32.
+        qdq_pairs: ``QuantizeLinear`` nodes (activations quantized), 0 for fp16.
+    """
+
+    nodes: int
+    compute_nodes: int
+    converted: int
+    float_kept: int
+    qdq_pairs: int
+
+    def describe(self, dtype: str) -> str:
+        """``31 of 33 conv/matmul nodes int8 (2 kept float), 95 quantize nodes``."""
+        what = "with int8 weights" if dtype == "int8" else "in float16"
+        text = (f"{self.converted} of {self.compute_nodes} weighted nodes {what}"
+                f" ({self.float_kept} kept float32)")
+        if dtype == "int8":
+            text += f", {self.qdq_pairs} activation QuantizeLinear nodes"
+        return text + f", {self.nodes} nodes in all"
+
+
+def conversion_summary(path: str | os.PathLike) -> ConversionSummary:
+    """Count the converted compute nodes of an ONNX file (see the module docstring)."""
+    from scrfd_ref.device.onnx_tools import load_model
+
+    graph = load_model(path).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    fp16 = {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    compute = [n for n in graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1]
+
+    def converted(node) -> bool:
+        weight = node.input[1]
+        src = producers.get(weight)
+        if src is not None and src.op_type == "DequantizeLinear":
+            return True
+        if src is not None and src.op_type == "Cast":
+            weight = src.input[0]
+        return weight in fp16
+
+    n_conv = sum(converted(n) for n in compute)
+    return ConversionSummary(
+        nodes=len(graph.node), compute_nodes=len(compute), converted=n_conv,
+        float_kept=len(compute) - n_conv,
+        qdq_pairs=sum(n.op_type == "QuantizeLinear" for n in graph.node))
