@@ -1,13 +1,18 @@
-"""Every gate can fail: known faults injected into an honest dump, the checks run on each.
+"""Every gate can fail, and honest devices pass: known faults injected into honest dumps.
 
-An honest fp32 dump of ``500m_bnkps`` (device layout, device-flow profile, two WIDER
-events) is the control: it passes every gate of every dtype. Copies of it with one fault
-each (:mod:`scrfd_ref.conformance.faults`: a scaled head, a dead stride, swapped landmarks, a score
-bias, boxes in another channel order, NaN, missing landmark heads, two images swapped)
-and a dump made with another pad value than its manifest claims are replayed and checked
-at head, detection, collapse and AP level (:mod:`scrfd_ref.conformance.checks`). Each fault must fail
-the levels it breaks, and together the faults must fail every declared bound of every
-dtype's gates: a gate that no fault can fail would be a gate that cannot fail.
+Honest dumps of ``500m_bnkps`` (device layout, device-flow profile, two WIDER events) are
+the controls: fp32, ONNX Runtime fp16, an emulated fp16-storage device (every tensor
+rounded to fp16, :mod:`scrfd_ref.device.emulate`), int8 with the project's default recipe
+and int8 with the vendor's (MinMax, every node int8). Each must pass every gate of its
+dtype (the fp32 dump every dtype's). The fp32, fp16 and int8 dumps are then the bases of
+the faults (:mod:`scrfd_ref.conformance.faults`: one stride's boxes 15% too large, a
+scaled head, a dead stride, swapped landmarks, score biases, boxes in another channel
+order, NaN, missing landmark heads, two images swapped, int8 outputs never dequantized)
+and of two preprocessing faults (dumped with pad 0 or BGR input while the manifest says
+114 / RGB); each faulty dump is replayed and checked at every level
+(:mod:`scrfd_ref.conformance.checks`) with its base's dtype gates. Each fault must fail the
+levels it breaks, and together the faults must fail every declared bound of every dtype's
+gates: a gate that no fault can fail would be a gate that cannot fail.
 """
 from __future__ import annotations
 
@@ -21,8 +26,11 @@ from scrfd_ref.backends import get_backend
 from scrfd_ref.conformance.checks import run_all
 from scrfd_ref.conformance.faults import Fault, inject
 from scrfd_ref.conformance.gates import DTYPES, declared
+from scrfd_ref.conformance.int8_recipes import RECIPES
 from scrfd_ref.conformance.runs import replay_images, run_device
+from scrfd_ref.core.errors import InputError
 from scrfd_ref.core.profiles import get_profile
+from scrfd_ref.device.emulate import RUN_OPTIONS, emulated_model
 from scrfd_ref.device.flow import dump, image2npz
 from scrfd_ref.device.model_prep import prepare_model
 from scrfd_ref.widerface.evaluate import evaluate
@@ -30,30 +38,62 @@ from scrfd_ref.widerface.evaluate import evaluate
 VARIANT = "500m_bnkps"
 EVENTS = ("19--Couple", "4--Dancing")
 
-#: fault -> the levels it must fail under every dtype's gates
+#: honest dumps: name -> the dtype whose gates judge it
+CONTROLS = {"fp32": "fp32", "fp16": "fp16", "fp16-storage": "fp16", "int8": "int8",
+            "int8-minmax": "int8"}
+#: the dumps faults are injected into, one per dtype
+BASES = ("fp32", "fp16", "int8")
+
+#: fault -> the levels it must fail on every base (under that base's dtype gates)
 FAULTS = {
-    Fault("scale_head", kind="bbox", stride=16, magnitude=2.0): {"heads", "detections", "ap"},
-    Fault("dead_stride", stride=8, magnitude=30.0): {"heads", "detections", "collapse", "ap"},
-    Fault("swap_landmarks", pair=(0, 4)): {"heads", "detections"},
-    Fault("bias_scores", magnitude=3.0): {"heads", "detections"},  # monotone: AP may hold
+    Fault("scale_head", kind="bbox", stride=32, magnitude=1.15): {"buckets"},
+    Fault("scale_head", kind="bbox", stride=16, magnitude=2.0):
+        {"heads", "anchors", "detections", "buckets", "ap"},
+    Fault("dead_stride", stride=8, magnitude=30.0):
+        {"heads", "anchors", "detections", "buckets", "collapse", "ap"},
+    Fault("swap_landmarks", pair=(0, 4)): {"heads", "anchors", "detections", "buckets"},
+    Fault("bias_scores", magnitude=3.0): {"heads", "anchors", "detections"},
     Fault("bias_scores", magnitude=-5.0): {"heads", "detections", "collapse", "ap"},
-    Fault("box_order"): {"heads", "detections", "ap"},
+    Fault("box_order"): {"heads", "anchors", "detections", "buckets", "ap"},
     Fault("nan", kind="bbox", stride=32, magnitude=50): {"heads"},
-    Fault("drop_landmarks"): {"heads", "detections"},
+    Fault("drop_landmarks"): {"heads", "detections", "buckets"},
     Fault("swap_images", pair=(0, 1)): {"detections"},
 }
-#: faults the looser gates of some dtypes cannot catch (findings, not expectations):
-#: two swapped images out of 79 move the pooled fp16 / int8 recall by less than their
-#: margin (a per-image gate would catch it; see the int8 / gates issue)
-NOT_CAUGHT = {("swap_images(0<->1)", "fp16"), ("swap_images(0<->1)", "int8")}
-PAD_FAULT = "profile: pad 0 instead of the recorded 114"
+#: faults some dtype's gates cannot catch (findings, not expectations): two swapped
+#: images out of 79 move the pooled fp16 / int8 recall by less than their margin (the
+#: per-bucket recall neither: each bucket pools over images too)
+NOT_CAUGHT: set[tuple[str, str]] = {("swap_images(0<->1)", "fp16"),
+                                    ("swap_images(0<->1)", "int8")}
+#: preprocessing faults: dump made with another profile than the manifest records
+PREPROCESSING = {"pad 0 instead of 114": {"pad_value": 0.0},
+                 "BGR fed to the model": {"channel_order": "bgr"}}
+#: findings: on an int8 device both preprocessing faults stay inside int8 noise at head
+#: level (measured on these events: BGR head SNR 10.1 dB, pad 0 8.8 dB, honest int8 9.1 -
+#: 11.0 dB; BGR costs 2.0% of hard AP, at the int8 AP gate). The diagnose command tests
+#: these hypotheses directly instead.
+PREPROCESSING_NOT_CAUGHT = {("pad 0 instead of 114", "int8"), ("BGR fed to the model", "int8")}
+#: int8 outputs written without dequantization: the replay refuses the dtype
+RAW_INT8 = Fault("raw_int8", magnitude=16.0)
 
 pytestmark = pytest.mark.acceptance
 
 
+def _device_model(model: Path, name: str, size) -> tuple[Path, dict]:
+    """(device-layout model file, backend options) of an honest control."""
+    fp32 = prepare_model(model, layout="device", input_size=size)
+    if name == "fp32":
+        return fp32, {}
+    if name == "fp16-storage":
+        return emulated_model(fp32), dict(RUN_OPTIONS)
+    if name == "int8-minmax":
+        return prepare_model(model, layout="device", dtype="int8", input_size=size,
+                             recipe=RECIPES["minmax"]), {}
+    return prepare_model(model, layout="device", dtype=name, input_size=size), {}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, pytestconfig, variant_file, wider_images_dir, ground_truth):
-    """(reference run, honest dump folder, images, profile) for the two events."""
+    """(reference run, dump folders, images, profile) for the two events."""
     if pytestconfig.getoption("--device-outputs"):
         pytest.skip("the fault tests make their own dumps, not a replay of --device-outputs")
     model = variant_file(VARIANT)
@@ -61,20 +101,27 @@ def world(tmp_path_factory, pytestconfig, variant_file, wider_images_dir, ground
     image2npz(wider_images_dir, root / "npz", root / "datalist.txt", events=EVENTS,
               progress=False)
     profile = get_profile("device-flow")
-    device_model = prepare_model(model, layout="device", input_size=profile.input_size)
-    with get_backend("ort", device_model) as backend:
-        dump(backend, root / "datalist.txt", root / "honest", profile, progress=False,
-             meta={"variant": VARIANT, "dtype": "fp32"})
-        dump(backend, root / "datalist.txt", root / "pad0", profile.replace(pad_value=0.0),
-             progress=False, meta={"variant": VARIANT, "dtype": "fp32"})
-    # the pad-0 dump claims the recorded profile of the honest one (a misconfigured device)
-    honest_doc = json.loads((root / "honest" / "scrfd_dump.json").read_text())
-    pad_doc = json.loads((root / "pad0" / "scrfd_dump.json").read_text())
-    pad_doc["identity"]["profile"] = honest_doc["identity"]["profile"]
-    (root / "pad0" / "scrfd_dump.json").write_text(json.dumps(pad_doc))
+    recorded = {}
+    for name, dtype in CONTROLS.items():
+        path, opts = _device_model(model, name, profile.input_size)
+        out_dtype = "fp32" if dtype == "fp32" else "fp16"
+        with get_backend("ort", path, dtype=dtype, **opts) as backend:
+            dump(backend, root / "datalist.txt", root / name, profile, progress=False,
+                 dtype=out_dtype, meta={"variant": VARIANT, "dtype": dtype})
+            recorded[name] = json.loads((root / name / "scrfd_dump.json").read_text())
+            if name not in BASES:
+                continue
+            for label, change in PREPROCESSING.items():
+                folder = root / f"{name}-{label.split()[0]}"
+                dump(backend, root / "datalist.txt", folder, profile.replace(**change),
+                     progress=False, dtype=out_dtype, meta={"variant": VARIANT, "dtype": dtype})
+                # the faulty dump claims the honest profile (a misconfigured device)
+                doc = json.loads((folder / "scrfd_dump.json").read_text())
+                doc["identity"]["profile"] = recorded[name]["identity"]["profile"]
+                (folder / "scrfd_dump.json").write_text(json.dumps(doc))
     from scrfd_ref.formats.dataset import list_images
 
-    items, _ = replay_images(root / "honest", list_images(wider_images_dir, EVENTS))
+    items, _ = replay_images(root / "fp32", list_images(wider_images_dir, EVENTS))
     heads = [f"{it.event}/{it.name}" for it in items[::7]]
     with get_backend("ort", model) as backend:
         reference = run_device(backend, profile, items, head_images=heads, device="reference",
@@ -96,52 +143,73 @@ def _check(world, folder: Path, dtype: str, allow_nonfinite: bool = False):
 
 @pytest.fixture(scope="module")
 def results(world, gates):
-    """``{fault label: {dtype: {level: LevelResult}}}`` for the control and every fault."""
+    """``{dump label: {dtype: {level: LevelResult}}}``: every control under its dtype (the
+    fp32 one under every dtype), every fault on every base under the base's dtype."""
     world["gates"] = gates
     root = world["root"]
-    out = {"honest": {d: _check(world, root / "honest", d) for d in DTYPES},
-           PAD_FAULT: {d: _check(world, root / "pad0", d) for d in DTYPES}}
-    for i, fault in enumerate(FAULTS):
-        folder = inject(root / "honest", root / f"fault{i}", fault)
-        out[fault.label] = {d: _check(world, folder, d, allow_nonfinite=True) for d in DTYPES}
-        shutil.rmtree(folder)
+    out = {"control fp32": {d: _check(world, root / "fp32", d) for d in DTYPES}}
+    for name, dtype in CONTROLS.items():
+        if name != "fp32":
+            out[f"control {name}"] = {dtype: _check(world, root / name, dtype)}
+    for base in BASES:
+        for label in PREPROCESSING:
+            folder = root / f"{base}-{label.split()[0]}"
+            out.setdefault(label, {})[base] = _check(world, folder, base)
+        for i, fault in enumerate(FAULTS):
+            folder = inject(root / base, root / f"{base}-fault{i}", fault)
+            out.setdefault(fault.label, {})[base] = _check(world, folder, base,
+                                                           allow_nonfinite=True)
+            shutil.rmtree(folder)
     return out
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_the_honest_dump_passes_every_gate(results, dtype):
-    levels = results["honest"][dtype]
-    failed = [m for r in levels.values() for m in r.failures]
-    assert not failed, "\n".join(failed)
-    assert all(r.rows for r in levels.values())
+@pytest.mark.parametrize("control", list(CONTROLS))
+def test_an_honest_dump_passes_every_gate(results, control):
+    by_dtype = results[f"control {control}"]
+    for dtype, levels in by_dtype.items():
+        failed = [m for r in levels.values() for m in r.failures]
+        assert not failed, f"{control} under {dtype} gates:\n" + "\n".join(failed)
+        assert all(r.rows for r in levels.values())
 
 
 @pytest.mark.parametrize("fault", list(FAULTS), ids=[f.label for f in FAULTS])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_each_fault_fails_the_levels_it_breaks(results, fault, dtype):
     if (fault.label, dtype) in NOT_CAUGHT:
-        pytest.xfail(f"{fault.label} is not caught by the pooled {dtype} gates (a finding)")
+        pytest.xfail(f"{fault.label} is not caught by the {dtype} gates (a finding)")
     levels = results[fault.label][dtype]
     failed_levels = {name for name, r in levels.items() if not r.passed}
     assert FAULTS[fault] <= failed_levels, (
-        f"{fault.label} with {dtype} gates failed only {sorted(failed_levels)}; expected "
+        f"{fault.label} on the {dtype} dump failed only {sorted(failed_levels)}; expected "
         f"{sorted(FAULTS[fault])}")
 
 
+@pytest.mark.parametrize("label", list(PREPROCESSING))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_a_dump_with_another_pad_value_fails(results, dtype):
-    """The device letterboxed with pad 0 while its manifest says 114: the heads differ."""
-    levels = results[PAD_FAULT][dtype]
-    if dtype == "fp32":
-        assert not levels["heads"].passed, "fp32 head gates must see the pad difference"
-    assert any(not r.passed for r in levels.values()) or dtype != "fp32"
+def test_a_dump_with_other_preprocessing_fails(results, label, dtype):
+    """The device letterboxed with pad 0, or fed BGR, while its manifest says otherwise:
+    the heads and the detections differ from the reference."""
+    if (label, dtype) in PREPROCESSING_NOT_CAUGHT:
+        pytest.xfail(f"{label} is not caught by the {dtype} gates (a finding)")
+    levels = results[label][dtype]
+    failed = {name for name, r in levels.items() if not r.passed}
+    assert {"heads", "anchors"} <= failed, f"{label} on {dtype}: failed only {sorted(failed)}"
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_int8_outputs_never_dequantized_are_refused(world, base):
+    """Outputs stored as raw int8: the replay refuses them, naming the dtype (never a
+    pass)."""
+    folder = inject(world["root"] / base, world["root"] / f"{base}-raw", RAW_INT8)
+    with pytest.raises(InputError, match="dtype int8"):
+        _check(world, folder, base)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_declared_gate_is_failed_by_some_fault(results, dtype):
     failed = set()
     for label, by_dtype in results.items():
-        if label == "honest":
+        if label.startswith("control") or dtype not in by_dtype:
             continue
         for r in by_dtype[dtype].values():
             failed |= r.failed_gates

@@ -71,13 +71,17 @@ def test_both_nestings_of_the_zoo_read_into_the_same_recipe():
     assert a.calib_path == "path/to/widerface/val/calib" and a.calib_suffix == "jpg"
 
 
-def test_the_zoo_recipe_is_the_projects_default_int8_recipe():
+def test_the_zoo_recipe_is_minmax_per_channel_every_node_int8():
     """The vendor's recipe (max, per channel, 50 images, long side 640, pad square,
-    (x - 127.5) / 128) is what the suite's int8 devices use by default: same settings."""
+    (x - 127.5) / 128, no mixed precision) is the project's MinMax recipe: same settings;
+    the project's default (percentile + search) differs."""
     from scrfd_ref.device.quantize import conversion_settings
 
     recipe = QuantRecipe.from_build_yaml(read_build_yaml(YAML / "official_scrfd.yaml"))
-    assert conversion_settings("int8", recipe=recipe) == conversion_settings("int8")
+    plain = QuantRecipe(method="minmax", mixed_precision=False)
+    assert conversion_settings("int8", recipe=recipe) == conversion_settings("int8",
+                                                                             recipe=plain)
+    assert conversion_settings("int8", recipe=recipe) != conversion_settings("int8")
     assert recipe.calib_count == QuantRecipe().calib_count == 50
 
 
@@ -304,7 +308,7 @@ def test_quantize_refuses_a_yaml_with_config_errors(capsys, fixed_model, tmp_pat
 
 def test_quantize_build_yaml_gives_the_int8_model_the_suite_tests(capsys, data_root, need):
     """Without --out the zoo recipe lands in the cache entry the conformance int8 device
-    of the same variant opens (prepare_model, the suite's default recipe)."""
+    of the same variant opens with --build-yaml (prepare_model with the YAML's recipe)."""
     from scrfd_ref.device.model_prep import prepare_model
 
     model = need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
@@ -313,7 +317,8 @@ def test_quantize_build_yaml_gives_the_int8_model_the_suite_tests(capsys, data_r
                        "--build-yaml", YAML / "official_scrfd.yaml", "-q")
     assert rc == 0, err
     written = Path(out.splitlines()[0].split(" -> ")[1].rsplit(" (", 1)[0])
-    assert written == prepare_model(model, dtype="int8")
+    recipe = QuantRecipe.from_build_yaml(read_build_yaml(YAML / "official_scrfd.yaml"))
+    assert written == prepare_model(model, dtype="int8", recipe=recipe)
     assert "calibration: 50 image(s), minmax, per channel, input 640x640" in out
 
 

@@ -31,6 +31,8 @@ from scrfd_ref.detector import Detector
 from scrfd_ref.device import quantize
 from scrfd_ref.device.quantize import (
     DTYPES,
+    QuantRecipe,
+    conversion_record,
     cache_key,
     conversion_settings,
     convert_model,
@@ -80,7 +82,13 @@ def face_image(data_root: Path, need) -> np.ndarray:
     return cv2.imread(str(path))
 
 
+#: the default recipe without the mixed-precision search (every weighted node int8): the
+#: tests of the int8 file format; the search has its own test
+ALL_INT8 = QuantRecipe(mixed_precision=False)
+
+
 def _int8(src: Path, cache_dir: Path, calibration: list[Path], **kw) -> Path:
+    kw.setdefault("recipe", ALL_INT8)
     return convert_model(src, "int8", cache_dir=cache_dir, calibration_images=calibration, **kw)
 
 
@@ -164,6 +172,12 @@ def test_int8_is_qdq_per_channel_opset13(shared_model: Path, cache_dir: Path,
         assert weight.data_type == TensorProto.INT8
         assert scale.size == out_channels > 1, f"{conv.name}: per-tensor weight scale"
         assert {a.name: a.i for a in dq.attribute}.get("axis", 1) == 0
+    # the head convs hand their output over in float (no Q/DQ after them)
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    for name in head_conv_names(onnx.load(str(shared_model))):
+        conv = next(n for n in convs if n.name == name)
+        nxt = consumers.get(conv.output[0])
+        assert nxt is None or nxt.op_type != "QuantizeLinear", f"{name}: output re-quantized"
     # activations: uint8 (ACTIVATION_TYPE = QUInt8)
     q_types = {inits[n.input[2]].data_type for n in model.graph.node
                if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits}
@@ -187,6 +201,29 @@ def test_int8_dynamic_model_keeps_dynamic_input(model_1g: Path, cache_dir: Path,
     assert backend.input_size is None
     outs = backend.run(np.zeros((1, 3, 320, 480), np.float32))
     assert outs[0].shape == ((320 // 8) * (480 // 8) * 2, 1)
+
+
+def test_the_default_recipe_searches_and_records_what_it_kept_float(
+        model_500m: Path, cache_dir: Path, calibration: list[Path]):
+    """The default recipe: percentile calibration, the mixed-precision search, a sidecar
+    with the sensitivity ranking, the search steps, the int8 share and latencies; every
+    node the search kept float has a float weight in the file, every other Conv int8."""
+    path = convert_model(model_500m, "int8", cache_dir=cache_dir,
+                         calibration_images=calibration)
+    record = conversion_record(path)
+    assert record is not None and record["settings"]["calibrate_method"] == "Percentile"
+    lost = [r["lost_db"] for r in record["sensitivity"] if r["lost_db"] is not None]
+    assert lost == sorted(lost, reverse=True) and len(lost) > 50
+    search = record["search"]
+    assert search["steps"][0]["float_nodes"] == []
+    assert search["float_nodes"] == search["steps"][search["chosen"]]["float_nodes"]
+    assert record["int8_mac_share"] >= QuantRecipe().min_int8_share
+    assert set(record["latency_ms"]) == {"fp32", "all_int8", "chosen"}
+    model = onnx.load(str(path))
+    inits = _inits(model)
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        is_float = conv.input[1] in inits and inits[conv.input[1]].data_type == TensorProto.FLOAT
+        assert is_float == (conv.name in search["float_nodes"]), conv.name
 
 
 # ----------------------------------------------------------------------------- heads
@@ -364,8 +401,22 @@ def test_bad_calibration_settings(model_500m: Path, tmp_path: Path, calibration:
 
 
 def test_no_default_calibration_images(tmp_path: Path):
-    with pytest.raises(DataMissingError, match="no calibration images"):
+    with pytest.raises(DataMissingError, match="calibration image .* not found .*50 of the 50"):
         default_calibration_images(tmp_path)
+
+
+def test_the_calibration_list_is_the_documented_choice(data_root: Path, need):
+    """The committed list is every (N/50)th shared image sorted by event/name, and the
+    conformance images are the others."""
+    from scrfd_ref.device.calibration import calibration_keys, choose_calibration_images
+
+    folder = need(data_root / "widerface" / "WIDER_val" / "images", "WIDER val images")
+    everything = sorted(folder.glob("*/*.jpg"))
+    chosen = choose_calibration_images(everything)
+    assert [f"{p.parent.name}/{p.stem}" for p in chosen] == calibration_keys()
+    assert len(set(calibration_keys())) == 50
+    events = {p.parent.name for p in everything}
+    assert {k.split("/")[0] for k in calibration_keys()} == events
 
 
 # ----------------------------------------------------------------------------- slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scrfd_ref.cli.args import _bounded, add_command, add_vdsp_option, positive_int, size
 from scrfd_ref.core.errors import InputError, UsageError, problem_list
-from scrfd_ref.formats.files import display, input_dir, output_file
+from scrfd_ref.formats.files import display, input_dir, output_dir, output_file
 
 #: image suffixes taken from --calib-images when the build YAML names none
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -79,7 +79,9 @@ def _calibration_images(args: argparse.Namespace, recipe, count: int) -> list[Pa
         print(f"scrfd-ref quantize: notice: {len(found)} calibration image(s) in "
               f"{display(root)}, fewer than the {count} asked for; using them all",
               file=sys.stderr)
-    return found
+    from scrfd_ref.device.calibration import choose_calibration_images
+
+    return choose_calibration_images(found, count)
 
 
 def _recipe_of(args: argparse.Namespace, build):
@@ -95,6 +97,11 @@ def _recipe_of(args: argparse.Namespace, build):
         changes["percentile"] = args.percentile
     if args.calib_count:
         changes["calib_count"] = args.calib_count
+    if args.no_search:
+        changes["mixed_precision"] = False
+    if args.float_nodes:
+        changes["float_nodes"] = tuple(n.strip() for n in args.float_nodes.split(",")
+                                       if n.strip())
     if not changes:
         return recipe
     import dataclasses
@@ -123,13 +130,21 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     """Convert an fp32 model to fp16 or int8 (the build YAML's recipe or the default).
 
     Convert a standard SCRFD ONNX file. fp16: float16 inside, float32 input and outputs.
-    int8: ONNX Runtime static QDQ quantization calibrated on images: with --build-yaml
-    the YAML's recipe (the vendor's: max calibration, per channel, its number of images
-    and its resize / pad / normalise); without it the project's default (min/max, per
-    channel, 50 WIDER val images, device-flow letterbox). An explicit --dtype that
-    disagrees with the YAML's wins, with a warning. The YAML is checked first (as
-    check-config does); an error in it stops the conversion. Without --out the file
-    goes to the model cache the conformance fixtures use (its path is printed).
+    int8: ONNX Runtime static QDQ quantization calibrated on images (default: the 50
+    committed WIDER val images of data/calibration_images.txt; --calib-images DIR picks 50
+    spread over the folder), per-channel int8 weights, uint8 activations, head outputs in
+    float. Without --build-yaml the project's default recipe: percentile 99.999
+    calibration plus an automatic mixed-precision search that keeps the most sensitive
+    weighted nodes in float (at most 6, at least 90% of the MACs int8) until the int8
+    detections agree with fp32's on the calibration images (no labels needed);
+    --no-search turns the search off, --float-nodes names nodes to keep float. With
+    --build-yaml the YAML's recipe (the vendor's: max calibration, per channel, its image
+    count, resize / pad / normalise, every node int8). --method / --percentile /
+    --calib-count override either. An explicit --dtype that disagrees with the YAML's
+    wins, with a warning. The YAML is checked first (as check-config does); an error in
+    it stops the conversion. --report DIR writes report.json and report.md: per-node
+    sensitivity (SQNR), the search, the float nodes and their latency cost. Without --out
+    the file goes to the model cache the conformance fixtures use (its path is printed).
     """
     import shutil
 
@@ -143,6 +158,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     _, build = _read_configs(args)
     if args.out:
         output_file(args.out, "--out", inputs=[model] + ([args.build_yaml] if build else []))
+    if args.report:
+        output_dir(args.report, "--report", inputs=[model])
     dtype = args.dtype or (build.dtype if build is not None else "int8")
     if build is not None and args.dtype and args.dtype != build.dtype:
         print(f"scrfd-ref quantize: warning: --dtype {args.dtype} overrides the build YAML's "
@@ -176,9 +193,44 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               f"{f' {recipe.percentile}' if recipe.method == 'percentile' else ''}, "
               f"{'per channel' if recipe.per_channel else 'per tensor'}, input "
               f"{input_size[0]}x{input_size[1]}, recipe {recipe.source}")
+        _print_record(converted, args.report, model)
     if not args.out:
         print("  (in the model cache the conformance fixtures use; --out FILE writes a copy)")
     return 0
+
+
+def _print_record(converted: Path, report: str | None, model: Path) -> None:
+    """The float nodes, int8 share and latency of an int8 conversion; --report files."""
+    import json
+
+    from scrfd_ref.device.int8_report import report_markdown
+    from scrfd_ref.device.quantize import conversion_record
+    from scrfd_ref.formats.files import make_dir, write_text
+
+    record = conversion_record(converted)
+    if record is None:
+        raise InputError(f"{display(converted)}: the conversion record "
+                         f"{converted.with_suffix('.json').name} is missing or unreadable; "
+                         "remove the cached model to rebuild it")
+    search = record.get("search")
+    nodes = (search or {}).get("float_nodes") or record["settings"].get("float_nodes") or []
+    print(f"  float nodes: {', '.join(nodes) or 'none'}; int8 MACs "
+          f"{100 * record['int8_mac_share']:.1f}%"
+          + (f"; search agreement {search['steps'][search['chosen']]['agreement']:.4f} "
+             f"(target {search['target']}{'' if search['met'] else ', NOT met'})"
+             if search else ""))
+    if record.get("search_skipped"):
+        print(f"scrfd-ref quantize: warning: mixed-precision search skipped: "
+              f"{record['search_skipped']}", file=sys.stderr)
+    lat = record.get("latency_ms")
+    if lat:
+        print(f"  latency (CPU, median): fp32 {lat['fp32']:.1f} ms, all-int8 "
+              f"{lat['all_int8']:.1f} ms, this model {lat['chosen']:.1f} ms")
+    if report:
+        folder = make_dir(report, "--report")
+        write_text(folder / "report.json", json.dumps(record, indent=1) + "\n")
+        write_text(folder / "report.md", report_markdown(record, model.name))
+        print(f"  report: {display(folder / 'report.md')}, {display(folder / 'report.json')}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -210,7 +262,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of calibration images (default: the YAML's get_data_num, "
                         "else 50)")
     p.add_argument("--method", default=None, choices=sorted(CALIBRATION_METHODS),
-                   help="calibration method (default: the YAML's calibrate_mode, else minmax)")
+                   help="calibration method (default: the YAML's calibrate_mode, else "
+                        "percentile)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
                    help="the percentile of --method percentile (default 99.999)")
     p.add_argument("--input-size", type=size, default=None, metavar="W,H",
@@ -218,4 +271,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "shape, else 640,640)")
     p.add_argument("--out", "-o", default=None, metavar="FILE",
                    help="write the converted model here (default: only the model cache)")
+    p.add_argument("--no-search", action="store_true",
+                   help="int8: no mixed-precision search (every weighted node int8 but "
+                        "--float-nodes)")
+    p.add_argument("--float-nodes", default=None, metavar="NODE,...",
+                   help="int8: ONNX node names to keep in float (e.g. Conv_2)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="int8: write report.json and report.md (sensitivity, search, float "
+                        "nodes, latency) to DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

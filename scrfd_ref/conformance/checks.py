@@ -13,9 +13,11 @@ device declares itself landmark-free) and its gate row says why it passes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from scrfd_ref.conformance.buckets import BUCKETS, compare_anchors, compare_buckets
 from scrfd_ref.conformance.compare import (
     ImageMatch,
     compare_detections,
@@ -67,6 +69,61 @@ def check_heads(reference: Any, device: Any, gates: Gates, dtype: str) -> LevelR
             measured.update(cosine=s.cosine, snr_db=s.snr_db, within_tol=s.within_tol)
         rows += gates.check(dtype, "heads", f"{s.name} (worst image {s.worst_image})", measured)
     return LevelResult("heads", rows, [s.to_dict() for s in stats])
+
+
+def check_anchors(reference: Any, device: Any, gates: Gates, dtype: str) -> LevelResult:
+    """Per head, on foreground anchors only (reference score >= ``fg_score_floor``): cosine
+    and SNR; per score head, the background's 99th-percentile score against the
+    reference's (see :mod:`scrfd_ref.conformance.buckets`)."""
+    floor = gates.value(dtype, "heads", "fg_score_floor")
+    pairs = [(reference.heads[k], device.heads[k]) for k in reference.heads if k in device.heads]
+    if not pairs:
+        rows = gates.check(dtype, "anchors", "no head-level image in common: nothing compared",
+                           {})
+        return LevelResult("anchors", rows, [])
+    rows, metrics = [], []
+    for s in compare_anchors(pairs, floor):
+        na = ({} if s.name.startswith("score_") else
+              {"bg_score_p99_delta": "a box / landmark head has no score distribution"})
+        rows += gates.check(dtype, "anchors", f"{s.name} ({s.fg_anchors} foreground anchors "
+                                              f">= {floor:g})", s.measured(),
+                            not_applicable=na)
+        metrics.append({"head": s.name, "fg_anchors": s.fg_anchors, **s.measured(),
+                        "bg_ref_p99": s.bg_ref_p99, "bg_dev_p99": s.bg_dev_p99})
+    return LevelResult("anchors", rows, metrics)
+
+
+def check_buckets(reference: Any, device: Any, gates: Gates, dtype: str, *,
+                  landmark_free: bool = False) -> LevelResult:
+    """Per face-size bucket (the stride whose anchors fit): recall, mean IoU, box scale
+    ratio (mean and spread of the log), landmark NME (see
+    :mod:`scrfd_ref.conformance.buckets`). A bucket without reference faces does not apply."""
+    g = lambda name: gates.value(dtype, "detections", name)  # noqa: E731
+    keys = [k for k in device.detections if k in reference.detections]
+    pairs = [(reference.detections[k], device.detections[k], reference.scales.get(k, 1.0))
+             for k in keys]
+    stats = compare_buckets(pairs, iou_match=g("iou_match"), floor=g("score_floor"),
+                            margin=g("score_margin"))
+    ref_lm = any(d.landmarks is not None for d in reference.detections.values())
+    dev_lm = any(d.landmarks is not None for d in device.detections.values())
+    rows = []
+    for (name, lo, hi), st in zip(BUCKETS, stats):
+        na: dict[str, str] = {}
+        if not st.ref_faces and not st.ious:
+            na = {m: f"no reference face in bucket {name}" for m in
+                  ("bucket_recall", "bucket_mean_iou", "bucket_log_scale_mean",
+                   "bucket_log_scale_std", "bucket_nme_pct")}
+        elif not ref_lm:
+            na = {"bucket_nme_pct": "the model has no landmark heads"}
+        elif not dev_lm and landmark_free:
+            na = {"bucket_nme_pct": "the device declares itself landmark-free"}
+        edge = f"{lo:.0f}-{hi:.0f} px" if math.isfinite(hi) else f">= {lo:.0f} px"
+        rows += gates.check(dtype, "buckets", f"bucket {name} (faces {edge} at the input, "
+                                              f"{st.ref_faces} reference, {len(st.ious)} "
+                                              "matched)", st.measured(), not_applicable=na)
+    if not keys:
+        rows = gates.check(dtype, "buckets", "no image in common: nothing compared", {})
+    return LevelResult("buckets", rows, [st.summary() for st in stats])
 
 
 def mismatch(m: ImageMatch) -> float:
@@ -184,10 +241,14 @@ def check_ap(reference: Any, device: Any, gates: Gates, dtype: str) -> LevelResu
 
 def run_all(reference: Any, device: Any, ref_ap: Any, dev_ap: Any, gates: Gates, dtype: str,
             *, landmark_free: bool = False) -> dict[str, LevelResult]:
-    """Every level at once (heads, detections, collapse, AP): ``{level: LevelResult}``."""
+    """Every level at once (heads, anchors, detections, buckets, collapse, AP):
+    ``{level: LevelResult}``."""
     return {"heads": check_heads(reference, device, gates, dtype),
+            "anchors": check_anchors(reference, device, gates, dtype),
             "detections": check_detections(reference, device, gates, dtype,
                                            landmark_free=landmark_free),
+            "buckets": check_buckets(reference, device, gates, dtype,
+                                     landmark_free=landmark_free),
             "collapse": check_collapse(reference, device, gates, dtype),
             "ap": check_ap(ref_ap, dev_ap, gates, dtype)}
 

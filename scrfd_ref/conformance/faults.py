@@ -22,7 +22,12 @@ block ``a*C:(a+1)*C`` belongs to anchor ``a``):
   buffer);
 - ``drop_landmarks``: the landmark heads missing (a 6-output build of a 9-output model);
 - ``swap_images``: the outputs of two images exchanged (a pairing fault);
-- ``truncate``: output file ``pair[0]`` cut to ``magnitude`` bytes (an interrupted copy).
+- ``truncate``: output file ``pair[0]`` cut to ``magnitude`` bytes (an interrupted copy);
+- ``raw_int8``: every output written as int8 ``round(x * magnitude)`` (a wrong dtype: int8
+  outputs never dequantized).
+
+Preprocessing faults (another pad value, BGR fed to the model) are not made from a dump:
+the fault-injection tests dump with the wrong profile and keep the honest manifest.
 
 :func:`available_faults` lists them with their parameters.
 """
@@ -75,6 +80,8 @@ class Fault:
             return f"{self.name}({self.pair[0]}<->{self.pair[1]})"
         if self.name == "truncate":
             return f"truncate(file {self.pair[0]} to {int(self.magnitude)} bytes)"
+        if self.name == "raw_int8":
+            return f"raw_int8(x{self.magnitude:g}, not dequantized)"
         if self.name == "box_order":
             return "box_order(ltrb->tlbr)"
         return f"{self.name}({where}{' ' if where else ''}{self.magnitude:g})"
@@ -160,7 +167,7 @@ _PER_FILE: dict[str, Callable[[list[np.ndarray], Fault], list[np.ndarray]]] = {
     "swap_landmarks": _swap_landmarks, "box_order": _box_order, "nan": _nan,
     "drop_landmarks": _drop_landmarks,
 }
-FAULTS: tuple[str, ...] = (*_PER_FILE, "swap_images", "truncate")
+FAULTS: tuple[str, ...] = (*_PER_FILE, "swap_images", "truncate", "raw_int8")
 
 
 def available_faults() -> dict[str, str]:
@@ -173,7 +180,8 @@ def available_faults() -> dict[str, str]:
             "nan": "kind, stride, magnitude (elements set to NaN)",
             "drop_landmarks": "(none): the landmark heads removed",
             "swap_images": "pair (two datalist positions)",
-            "truncate": "pair[0] (which file), magnitude (bytes kept)"}
+            "truncate": "pair[0] (which file), magnitude (bytes kept)",
+            "raw_int8": "magnitude (1 / the quantization scale)"}
 
 
 def apply_to_outputs(arrays: list[np.ndarray], fault: Fault) -> list[np.ndarray]:
@@ -208,6 +216,14 @@ def inject(honest: str | Path, target: str | Path, fault: Fault) -> Path:
         a.rename(tmp)
         b.rename(a)
         tmp.rename(b)
+    elif fault.name == "raw_int8":
+        for f in files:
+            outs = read_output_npz(f)
+            raw = {f"output_{i}": np.clip(np.round(a.astype(np.float32) * fault.magnitude),
+                                          -128, 127).astype(np.int8)
+                   for i, a in enumerate(outs)}
+            with open(f, "wb") as fh:
+                np.savez(fh, **raw)
     elif fault.name == "truncate":
         f = files[fault.pair[0]]
         f.write_bytes(f.read_bytes()[:max(0, int(fault.magnitude))])

@@ -114,9 +114,7 @@ def conformance_profile(pytestconfig: pytest.Config):
     another geometry only with --force-profile)."""
     from scrfd_ref.core.errors import ScrfdRefError
     from scrfd_ref.core.profiles import get_profile
-    from scrfd_ref.device.flow import decode_profile
-
-    from scrfd_ref.device.flow import check_vdsp_record
+    from scrfd_ref.device.flow import check_vdsp_record, decode_profile
     from scrfd_ref.formats.vdsp import apply_vdsp
 
     name = pytestconfig.getoption("--profile")
@@ -141,12 +139,17 @@ def conformance_profile(pytestconfig: pytest.Config):
 
 @pytest.fixture(scope="session")
 def eval_items(wider_images_dir: Path, ground_truth):
-    """Every WIDER val image present whose event is in the ground truth."""
+    """Every WIDER val image present whose event is in the ground truth, except the int8
+    calibration images (``data/calibration_images.txt``): calibration and evaluation never
+    share an image."""
+    from scrfd_ref.device.calibration import calibration_keys
     from scrfd_ref.formats.dataset import list_images
 
     events = [p.name for p in sorted(wider_images_dir.iterdir())
               if p.is_dir() and p.name in ground_truth.events]
-    return list_images(wider_images_dir, events)
+    held_out = set(calibration_keys())
+    return [i for i in list_images(wider_images_dir, events)
+            if f"{i.event}/{i.name}" not in held_out]
 
 
 @pytest.fixture(scope="session")

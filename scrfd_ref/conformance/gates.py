@@ -21,21 +21,21 @@ passes.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from scrfd_ref.core.errors import InputError
+from scrfd_ref.core.errors import InputError, did_you_mean
 from scrfd_ref.formats.datadir import project_file
 
 DEFAULT_GATES = project_file("gates.toml")
 LEVELS = ("heads", "detections", "ap")
 DTYPES = ("fp32", "fp16", "int8")
-#: the checks that read gates: per head, pooled detections, score collapse, per AP setting
-GROUPS = ("heads", "detections", "collapse", "ap")
+#: the checks that read gates: per head (all anchors; foreground / background), pooled
+#: detections, per size bucket, score collapse, per AP setting
+GROUPS = ("heads", "anchors", "detections", "buckets", "collapse", "ap")
 #: keys allowed in the ``[meta]`` table
 META_KEYS = ("version", "description")
 
@@ -84,6 +84,10 @@ heads       heads       nonfinite_max        0     inf   int: NaN / Inf elements
 heads       heads       cosine_min           -1    1     cosine similarity device vs reference
 heads       heads       snr_db_min           -inf  inf   10 log10(sum ref^2 / sum err^2), dB
 heads       heads       within_tol_min       0     1     share with |err| <= atol + rtol |ref|
+heads       anchors     fg_score_floor       0     1     foreground anchors: reference score >= this
+heads       anchors     fg_cosine_min        -1    1     cosine on foreground anchors only
+heads       anchors     fg_snr_db_min        -inf  inf   SNR on foreground anchors only, dB
+heads       anchors     bg_score_p99_delta_max  0  1     |p99 device - p99 reference| of background scores
 detections  detections  score_floor          0     1     compare detections scored >= this
 detections  detections  score_margin         0     1     either side of the floor: may cross it
 detections  detections  iou_match            0     1     IoU at which two boxes match
@@ -93,6 +97,11 @@ detections  detections  mean_iou_min         0     1     mean IoU of matched pai
 detections  detections  max_score_delta_max  0     1     largest |score diff| of a matched pair
 detections  detections  landmark_err_px_max  0     inf   largest landmark distance, original px
 detections  collapse    collapse_ratio_min   0     inf   device / reference faces above the floor
+detections  buckets     bucket_recall_min    0     1     per size bucket: reference faces found
+detections  buckets     bucket_mean_iou_min  0     1     per size bucket: mean IoU of matched pairs
+detections  buckets     bucket_log_scale_mean_max  0  inf  per bucket: |mean log(w_dev / w_ref)| (w or h)
+detections  buckets     bucket_log_scale_std_max   0  inf  per bucket: spread of log(w_dev / w_ref) (w or h)
+detections  buckets     bucket_nme_pct_max   0     inf   per bucket: mean landmark error, % of box diagonal
 ap          ap          abs_delta_max        -1    1     reference AP - device AP
 ap          ap          ratio_min            0     inf   device AP / reference AP (MLPerf-style)
 """
@@ -132,8 +141,7 @@ def spec(level: str, name: str) -> GateSpec:
 
 
 def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else f" (valid: {', '.join(choices)})"
+    return did_you_mean(word, choices)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,8 @@ class Run:
         profile: every profile setting used.
         detections: ``{image key: Detections}`` for every image, key ``event/name``.
         heads: ``{image key: Heads}`` (batch 1) for the head-level images only.
+        scales: ``{image key: letterbox scale}`` (network-input px per original px,
+            ``sqrt(scale_x * scale_y)``), for the size buckets.
     """
 
     device: str
@@ -155,6 +158,7 @@ class Run:
     profile: dict[str, Any]
     detections: dict[str, Detections]
     heads: dict[str, Heads] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
 
     def predictions(self) -> dict[tuple[str, str], np.ndarray]:
         """``{(event, name): (n, 5) x y w h score}`` for WIDER evaluation (inverted boxes dropped)."""
@@ -179,7 +183,7 @@ class Run:
                 "images": list(self.detections), "head_images": list(self.heads),
                 "heads_meta": {k: {"layout": h.layout, "input_size": list(h.input_size),
                                    "kps": h.kps is not None} for k, h in self.heads.items()},
-                "scrfd_ref": __version__}
+                "scales": self.scales, "scrfd_ref": __version__}
         with atomic_dir(target) as tmp:
             np.savez(tmp / "run.npz", **arrays)
             (tmp / "run.json").write_text(json.dumps(meta, indent=1))
@@ -202,7 +206,8 @@ class Run:
                 get = lambda kind: tuple(arrays[f"heads/{k}/{kind}_{s}"] for s in (8, 16, 32))  # noqa: E731
                 heads[k] = Heads(hm["layout"], tuple(hm["input_size"]), get("score"),
                                  get("bbox"), get("kps") if hm["kps"] else None)
-            return cls(meta["device"], meta["info"], meta["profile"], dets, heads)
+            return cls(meta["device"], meta["info"], meta["profile"], dets, heads,
+                       {k: float(v) for k, v in meta.get("scales", {}).items()})
         except Exception as exc:  # noqa: BLE001 - any damage means "not a saved run"
             raise InputError(f"{f}: not a readable saved run ({type(exc).__name__}: "
                              f"{exc})") from exc
@@ -228,6 +233,7 @@ def run_device(backend: Backend, profile: Profile, items: Sequence[ImageItem], *
     (datalist order); the image is then only read for its size.
     """
     keep_heads = set(head_images)
+    scales: dict[str, float] = {}
     dets: dict[str, Detections] = {}
     heads_kept: dict[str, Heads] = {}
 
@@ -244,6 +250,7 @@ def run_device(backend: Backend, profile: Profile, items: Sequence[ImageItem], *
                                          desc=device, unit="img", disable=not progress,
                                          leave=False):
         key = f"{item.event}/{item.name}"
+        scales[key] = math.sqrt(transforms[0].scale_x * transforms[0].scale_y)
         if replay_index is not None:
             if item.name not in replay_index:
                 raise InputError(f"{device}: no device output for image {key}")
@@ -259,7 +266,7 @@ def run_device(backend: Backend, profile: Profile, items: Sequence[ImageItem], *
                                     transforms[0], profile)
         else:  # a device emitting NaN/Inf: no detections, the head check names the head
             dets[key] = Detections.empty(heads.kps is not None)
-    return Run(device, backend.info(), profile.to_dict(), dets, heads_kept)
+    return Run(device, backend.info(), profile.to_dict(), dets, heads_kept, scales)
 
 
 def _finite(h: Heads) -> bool:

@@ -15,6 +15,8 @@ Exit statuses (``../shared/docs/conventions.md``), carried by each class as
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
@@ -77,3 +79,14 @@ def problem_list(problems: "list[str] | tuple[str, ...]", what: str,
 def exit_code_of(exc: BaseException) -> int:
     """The exit status for ``exc`` (1 for anything that is not a :class:`ScrfdRefError`)."""
     return int(getattr(exc, "exit_code", EXIT_CHECK_FAILED))
+
+
+def did_you_mean(word: str, choices: "Sequence[str]", *, list_all: bool = True) -> str:
+    """``; did you mean X?`` for the closest of ``choices`` to ``word``; else the list of
+    valid names (``list_all``) or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f" (valid: {', '.join(choices)})" if list_all else ""

@@ -1,7 +1,8 @@
 """int8 calibration data: which images calibrate, and the data reader that feeds them to ORT.
 
-Calibration images default to WIDER val images spread evenly over every event
-(:func:`default_calibration_images`); each goes through
+Calibration images default to the committed list ``data/calibration_images.txt`` (50
+shared WIDER val images spread evenly over every event, :func:`choose_calibration_images`;
+the conformance suite evaluates on the other images); each goes through
 :func:`scrfd_ref.core.preprocess.preprocess` with the :data:`CALIBRATION_PROFILE`
 (``device-flow``) geometry: keep ratio, long side to the input size, centred pad, pad
 pixel 114, at the conversion's ``input_size`` (seed-flow.md section 4). The cache key of
@@ -16,30 +17,52 @@ from typing import Any, Sequence
 import numpy as np
 
 from scrfd_ref.core.errors import DataMissingError, InputError
-from scrfd_ref.formats.datadir import widerface_dir
+from scrfd_ref.formats.datadir import project_file, widerface_dir
 
 #: profile whose letterbox geometry feeds calibration (vendor: long side 640, padded square)
 CALIBRATION_PROFILE = "device-flow"
 _DEFAULT_CALIBRATION = 50
 
 
-def default_calibration_images(root: Path | None = None,
-                               num: int = _DEFAULT_CALIBRATION) -> list[Path]:
-    """``num`` WIDER val images of the data folder, evenly spaced over the list sorted by
-    ``event/name`` (so every event present contributes, not just the first one).
+#: the committed list of calibration images (``event/name`` of shared WIDER val images)
+CALIBRATION_LIST = project_file("calibration_images.txt")
 
-    Raises:
-        DataMissingError: no ``WIDER_val/images/<event>/*.jpg`` under the data folder.
-    """
-    folder = widerface_dir(root) / "WIDER_val" / "images"
-    found = sorted(folder.glob("*/*.jpg"), key=lambda p: (p.parent.name, p.name))
-    if not found:
-        raise DataMissingError(
-            f"no calibration images: no WIDER val images under {folder}/<event>/*.jpg "
-            "(set SCRFD_DATA or pass calibration_images)")
+
+def choose_calibration_images(images: Sequence[Path], num: int = _DEFAULT_CALIBRATION
+                              ) -> list[Path]:
+    """``num`` of ``images`` evenly spaced over the list sorted by ``event/name`` (index
+    ``i * len // num``), so every event contributes: how the committed list was chosen."""
+    found = sorted(images, key=lambda p: (Path(p).parent.name, Path(p).name))
     if len(found) <= num:
         return found
     return [found[i * len(found) // num] for i in range(num)]
+
+
+def calibration_keys() -> list[str]:
+    """``event/name`` of the committed calibration images (:data:`CALIBRATION_LIST`); the
+    conformance suite measures AP on the other images."""
+    lines = CALIBRATION_LIST.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def default_calibration_images(root: Path | None = None,
+                               num: int = _DEFAULT_CALIBRATION) -> list[Path]:
+    """The first ``num`` images of the committed calibration list, under the data folder's
+    ``WIDER_val/images``.
+
+    Raises:
+        DataMissingError: a listed image is not in the data folder.
+    """
+    folder = widerface_dir(root) / "WIDER_val" / "images"
+    keys = calibration_keys()[:num]
+    paths = [folder / f"{k}.jpg" for k in keys]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataMissingError(
+            f"calibration image {missing[0]} not found ({len(missing)} of the {len(keys)} "
+            f"listed in {CALIBRATION_LIST.name} missing; set SCRFD_DATA or pass "
+            "calibration_images / --calib-images)")
+    return paths
 
 
 def _calibration_list(images: Sequence[Path] | None, num: int) -> list[Path]:

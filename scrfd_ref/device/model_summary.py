@@ -44,6 +44,15 @@ class ConversionSummary:
         return text + f", {self.nodes} nodes in all"
 
 
+def int8_nodes(model) -> set[str]:
+    """Names of the weighted nodes of a QDQ ``onnx.ModelProto`` whose weight is int8 (fed
+    by a ``DequantizeLinear``)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return {n.name for n in model.graph.node
+            if n.op_type in WEIGHTED_OPS and len(n.input) > 1
+            and getattr(producers.get(n.input[1]), "op_type", None) == "DequantizeLinear"}
+
+
 def conversion_summary(path: str | os.PathLike) -> ConversionSummary:
     """Count the converted compute nodes of an ONNX file (see the module docstring)."""
     from scrfd_ref.device.onnx_tools import load_model

@@ -1,10 +1,10 @@
 """Writing converted model files: load the source, find the heads, write fp16 or int8.
 
 :func:`scrfd_ref.device.quantize.convert_model` decides what to write and caches it;
-this module does the writing: :func:`_load_model` checks the source and names its
-nodes, :func:`_write_fp16` and :func:`_write_int8` convert it (int8: opset upgrade,
-calibration through :mod:`scrfd_ref.device.calibration`, ``quantize_static``), and the
-file helpers give a temporary name beside the target and a per-file lock.
+this module holds the shared pieces: :func:`_load_model` checks the source and names its
+nodes, :func:`_write_fp16` converts to float16, the opset upgrade and head finding serve
+the int8 writer (:mod:`scrfd_ref.device.int8_build`), and the file helpers give a
+temporary name beside the target and a per-file lock.
 
 ``keep_heads_float=True`` keeps each head in float: the last ``Conv`` before each
 output (:func:`head_conv_names`) and the flattening tail behind it (learned ``Mul``
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from scrfd_ref.core.errors import InputError, LayoutError
-from scrfd_ref.device.calibration import _calibration_reader
 
 #: ops walked back through from a graph output to its head conv
 _TAIL_LIMIT = 16
@@ -137,35 +136,6 @@ def _write_fp16(model: Any, dst: Path, excluded: Sequence[str]) -> None:
     onnx.save(converted, str(dst))
 
 
-def _write_int8(model: Any, src: Path, dst: Path, settings: dict[str, Any],
-                images: Sequence[Path], excluded: Sequence[str], progress: bool = False) -> None:
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    input_name, dims = _image_input(model, src)
-    size = tuple(settings["input_size"])
-    if dims[2] is not None and dims[3] is not None and (dims[3], dims[2]) != size:
-        raise InputError(f"{src}: input is fixed at {dims[3]}x{dims[2]}, cannot calibrate at "
-                         f"{size[0]}x{size[1]} (pass input_size=({dims[3]}, {dims[2]}))")
-    model = _upgrade_opset(model, src, settings["opset"])
-    reader = _calibration_reader(images, input_name, size,
-                                 profile=settings.get("calibration_profile"), progress=progress)
-    extra = ({"CalibPercentile": settings["percentile"]} if "percentile" in settings else {})
-    with _quiet_ort_advice():
-        quantize_static(model, str(dst), reader, quant_format=QuantFormat.QDQ,
-                        per_channel=settings["per_channel"],
-                        reduce_range=settings["reduce_range"],
-                        activation_type=getattr(QuantType, settings["activation_type"]),
-                        weight_type=getattr(QuantType, settings["weight_type"]),
-                        calibrate_method=getattr(CalibrationMethod,
-                                                 settings.get("calibrate_method", "MinMax")),
-                        nodes_to_exclude=list(excluded), extra_options=extra)
-
-
 def _upgrade_opset(model: Any, src: Path, opset: int) -> Any:
     from onnx import version_converter
 
@@ -211,10 +181,14 @@ def _file_lock(path: Path) -> Iterator[None]:
 # ----------------------------------------------------------------------------- ORT logging
 
 class _DropAdvice(logging.Filter):
-    """Drops ORT's "consider pre-processing before quantization" advice."""
+    """Drops ORT's "consider pre-processing before quantization" advice, and its note that
+    a rank-1 weight (the learned box scale of 1g / 10g / 34g) gets one scale instead of
+    per-channel ones (what per-channel means for a scalar per channel anyway)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        text = record.getMessage()
+        return not ("pre-processing before quantization" in text
+                    or ("is out-of-range for weight" in text and "rank 1" in text))
 
 
 @contextlib.contextmanager

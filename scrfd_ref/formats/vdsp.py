@@ -24,14 +24,13 @@ padding and resize sizes, and the YUV NV12 (video) ops.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from scrfd_ref.core.errors import UsageError
+from scrfd_ref.core.errors import UsageError, did_you_mean
 from scrfd_ref.core.profiles import Profile
 from scrfd_ref.formats.files import display, input_file
 
@@ -76,8 +75,7 @@ ENUMS: dict[str, tuple[str, ...]] = {"IimageFormat": IMAGE_FORMATS,
 
 def suggest(word: str, choices) -> str:
     """``; did you mean X?`` for the closest valid name, or the list of valid names."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else f" (valid: {', '.join(choices)})"
+    return did_you_mean(word, list(choices))
 
 
 @dataclass(frozen=True)

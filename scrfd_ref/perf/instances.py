@@ -88,6 +88,8 @@ def _backend_options(settings: PerfSettings) -> dict[str, Any]:
     """Backend factory options: the given ones plus ``dtype`` and ``intra_threads``."""
     options = dict(settings.backend_options)
     options.setdefault("dtype", settings.dtype)
+    if settings.backend == "ort":
+        options.setdefault("graph_optimization", "all")   # time ORT's fused int8 kernels
     if settings.threads is not None:
         options.setdefault("intra_threads", settings.threads)
     return options

@@ -9,7 +9,7 @@ heads the reference has) fails its gate; see scrfd_ref/checks.py.
 """
 from __future__ import annotations
 
-from scrfd_ref.conformance.checks import check_collapse, check_detections
+from scrfd_ref.conformance.checks import check_buckets, check_collapse, check_detections
 
 
 def test_detections_match_reference(device_spec, device_run, reference_run, gates,
@@ -23,3 +23,11 @@ def test_detections_match_reference(device_spec, device_run, reference_run, gate
 def test_no_score_collapse(device_spec, device_run, reference_run, gates, judge):
     """The known int8 failure: every face's score falls under the threshold."""
     judge(check_collapse(reference_run, device_run, gates, device_spec.dtype))
+
+
+def test_each_face_size_matches_reference(device_spec, device_run, reference_run, gates,
+                                         landmark_free, judge):
+    """Per size bucket (the stride whose anchors fit the face): one wrong stride fails even
+    when it holds few faces."""
+    judge(check_buckets(reference_run, device_run, gates, device_spec.dtype,
+                        landmark_free=landmark_free))
