@@ -129,7 +129,8 @@ def world(tmp_path_factory, pytestconfig, variant_file, wider_images_dir, ground
     keys = [tuple(k.split("/", 1)) for k in reference.detections]
     ref_ap = evaluate(reference.predictions(), ground_truth, images=keys)
     return {"root": root, "reference": reference, "ref_ap": ref_ap, "items": items,
-            "heads": heads, "profile": profile, "gt": ground_truth, "keys": keys}
+            "heads": heads, "profile": profile, "gt": ground_truth, "keys": keys,
+            "model": model, "images_dir": wider_images_dir}
 
 
 def _check(world, folder: Path, dtype: str, allow_nonfinite: bool = False):
@@ -215,3 +216,68 @@ def test_every_declared_gate_is_failed_by_some_fault(results, dtype):
             failed |= r.failed_gates
     bounds = {g.name for g in declared() if g.kind != "param"}
     assert bounds <= failed, f"{dtype}: no fault fails {sorted(bounds - failed)}"
+
+
+# ----------------------------------------------------------------------------- diagnose
+
+#: fault -> the cause `scrfd-ref diagnose` must rank first (missing landmark heads are
+#: named by the strict checks, not by a correction)
+DIAGNOSED = {fault: name for fault, name in zip(FAULTS, (
+    "scale_head", "scale_head", "dead_head", "swap_landmarks", "score_bias", "score_bias",
+    "box_order", "nonfinite", None, "pairing"))}
+DIAGNOSED[RAW_INT8] = "not_dequantized"
+TWO_FAULTS = (Fault("box_order"), Fault("bias_scores", magnitude=3.0))
+
+
+def _diagnose(world, folder: Path, dtype: str):
+    from scrfd_ref.conformance.diagnose_run import diagnose_outputs
+
+    result, _ = diagnose_outputs(folder, world["model"], world["images_dir"], world["profile"],
+                                 world["gates"], dtype)
+    return result
+
+
+@pytest.mark.parametrize("control", list(CONTROLS))
+def test_diagnose_finds_no_cause_in_an_honest_dump(world, results, control):
+    result = _diagnose(world, world["root"] / control, CONTROLS[control])
+    assert not result.causes, "\n".join(result.lines())
+
+
+@pytest.mark.parametrize("fault", [f for f, n in DIAGNOSED.items() if n],
+                         ids=[f.label for f, n in DIAGNOSED.items() if n])
+@pytest.mark.parametrize("base", BASES)
+def test_diagnose_names_the_injected_fault_first(world, results, fault, base):
+    folder = inject(world["root"] / base, world["root"] / f"diag-{base}-{fault.name}", fault)
+    try:
+        result = _diagnose(world, folder, base)
+    finally:
+        shutil.rmtree(folder)
+    assert result.causes, f"{fault.label} on {base}: " + "\n".join(result.lines())
+    assert result.causes[0].name == DIAGNOSED[fault], "\n".join(result.lines())
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_diagnose_names_both_of_two_faults(world, results, base):
+    first = inject(world["root"] / base, world["root"] / f"two-a-{base}", TWO_FAULTS[0])
+    both = inject(first, world["root"] / f"two-b-{base}", TWO_FAULTS[1])
+    try:
+        result = _diagnose(world, both, base)
+    finally:
+        shutil.rmtree(first)
+        shutil.rmtree(both)
+    names = {c.name for c in result.causes}
+    assert {"box_order", "score_bias"} <= names, "\n".join(result.lines())
+
+
+
+@pytest.mark.parametrize("label", list(PREPROCESSING))
+@pytest.mark.parametrize("base", BASES)
+def test_diagnose_names_the_preprocessing_fault(world, results, label, base):
+    """The reference re-run with the device's actual preprocessing matches it; under int8
+    noise the gain (BGR about 2 dB, pad about 0.3 dB) stays below the margin: a finding."""
+    result = _diagnose(world, world["root"] / f"{base}-{label.split()[0]}", base)
+    if base == "int8":
+        assert not result.causes, "\n".join(result.lines())
+        pytest.xfail(f"{label} on int8: inside int8 noise (a finding)")
+    assert result.causes and result.causes[0].name == "preprocessing", "\n".join(result.lines())
+    assert result.causes[0].params["changes"] == PREPROCESSING[label]

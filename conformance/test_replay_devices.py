@@ -63,8 +63,11 @@ def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
 def test_scaled_head_fails_the_head_gate(good_dump, ref_cache, data_root, tmp_path):
     broken = inject(good_dump, tmp_path / "scaled", Fault("scale_head", kind="bbox", stride=16,
                                                           magnitude=1.5))
-    res = _suite(broken, ref_cache, data_root)
+    res = _suite(broken, ref_cache, data_root, "--report", str(tmp_path / "rep"))
     assert res.returncode != 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    likely = md[md.index("## Likely causes"):]
+    assert "bbox_16 scaled x1.500" in likely.splitlines()[5], likely[:1500]
     assert "FAILED conformance/test_heads.py" in res.stdout
     fails = {line.strip() for line in res.stdout.splitlines() if "FAIL heads/" in line}
     assert fails, res.stdout[-3000:]

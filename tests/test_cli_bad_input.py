@@ -516,6 +516,13 @@ CASES = [
     Case("int8-ap-out-is-a-file", ("int8-ap", "-m", M, "--out", f"{WS}/t.md"), 2,
          r"--out .*t\.md: is a file; give a folder", setup=_write("t.md", "x"),
          keep=("t.md",)),
+    Case("diagnose-missing-folder", ("diagnose", "--device-outputs", f"{WS}/none"), 2,
+         r"--device-outputs .*none: device output folder not found"),
+    Case("diagnose-count-zero", ("diagnose", "--device-outputs", f"{WS}/empty", "--count", "0"),
+         2, r"argument --count: expected an integer from 1 to 10000, got '0'",
+         setup=_mkdir("empty")),
+    Case("diagnose-no-variant", ("diagnose", "--device-outputs", f"{WS}/empty"), 2,
+         r"the dump does not record its variant; give --model", setup=_mkdir("empty")),
     Case("quantize-fp16-ok", ("quantize", "-m", M, "--dtype", "fp16", "--out", f"{WS}/q.onnx"),
          0, r"weighted nodes in float16", keep=("model.onnx",)),
     # ------------------------------------------------------------------ gates

@@ -32,8 +32,8 @@ from scrfd_ref.device import quantize
 from scrfd_ref.device.quantize import (
     DTYPES,
     QuantRecipe,
-    conversion_record,
     cache_key,
+    conversion_record,
     conversion_settings,
     convert_model,
     default_cache_dir,

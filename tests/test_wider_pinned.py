@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from scrfd_ref.cli import main
-from scrfd_ref.formats.datadir import SHARED_EVENTS
 from scrfd_ref.device.calibration import calibration_keys
+from scrfd_ref.formats.datadir import SHARED_EVENTS
 from scrfd_ref.formats.wider_txt import read_prediction_dir
 from scrfd_ref.widerface.evaluate import evaluate, evaluate_dir
 

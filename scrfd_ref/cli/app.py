@@ -34,7 +34,7 @@ from scrfd_ref.formats.files import (
 COMMAND_MODULES: tuple[str, ...] = ("scrfd_ref.cli.detect", "scrfd_ref.cli.wider",
                                     "scrfd_ref.cli.device",
                                     "scrfd_ref.cli.config", "scrfd_ref.cli.int8",
-                                    "scrfd_ref.cli.perf",
+                                    "scrfd_ref.cli.diagnose", "scrfd_ref.cli.perf",
                                     "scrfd_ref.cli.gates")
 
 DEBUG_ENV = "SCRFD_DEBUG"

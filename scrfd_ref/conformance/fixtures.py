@@ -361,6 +361,37 @@ def judge(device_spec, conformance_report, request):
     def _judge(result) -> None:
         conformance_report.record(device_spec.id, result.level, result.rows, result.metrics,
                                   test=request.node.nodeid)
+        if not result.passed:
+            _likely_causes(request, device_spec, conformance_report)
         assert result.passed, (f"{device_spec.id}: {result.level} gates failed:\n"
                                + "\n".join(result.failures))
     return _judge
+
+
+def _likely_causes(request, device_spec, report) -> None:
+    """Once per failing device: the output-level diagnosis of its kept heads
+    (:mod:`scrfd_ref.conformance.diagnose`) in the report's "Likely causes" section."""
+    from scrfd_ref.conformance.diagnose import diagnose
+
+    section = report.sections.setdefault("likely_causes", {"devices": {}, "markdown": ""})
+    if device_spec.id in section["devices"]:
+        return
+    gates = request.getfixturevalue("gates")
+    dev, ref = request.getfixturevalue("device_run"), request.getfixturevalue("reference_run")
+    keys = [k for k in ref.heads if k in dev.heads]
+    if not keys:
+        section["devices"][device_spec.id] = ["no head-level image in common: nothing to "
+                                              "diagnose"]
+    else:
+        dtype = device_spec.dtype
+        result = diagnose([ref.heads[k] for k in keys], [dev.heads[k] for k in keys],
+                          fg_floor=gates.value(dtype, "heads", "fg_score_floor"),
+                          min_gain_db=gates.value(dtype, "heads", "diagnose_min_gain_db"))
+        section["devices"][device_spec.id] = result.lines()
+    lines = ["## Likely causes", "",
+             "For each device with a failed gate, the known causes that undoing on its raw "
+             "heads makes it match (scrfd-ref diagnose; preprocessing variants there too).", ""]
+    for dev_id, found in section["devices"].items():
+        lines += [f"- `{dev_id}`:"] + [f"  - {ln.strip()}" for ln in found]
+    section["markdown"] = "\n".join(lines)
+

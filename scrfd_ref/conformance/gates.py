@@ -35,7 +35,7 @@ LEVELS = ("heads", "detections", "ap")
 DTYPES = ("fp32", "fp16", "int8")
 #: the checks that read gates: per head (all anchors; foreground / background), pooled
 #: detections, per size bucket, score collapse, per AP setting
-GROUPS = ("heads", "anchors", "detections", "buckets", "collapse", "ap")
+GROUPS = ("heads", "anchors", "detections", "buckets", "collapse", "ap", "diagnose")
 #: keys allowed in the ``[meta]`` table
 META_KEYS = ("version", "description")
 
@@ -88,6 +88,7 @@ heads       anchors     fg_score_floor       0     1     foreground anchors: ref
 heads       anchors     fg_cosine_min        -1    1     cosine on foreground anchors only
 heads       anchors     fg_snr_db_min        -inf  inf   SNR on foreground anchors only, dB
 heads       anchors     bg_score_p99_delta_max  0  1     |p99 device - p99 reference| of background scores
+heads       diagnose    diagnose_min_gain_db 0     inf   diagnose: name a cause when undoing it gains this (dB)
 detections  detections  score_floor          0     1     compare detections scored >= this
 detections  detections  score_margin         0     1     either side of the floor: may cross it
 detections  detections  iou_match            0     1     IoU at which two boxes match
