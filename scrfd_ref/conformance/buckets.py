@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from scrfd_ref.conformance.compare import match_detections
+from scrfd_ref.conformance.compare import cosine_snr, match_detections
 from scrfd_ref.core.detections import Detections
 from scrfd_ref.core.heads import Heads
 
@@ -153,17 +153,6 @@ class AnchorStats:
         return out
 
 
-def _cos_snr(ref: np.ndarray, dev: np.ndarray) -> tuple[float, float]:
-    r = ref.astype(np.float64).ravel()
-    d = np.nan_to_num(dev.astype(np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
-    err = float(((d - r) ** 2).sum())
-    ref_sq, dev_sq = float(r @ r), float(d @ d)
-    denom = math.sqrt(ref_sq) * math.sqrt(dev_sq)
-    cosine = float(r @ d) / denom if denom > 0 else (1.0 if err == 0 else 0.0)
-    snr = math.inf if err == 0 else 10 * math.log10(max(ref_sq, 1e-300) / err)
-    return cosine, snr
-
-
 def compare_anchors(pairs: Sequence[tuple[Heads, Heads]], fg_floor: float) -> list[AnchorStats]:
     """Foreground / background head statistics over images (batch-1 heads of the same
     layout and input size; rows that differ in shape are skipped, the shape gate of the
@@ -192,7 +181,7 @@ def compare_anchors(pairs: Sequence[tuple[Heads, Heads]], fg_floor: float) -> li
         d = np.concatenate([c[1].ravel() for c in chunks]) if chunks else np.empty(0)
         s.fg_anchors = int(sum(c[0].shape[0] for c in chunks))
         if s.fg_anchors:
-            s.fg_cosine, s.fg_snr_db = _cos_snr(r, d)
+            s.fg_cosine, s.fg_snr_db = cosine_snr(r, d)
         if name.startswith("score_"):
             back = bg.get(int(name.split("_")[1]), [])
             rb = np.concatenate([c[0] for c in back]) if back else np.empty(0)

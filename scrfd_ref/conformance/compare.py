@@ -65,6 +65,22 @@ class HeadStats:
                 for k, v in d.items()}
 
 
+def _cosine_snr(dot: float, ref_sq: float, dev_sq: float, err_sq: float) -> tuple[float, float]:
+    denom = np.sqrt(ref_sq) * np.sqrt(dev_sq)
+    cosine = dot / denom if denom > 0 else (1.0 if err_sq == 0 else 0.0)
+    snr = float("inf") if err_sq == 0 else 10 * np.log10(max(ref_sq, 1e-300) / err_sq)
+    return float(cosine), float(snr)
+
+
+def cosine_snr(ref: np.ndarray, dev: np.ndarray) -> tuple[float, float]:
+    """Cosine similarity and SNR (dB) of ``dev`` against ``ref`` (same shape; non-finite
+    device values count as 0), as :func:`compare_heads` computes them per head."""
+    acc = _HeadAccumulator("", 0.0, 0.0)
+    acc.add(np.asarray(ref), np.asarray(dev), "")
+    stats = acc.result()
+    return stats.cosine, stats.snr_db
+
+
 @dataclass
 class _HeadAccumulator:
     name: str
@@ -111,9 +127,7 @@ class _HeadAccumulator:
         if self.n == 0:
             return HeadStats(self.name, shape_ok=self.shape_ok, worst_image=self.worst,
                              nonfinite=self.nonfinite)
-        denom = np.sqrt(self.ref_sq) * np.sqrt(self.dev_sq)
-        cosine = self.dot / denom if denom > 0 else (1.0 if self.err_sq == 0 else 0.0)
-        snr = float("inf") if self.err_sq == 0 else 10 * np.log10(max(self.ref_sq, 1e-300) / self.err_sq)
+        cosine, snr = _cosine_snr(self.dot, self.ref_sq, self.dev_sq, self.err_sq)
         return HeadStats(self.name, self.n, float(cosine), self.max_abs, self.abs_sum / self.n,
                          float(snr), self.within / self.n, self.nonfinite, self.worst, self.shape_ok)
 

@@ -22,12 +22,12 @@ strict reader refuses them.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from scrfd_ref.conformance.compare import cosine_snr
 from scrfd_ref.core.heads import Heads
 
 #: SNR of a head that matches exactly (dB); keeps gains finite
@@ -114,16 +114,13 @@ def _with(h: Heads, kind: str, stride: int, new: np.ndarray) -> Heads:
 
 
 def _snr(ref: np.ndarray, dev: np.ndarray) -> float:
-    r = ref.astype(np.float64).ravel()
-    d = dev.astype(np.float64).ravel()
-    if not r.size:
+    """SNR as the head checks compute it, capped at :data:`SNR_CAP`; a device with NaN /
+    Inf is as far off as possible (-cap)."""
+    if not ref.size:
         return SNR_CAP
-    if not np.isfinite(d).all():
+    if not np.isfinite(dev).all():
         return -SNR_CAP
-    err = float(((d - r) ** 2).sum())
-    if err == 0:
-        return SNR_CAP
-    return float(min(SNR_CAP, 10 * math.log10(max(float(r @ r), 1e-30) / err)))
+    return float(min(SNR_CAP, cosine_snr(ref, dev)[1]))
 
 
 class _Pairs:

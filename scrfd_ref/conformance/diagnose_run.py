@@ -10,7 +10,7 @@ replayed and run through the fp32 reference with the dump's recorded profile, an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -78,16 +78,27 @@ def preprocessing_causes(model: Path, profile: Any, items: Any, device: Any,
 
 
 def _first_raw_arrays(outputs_dir: Path) -> list[np.ndarray]:
-    from scrfd_ref.formats.device_npz import scan_output_files
+    """The arrays of the first output file, unvalidated (empty when unreadable: the strict
+    reader names the damage later)."""
+    from scrfd_ref.core.errors import ScrfdRefError
+    from scrfd_ref.formats.device_npz import _load_npz, scan_output_files
 
     files, _ = scan_output_files(outputs_dir)
     if not files:
         return []
     try:
-        with np.load(files[0], allow_pickle=False) as z:
-            return [z[k] for k in sorted(z.files)]
-    except Exception:  # noqa: BLE001 - the strict reader names the damage later
+        return [a for _, a in sorted(_load_npz(files[0]).items())]
+    except ScrfdRefError:
         return []
+
+
+def diagnose_with_gates(reference: Sequence[Any], device: Sequence[Any], gates: Any,
+                        dtype: str, extra: Sequence[Cause] = ()) -> Diagnosis:
+    """:func:`~scrfd_ref.conformance.diagnose.diagnose` with the foreground floor and the
+    margin of ``dtype``'s gates."""
+    return diagnose(reference, device, extra=extra,
+                    fg_floor=gates.value(dtype, "heads", "fg_score_floor"),
+                    min_gain_db=gates.value(dtype, "heads", "diagnose_min_gain_db"))
 
 
 def diagnose_outputs(outputs_dir: Path, model: Path, images_dir: Path, profile: Any,
@@ -119,6 +130,4 @@ def diagnose_outputs(outputs_dir: Path, model: Path, images_dir: Path, profile: 
     device = [dev.heads[k] for k in keys]
     extra = preprocessing_causes(model, profile, items, device, floor,
                                  match_db(reference, device, floor))
-    result = diagnose(reference, device, fg_floor=floor, extra=extra,
-                      min_gain_db=gates.value(dtype, "heads", "diagnose_min_gain_db"))
-    return result, seen
+    return diagnose_with_gates(reference, device, gates, dtype, extra), seen

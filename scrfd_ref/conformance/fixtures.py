@@ -371,7 +371,7 @@ def judge(device_spec, conformance_report, request):
 def _likely_causes(request, device_spec, report) -> None:
     """Once per failing device: the output-level diagnosis of its kept heads
     (:mod:`scrfd_ref.conformance.diagnose`) in the report's "Likely causes" section."""
-    from scrfd_ref.conformance.diagnose import diagnose
+    from scrfd_ref.conformance.diagnose_run import diagnose_with_gates
 
     section = report.sections.setdefault("likely_causes", {"devices": {}, "markdown": ""})
     if device_spec.id in section["devices"]:
@@ -383,10 +383,8 @@ def _likely_causes(request, device_spec, report) -> None:
         section["devices"][device_spec.id] = ["no head-level image in common: nothing to "
                                               "diagnose"]
     else:
-        dtype = device_spec.dtype
-        result = diagnose([ref.heads[k] for k in keys], [dev.heads[k] for k in keys],
-                          fg_floor=gates.value(dtype, "heads", "fg_score_floor"),
-                          min_gain_db=gates.value(dtype, "heads", "diagnose_min_gain_db"))
+        result = diagnose_with_gates([ref.heads[k] for k in keys],
+                                     [dev.heads[k] for k in keys], gates, device_spec.dtype)
         section["devices"][device_spec.id] = result.lines()
     lines = ["## Likely causes", "",
              "For each device with a failed gate, the known causes that undoing on its raw "

@@ -185,12 +185,11 @@ class Int8Builder:
 
 
 def _profile(settings: dict[str, Any]) -> Any:
-    from scrfd_ref.core.profiles import get_profile, profile_from_dict
-    from scrfd_ref.device.calibration import CALIBRATION_PROFILE
+    """The calibration :class:`~scrfd_ref.core.profiles.Profile` of conversion settings
+    (input size included)."""
+    from scrfd_ref.core.profiles import profile_from_dict
 
-    prof = (profile_from_dict(settings["calibration_profile"])
-            if settings.get("calibration_profile") else get_profile(CALIBRATION_PROFILE))
-    return prof.replace(input_size=tuple(settings["input_size"]))
+    return profile_from_dict(settings["calibration_profile"])
 
 
 def _detections(model_path: Path, images: Sequence[Path], size: tuple[int, int],
