@@ -513,6 +513,8 @@ CASES = [
          keep=("r.txt",)),
     Case("int8-ap-unknown-recipe", ("int8-ap", "-m", M, "--recipes", "minmax,kl"), 2,
          r"--recipes: kl is not a recipe; choose from minmax, entropy, percentile, default"),
+    Case("int8-ap-missing-model", ("int8-ap", "-m", f"{WS}/none.onnx"), 2,
+         r"--model .*none\.onnx: model not found"),
     Case("int8-ap-out-is-a-file", ("int8-ap", "-m", M, "--out", f"{WS}/t.md"), 2,
          r"--out .*t\.md: is a file; give a folder", setup=_write("t.md", "x"),
          keep=("t.md",)),
