@@ -40,6 +40,9 @@ class Detector:
                  backend_options: dict[str, Any] | None = None, **overrides: Any) -> None:
         self.backend = model if isinstance(model, Backend) else get_backend(
             backend, model, **(backend_options or {}))
+        #: how to build the same detector again (None: built around a given backend)
+        self._recipe = None if isinstance(model, Backend) else (model, backend,
+                                                                dict(backend_options or {}))
         fixed = self.backend.input_size
         if input_size is not None and fixed is not None and tuple(input_size) != fixed:
             raise UsageError(f"--input-size {input_size[0]},{input_size[1]}: the model input is "
@@ -75,9 +78,29 @@ class Detector:
         """Backend identity and every profile setting, for reports and JSON."""
         return {"backend": self.backend.info(), "profile": self.profile.to_dict()}
 
+    def replicate(self, **backend_options: Any) -> "Detector | None":
+        """A second detector with the same model, profile and backend options (``backend_options``
+        changed, e.g. ``intra_threads=1``), for data-parallel runs; None when this one was
+        built around a ready backend or runs on an accelerator (one device, one session)."""
+        if self._recipe is None:
+            return None
+        model, backend, options = self._recipe
+        if backend != "ort" or any(p not in (None, "cpu", "CPUExecutionProvider")
+                                   for p in str(options.get("providers") or "").split(",")
+                                   if p):
+            return None
+        return Detector(model, self.profile, backend=backend,
+                        backend_options={**options, **backend_options})
+
     def close(self) -> None:
         """Release the backend."""
         self.backend.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def detect_from_outputs(outputs: Sequence[np.ndarray], transforms: Sequence[Transform],

@@ -128,3 +128,52 @@ def test_export_device_layout_command(tmp_path, data_root, need, capsys):
     assert info.layout == "device" and info.num_outputs == 6 and not info.landmarks
     assert list(info.output_shapes[0]) == [1, 2, 60, 80]
     assert "score_8" in capsys.readouterr().out
+
+
+def test_diagnose_predictions_names_the_profile_a_device_followed(tmp_path, data_root, need,
+                                                                  capsys):
+    """wider-run with the device-flow profile, then diagnose its prediction files: against
+    the profile its manifest records nothing is wrong (exit 0); claimed to be
+    widerface-eval, the device-flow profile is named (exit 1) with its evidence."""
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    need(data_root / "widerface" / "WIDER_val" / "images" / "19--Couple", "WIDER event folder")
+    out = tmp_path / "pred"
+    assert main(["--data-dir", str(data_root), "wider-run", "-q", "-m", "500m_bnkps", "--out",
+                 str(out), "--events", "19--Couple", "--profile", "device-flow"]) == 0
+    base = ["--data-dir", str(data_root), "diagnose", "--predictions", str(out), "-m",
+            "500m_bnkps", "--count", "6"]
+    capsys.readouterr()
+    assert main(base) == 0
+    said = capsys.readouterr().out
+    assert "reference profile device-flow" in said and "no known cause matches" in said
+    assert main(base + ["--profile", "widerface-eval", "--json", str(tmp_path / "d.json")]) == 1
+    said = capsys.readouterr().out
+    assert "1. the device follows the device-flow profile" in said
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert doc["causes"][0]["name"] == "profile"
+    assert doc["causes"][0]["gain_db"] >= 3.0
+    assert len(doc["looked_at"]["images"]) == 6
+    assert doc["looked_at"]["facts"]["integer_share"] == 1.0
+
+
+def test_wider_run_workers_write_the_same_files_and_report_stages(tmp_path, data_root, need,
+                                                                  capsys):
+    """Two one-thread sessions side by side write byte-identical prediction files to the
+    single-threaded path; --json has the throughput and the time of every stage."""
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    need(data_root / "widerface" / "WIDER_val" / "images" / "4--Dancing", "WIDER event folder")
+    base = ["--data-dir", str(data_root), "wider-run", "-q", "-m", "500m_bnkps", "--events",
+            "4--Dancing"]
+    assert main(base + ["--out", str(tmp_path / "two"), "--workers", "2", "--json",
+                        str(tmp_path / "two.json")]) == 0
+    assert main(base + ["--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "2 workers" in said and "1 workers" in said and "ms/image" in said
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.txt"))
+    assert len(files) == 43
+    for rel in files:
+        assert (tmp_path / "two" / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes()
+    doc = json.loads((tmp_path / "two.json").read_text())
+    assert doc["written"] == 43 and doc["workers"] == 2 and doc["images_per_s"] > 0
+    assert set(doc["stages"]) == {"read", "preprocess", "infer", "post", "write"}
+    assert all(v["seconds"] > 0 for v in doc["stages"].values())

@@ -62,6 +62,21 @@ def test_a_scaled_box_head_is_named_with_its_slope():
     assert top.params["slope"] == pytest.approx(1.15, rel=1e-4)
 
 
+def test_one_scaled_box_channel_is_named_with_its_channel_and_slope():
+    def right_too_far(a):
+        b = a.copy()
+        b[..., 2] *= 1.2
+        return b
+    result = run([changed(h, "boxes", 16, right_too_far) for h in REF])
+    top = result.causes[0]
+    assert top.name == "channel_affine" and top.heads == ["bbox_16"]
+    assert top.params["channel"] == 2 and "(right)" in top.text
+    assert top.params["slope"] == pytest.approx(1.2, rel=1e-4)
+    # a whole-head scale is still named as the head, not as one of its channels
+    whole = run([changed(h, "kps", 8, lambda a: a * 1.3) for h in REF]).causes[0]
+    assert whole.name == "scale_head" and whole.heads == ["kps_8"]
+
+
 def test_box_order_landmark_swap_and_score_bias():
     tlbr = [changed(changed(changed(h, "boxes", 8, lambda a: a[..., [1, 0, 3, 2]]), "boxes",
                             16, lambda a: a[..., [1, 0, 3, 2]]), "boxes", 32,

@@ -61,7 +61,7 @@ class OrtBackend(Backend):
 
     def __init__(self, model: str | Path | bytes, providers: Sequence[str] | str | None = None,
                  intra_threads: int | None = None, dtype: str = "fp32",
-                 graph_optimization: str | None = None) -> None:
+                 graph_optimization: str | None = None, spinning: bool = True) -> None:
         import onnxruntime as ort
 
         if not isinstance(model, bytes):
@@ -75,6 +75,9 @@ class OrtBackend(Backend):
         opts = ort.SessionOptions()
         if intra_threads:
             opts.intra_op_num_threads = int(intra_threads)
+        if not spinning:        # idle intra-op threads sleep instead of spinning: leaves
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the cores
+            # to pipeline threads (decoding, post-processing) between inferences
         if graph_optimization is None and dtype == "int8":
             graph_optimization = "basic"
         self.graph_optimization = graph_optimization or "all"

@@ -296,12 +296,14 @@ def make_detector(args: argparse.Namespace, default_profile: str):
     profile = resolve_profile(args, default_profile, vdsp=vdsp)
     backend = get_backend("ort", model, **options)
     fixed = backend.input_size
+    backend.close()
     if vdsp is not None and fixed is not None and fixed != profile.input_size:
-        backend.close()
         raise UsageError(f"--vdsp-params {vdsp.source}: the device output is "
                          f"{profile.input_size[0]}x{profile.input_size[1]} but {model.name} is "
                          f"fixed at {fixed[0]}x{fixed[1]} (scrfd-ref check-config reports such "
                          "mismatches)")
     size = tuple(args.input_size) if args.input_size else (profile.input_size if vdsp else None)
-    return model, Detector(backend, profile=profile, input_size=size, score_thr=args.score_thr,
-                           nms_thr=args.nms_thr, max_num=args.max_num)
+    # built from the path (not the probe session) so that runs can replicate it
+    return model, Detector(model, profile=profile, input_size=size, backend_options=options,
+                           score_thr=args.score_thr, nms_thr=args.nms_thr,
+                           max_num=args.max_num)

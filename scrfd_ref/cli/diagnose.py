@@ -12,7 +12,8 @@ from scrfd_ref.formats.files import display, input_dir, input_file, output_file,
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    """Rank the likely causes of a device dump's mismatch with the reference.
+    """Rank the likely causes of a device's mismatch with the reference (``--device-outputs``
+    raw heads, or ``--predictions`` WIDER files alone).
 
     Replay the first --count images of the dump folder (output_*.npz beside its
     datalist), run the fp32 reference on the same images with the dump's recorded
@@ -24,6 +25,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     raises the foreground SNR by the gates' diagnose_min_gain_db (data/gates.toml, per
     dtype); otherwise "no known cause matches" with the closest ones. Exit 1 when a cause
     is named, 0 when none.
+
+    With --predictions (WIDER files only) the hypotheses are changes of the reference
+    pipeline tested on detections (:mod:`scrfd_ref.conformance.diagnose_predictions`):
+    another profile, score threshold, NMS, integer rounding, boxes not mapped back, the
+    preprocessing variants and the input size; the margin is diagnose_pred_min_gain_db.
     """
     from scrfd_ref.cli.args import read_vdsp_option, resolve_model
     from scrfd_ref.conformance.diagnose_run import diagnose_outputs
@@ -32,6 +38,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from scrfd_ref.device.flow import decode_profile, dump_source
     from scrfd_ref.formats.vdsp import apply_vdsp
 
+    if args.predictions:
+        return _diagnose_predictions(args)
     outputs = input_dir(args.device_outputs, "--device-outputs", "device output folder")
     if args.json and args.json != "-":
         output_file(args.json, "--json", inputs=[outputs])
@@ -53,9 +61,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     profile, _ = decode_profile(source, requested, force=vdsp is not None)
     result, seen = diagnose_outputs(outputs, model, images, profile, gates, dtype,
                                     count=args.count, progress=not args.quiet)
+    head = (f"diagnose: {display(outputs)} ({dtype}, {len(seen.get('images', []))} images, "
+            f"profile {profile.name}) against {display(model)}")
+    return _report(args, head, result, seen)
+
+
+def _report(args: argparse.Namespace, head: str, result, seen: dict) -> int:
+    """Print the ranked causes (and write --json); exit 1 when a cause is named."""
     text = sys.stderr if args.json == "-" else sys.stdout
-    print(f"diagnose: {display(outputs)} ({dtype}, {len(seen.get('images', []))} images, "
-          f"profile {profile.name}) against {display(model)}", file=text)
+    print(head, file=text)
     for line in result.lines():
         print(f"  {line}", file=text)
     if args.json:
@@ -67,25 +81,99 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 1 if result.causes else 0
 
 
+def _spread(keys: list, count: int) -> list:
+    """``count`` keys spread evenly over the sorted list (every event contributes)."""
+    if len(keys) <= count:
+        return keys
+    return [keys[(i * len(keys)) // count] for i in range(count)]
+
+
+def _diagnose_predictions(args: argparse.Namespace) -> int:
+    """``diagnose --predictions DIR``: post-processing and preprocessing hypotheses tested
+    on the device's WIDER prediction files alone."""
+    from scrfd_ref.backends import get_backend
+    from scrfd_ref.cli.args import read_vdsp_option, resolve_model
+    from scrfd_ref.conformance.diagnose_predictions import diagnose_predictions
+    from scrfd_ref.conformance.gates import Gates
+    from scrfd_ref.core.errors import InputError
+    from scrfd_ref.core.profiles import get_profile, profile_from_dict
+    from scrfd_ref.formats.dataset import list_images
+    from scrfd_ref.formats.manifest import RUN_MANIFEST, read_source
+    from scrfd_ref.formats.vdsp import apply_vdsp
+    from scrfd_ref.formats.wider_txt import read_prediction_dir
+
+    preds_dir = input_dir(args.predictions, "--predictions", "prediction folder")
+    if args.json and args.json != "-":
+        output_file(args.json, "--json", inputs=[preds_dir])
+    gates = Gates.load(input_file(args.gates, "--gates", "gates file") if args.gates else None)
+    identity = read_source(preds_dir, RUN_MANIFEST, allow_incomplete=True,
+                           option="--predictions").identity
+    model = resolve_model(args.model, args.data_dir)
+    dtype = args.dtype or identity.get("dtype") or "fp32"
+    vdsp = read_vdsp_option(args)
+    if args.profile:
+        profile = get_profile(args.profile)
+    elif identity.get("profile"):
+        profile = profile_from_dict(identity["profile"])
+    else:
+        profile = get_profile("widerface-eval")
+    if vdsp is not None:
+        profile = apply_vdsp(profile, vdsp)
+    device = read_prediction_dir(preds_dir)
+    images = (input_dir(args.images, "--images", "image folder") if args.images else
+              data_mod.require(data_mod.widerface_dir(data_mod.data_dir(args.data_dir))
+                               / "WIDER_val" / "images", "WIDER val images"))
+    by_key = {(it.event, it.name): it for it in list_images(images)}
+    keys = sorted(k for k in device if k in by_key)
+    if not keys:
+        raise InputError(f"--predictions {display(preds_dir)}: none of its {len(device)} "
+                         f"prediction files names an image of --images {display(images)}; "
+                         "give the folder of the images the device ran on")
+    if len(keys) < len(device):
+        print(f"diagnose: {len(device) - len(keys)} prediction files have no image in "
+              f"{display(images)} and are left out", file=sys.stderr)
+    items = [by_key[k] for k in _spread(keys, args.count)]
+    with get_backend("ort", model) as backend:
+        result, facts = diagnose_predictions(
+            backend, items, {(it.event, it.name): device[(it.event, it.name)] for it in items},
+            profile, min_gain_db=gates.value(dtype, "detections", "diagnose_pred_min_gain_db"))
+    seen = {"predictions": str(preds_dir), "model": str(model), "dtype": dtype,
+            "profile": profile.name, "images": [f"{it.event}/{it.name}" for it in items],
+            "facts": facts}
+    head = (f"diagnose: {display(preds_dir)} (prediction files, {dtype}, {len(items)} "
+            f"images, reference profile {profile.name}) against {display(model)}")
+    return _report(args, head, result, seen)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``diagnose`` to the main parser."""
     from scrfd_ref.cli.args import add_command
     from scrfd_ref.conformance.diagnose_run import DEFAULT_IMAGES
+    from scrfd_ref.core.profiles import PROFILES
 
     p = add_command(sub, "diagnose", cmd_diagnose)
-    p.add_argument("--device-outputs", required=True, metavar="DIR",
-                   help="the dump folder: output_*.npz with its datalist (and scrfd_dump.json)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--device-outputs", metavar="DIR",
+                      help="the dump folder: output_*.npz with its datalist (and "
+                           "scrfd_dump.json)")
+    what.add_argument("--predictions", metavar="DIR",
+                      help="only the device's WIDER prediction files (<event>/<name>.txt): "
+                           "test post-processing (threshold, NMS, rounding, boxes not mapped "
+                           "back, another profile) and preprocessing hypotheses on detections")
+    p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
+                   help="--predictions: the profile the device claims to follow (default: "
+                        "the folder's scrfd_run.json, else widerface-eval)")
     p.add_argument("--model", "-m", default=None,
                    help="the fp32 ONNX model or variant the device runs (default: the dump's "
-                        "recorded variant)")
+                        "recorded variant; with --predictions the default variant)")
     p.add_argument("--dtype", "-D", default=None, choices=("fp32", "fp16", "int8"),
                    help="whose gates give the margins (default: the dump's recorded dtype)")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="the original images, event folders (default: WIDER val of the data "
                         "folder)")
     p.add_argument("--count", type=positive_int(10_000), default=DEFAULT_IMAGES, metavar="N",
-                   help=f"images to diagnose, from the start of the datalist (default "
-                        f"{DEFAULT_IMAGES})")
+                   help=f"images to diagnose: the first of the datalist, or with --predictions "
+                        f"spread over the events (default {DEFAULT_IMAGES})")
     p.add_argument("--gates", default=None, metavar="FILE",
                    help="gates file with the margins (default: the shipped data/gates.toml)")
     add_vdsp_option(p)

@@ -9,6 +9,7 @@ before anything is computed, and every bad one is listed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -19,6 +20,7 @@ from scrfd_ref.cli.args import (
     add_model_options,
     add_run_options,
     make_detector,
+    non_negative_int,
     unique,
 )
 from scrfd_ref.formats import datadir as data_mod
@@ -45,20 +47,33 @@ def cmd_wider_run(args: argparse.Namespace) -> int:
                                / "WIDER_val" / "images", "WIDER val images"))
     output_dir(args.out, "--out", inputs=[images])
     items = list_images(images, unique(args.events, "--events"))
+    if args.json and args.json != "-":
+        output_file(args.json, "--json", inputs=[images])
     model, det = make_detector(args, "widerface-eval")
     summary = run_dataset(det, items, args.out, resume=not args.no_resume,
-                          progress=not args.quiet, overwrite=args.overwrite)
+                          progress=not args.quiet, overwrite=args.overwrite,
+                          workers=args.workers)
+    text = sys.stderr if args.json == "-" else sys.stdout
     if summary.written == 0:
         print(f"wider-run: all {summary.total} images were done already in {display(args.out)} "
-              "(same run); nothing to do")
+              "(same run); nothing to do", file=text)
     else:
         print(f"wider-run: {summary.total} images ({summary.skipped} already done, "
               f"{summary.written} written, {summary.detections} detections, "
               f"{summary.inverted} with a negative width or height, kept) -> "
-              f"{display(args.out)}")
+              f"{display(args.out)}", file=text)
+        print(f"throughput {summary.images_per_s:.1f} images/s ({summary.wall_s:.2f} s, "
+              f"{summary.workers} workers); {summary.stage_line()}", file=text)
     print(f"model {display(model)}, profile {det.profile.name}: score >= "
           f"{det.profile.score_thr}, NMS {det.profile.nms_thr}, input "
-          f"{det.profile.input_size[0]}x{det.profile.input_size[1]}")
+          f"{det.profile.input_size[0]}x{det.profile.input_size[1]}", file=text)
+    if args.json:
+        doc = json.dumps({**summary.to_dict(), "model": str(model),
+                          "profile": det.profile.to_dict()}, indent=1) + "\n"
+        if args.json == "-":
+            sys.stdout.write(doc)
+        else:
+            write_text(args.json, doc)
     return 0
 
 
@@ -74,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--events", nargs="+", default=None, metavar="EVENT",
                    help="only these event folders (default: every event folder found; a "
                         "repeated name counts once)")
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                   help="images processed at once, each by its own one-thread copy of the "
+                        "model session (default: one per usable core; 1: every stage in turn "
+                        "on one thread with ORT's default threads); the files are identical "
+                        "either way")
+    add_json_option(p, "the run summary: throughput and time per stage")
     add_run_options(p)
 
     p = add_command(subparsers, "eval", run_eval)

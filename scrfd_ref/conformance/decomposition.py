@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -51,11 +51,14 @@ class Step:
         return {s: float(self.result.ap[s]) for s in SETTINGS}
 
 
-def _candidates(model: Path, profile: Profile, items: Sequence[ImageItem], floor: float,
-                ) -> dict[tuple[str, str], tuple[Candidates, Transform]]:
+def reference_candidates(model: Path | Any, profile: Profile, items: Sequence[ImageItem],
+                         floor: float) -> dict[tuple[str, str], tuple[Candidates, Transform]]:
+    """Score-sorted candidates (score >= ``floor``) and the letterbox of each image, from
+    one inference of ``model`` (an ONNX path, or an open backend) with ``profile``'s
+    preprocessing; keyed by ``(event, name)``."""
     from scrfd_ref.backends.ort import OrtBackend
 
-    backend = OrtBackend(model)
+    backend = OrtBackend(model) if isinstance(model, (str, Path)) else model
     out = {}
     load = lambda it: preprocess([read_image(it.path)], profile)  # noqa: E731
     for item, (blob, (t,)) in prefetch(load, items, depth=4):
@@ -64,12 +67,16 @@ def _candidates(model: Path, profile: Profile, items: Sequence[ImageItem], floor
     return out
 
 
-def _evaluate(cands, profile: Profile, gt, keys) -> WiderResult:
-    def above(c: Candidates) -> Candidates:
-        thr = np.float32(profile.score_thr)
-        return c.take(c.scores > thr if profile.score_strict else c.scores >= thr)
+def final_rows(cands: Candidates, t: Transform, profile: Profile) -> np.ndarray:
+    """WIDER ``(n, 5)`` x y w h score rows of one image: ``profile``'s score threshold, box
+    handling and NMS applied to candidates decoded at a lower floor."""
+    thr = np.float32(profile.score_thr)
+    kept = cands.take(cands.scores > thr if profile.score_strict else cands.scores >= thr)
+    return wider_rows(postprocess(kept, t, profile))[0]
 
-    preds = {k: wider_rows(postprocess(above(c), t, profile))[0] for k, (c, t) in cands.items()}
+
+def _evaluate(cands, profile: Profile, gt, keys) -> WiderResult:
+    preds = {k: final_rows(c, t, profile) for k, (c, t) in cands.items()}
     return evaluate(preds, gt, images=keys)
 
 
@@ -115,7 +122,7 @@ def decompose(model: Path, items: Sequence[ImageItem], gt, *,
     device = get_profile("device-flow")
     chain = postprocess_chain(wider, device)
     say("inference with the wider letterbox")
-    cands = _candidates(model, wider, items, wider.score_thr)
+    cands = reference_candidates(model, wider, items, wider.score_thr)
     steps = []
     for label, prof in chain:
         say(label)
@@ -123,13 +130,13 @@ def decompose(model: Path, items: Sequence[ImageItem], gt, *,
     label = (f"letterbox {wider.letterbox} -> {device.letterbox}, pad {wider.pad_value:g} -> "
              f"{device.pad_value:g} (= device-flow profile, fp32)")
     say(label)
-    dev_cands = _candidates(model, device, items, device.score_thr)
+    dev_cands = reference_candidates(model, device, items, device.score_thr)
     steps.append(Step(label, device, "fp32", _evaluate(dev_cands, device, gt, keys)))
     for dtype, path in (models_by_dtype or {}).items():
         label = f"precision fp32 -> {dtype} (device-flow profile)"
         say(label)
         steps.append(Step(label, device, dtype,
-                          _evaluate(_candidates(path, device, items, device.score_thr),
+                          _evaluate(reference_candidates(path, device, items, device.score_thr),
                                     device, gt, keys)))
     return steps
 

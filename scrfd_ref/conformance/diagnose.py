@@ -11,7 +11,8 @@ reported only when its gain reaches the gates' ``diagnose_min_gain_db`` (per dty
 "no known cause matches" and lists the closest hypotheses with their gains.
 
 Hypotheses on the outputs (this module): a head scaled or offset (least-squares fit
-device = a * reference + b on the foreground anchors), score logits biased, sigmoid applied
+device = a * reference + b on the foreground anchors), one channel of a box or landmark
+head scaled or offset (the same fit per channel), score logits biased, sigmoid applied
 twice or not at all, box channels in tlbr order, a landmark pair swapped, the two anchors
 of a cell swapped, a dead (constant) head, values clipped at a constant (fp16 saturation),
 NaN / Inf; on the pairing: outputs shifted, swapped or repeated against the datalist. Preprocessing
@@ -45,7 +46,9 @@ class Cause:
         heads: the heads the hypothesis touches.
         before_db: mean foreground SNR of those heads as the device gave them.
         after_db: the same after undoing the hypothesised fault.
-        params: fitted parameters (slope, offset, shift...).
+        params: fitted parameters (slope, offset, shift...); an ``evidence`` entry (text)
+            is added to the description.
+        metric: what ``before_db`` / ``after_db`` measure.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Cause:
     before_db: float
     after_db: float
     params: dict[str, Any] = field(default_factory=dict)
+    metric: str = "foreground SNR"
 
     @property
     def gain_db(self) -> float:
@@ -64,8 +68,9 @@ class Cause:
         """``bbox_32 scaled x1.150 (foreground SNR 9.1 -> 38.2 dB on bbox_32)``."""
         if not self.heads:
             return self.text
-        return (f"{self.text} (foreground SNR {self.before_db:.1f} -> {self.after_db:.1f} dB "
-                f"on {', '.join(self.heads)})")
+        evidence = f"; {self.params['evidence']}" if self.params.get("evidence") else ""
+        return (f"{self.text} ({self.metric} {self.before_db:.1f} -> {self.after_db:.1f} dB "
+                f"on {', '.join(self.heads)}{evidence})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the gain."""
@@ -214,6 +219,48 @@ def _affine(p: _Pairs) -> list[Cause]:
     return out
 
 
+CHANNEL_NAMES = {"bbox": ("left", "top", "right", "bottom"),
+                 "kps": tuple(f"{axis}{i}" for i in range(5) for axis in "xy")}
+
+
+def _per_channel(p: _Pairs) -> list[Cause]:
+    """One channel of a box or landmark head scaled / offset (a per-channel requantisation
+    or a folded constant gone wrong): a least-squares fit per channel; only channels whose
+    fit differs from identity are tried (a whole-head fault fits every channel alike and
+    its whole-head correction then gains more)."""
+    out = []
+    for kind, stride in p.heads:
+        if kind == "score":
+            continue
+        r, d = p.fg(kind, stride)
+        if r.ndim != 2 or r.shape[0] < 8:
+            continue
+        for c in range(r.shape[1]):
+            rc, dc = r[:, c].astype(np.float64), d[:, c].astype(np.float64)
+            ok = np.isfinite(dc)
+            if ok.sum() < 8 or float(np.var(rc[ok])) == 0:
+                continue
+            a, b = np.polyfit(rc[ok], dc[ok], 1)
+            spread = float(np.abs(rc[ok]).mean()) + 1e-12
+            if not np.isfinite(a) or abs(a) < 1e-6 or (abs(a - 1) < 0.01
+                                                       and abs(b) < 0.01 * spread):
+                continue
+            names = CHANNEL_NAMES.get(kind, ())
+            label = names[c] if c < len(names) else str(c)
+            fit = (f"scaled x{a:.3f}" if abs(b) < 0.05 * spread else
+                   f"= {a:.3f} x reference {b:+.4f}")
+
+            def fix(x: np.ndarray, c: int = c, a: float = a, b: float = b) -> np.ndarray:
+                y = x.copy()
+                y[..., c] = ((x[..., c] - b) / a).astype(x.dtype)
+                return y
+            out.append(_per_head(p, "channel_affine",
+                                 f"{kind}_{stride} channel {c} ({label}) {fit} (least-squares "
+                                 "fit on foreground anchors)", kind, stride, fix,
+                                 {"channel": c, "slope": float(a), "offset": float(b)}))
+    return out
+
+
 def _score_hypotheses(p: _Pairs) -> list[Cause]:
     out = [_all_strides(p, "sigmoid_twice", "scores passed through sigmoid twice", "score",
                         lambda x: _logit(x).astype(np.float32)),
@@ -330,7 +377,7 @@ def _symptoms(p: _Pairs) -> list[Cause]:
     return out
 
 
-HYPOTHESES = (_affine, _score_hypotheses, _permutations, _pairing, _symptoms)
+HYPOTHESES = (_affine, _per_channel, _score_hypotheses, _permutations, _pairing, _symptoms)
 
 
 def match_db(reference: Sequence[Heads], device: Sequence[Heads], fg_floor: float) -> float:

@@ -12,6 +12,8 @@ block ``a*C:(a+1)*C`` belongs to anchor ``a``):
 
 - ``scale_head``: one head (kind and stride) multiplied by ``magnitude`` (a compiler pass
   that rescales an output, one stride's boxes too large);
+- ``scale_channel``: channel ``pair[0]`` of every anchor of one head multiplied by
+  ``magnitude`` (a per-channel requantisation gone wrong: one box side too far);
 - ``bias_scores``: ``magnitude`` added to every score logit (a miscalibrated activation);
 - ``dead_stride``: one stride's score logits set to ``-magnitude`` (a head that outputs
   nothing);
@@ -82,6 +84,8 @@ class Fault:
             return f"truncate(file {self.pair[0]} to {int(self.magnitude)} bytes)"
         if self.name == "raw_int8":
             return f"raw_int8(x{self.magnitude:g}, not dequantized)"
+        if self.name == "scale_channel":
+            return f"scale_channel({where} ch{self.pair[0]} x{self.magnitude:g})"
         if self.name == "box_order":
             return "box_order(ltrb->tlbr)"
         return f"{self.name}({where}{' ' if where else ''}{self.magnitude:g})"
@@ -107,6 +111,20 @@ def _index(arrays: list[np.ndarray], kind: str, stride: int) -> int:
 def _scale_head(arrays: list[np.ndarray], f: Fault) -> list[np.ndarray]:
     i = _index(arrays, f.kind or "bbox", f.stride or 32)
     arrays[i] = (arrays[i].astype(np.float32) * np.float32(f.magnitude)).astype(arrays[i].dtype)
+    return arrays
+
+
+def _scale_channel(arrays: list[np.ndarray], f: Fault) -> list[np.ndarray]:
+    i = _index(arrays, f.kind or "bbox", f.stride or 32)
+    per_anchor = KIND_CHANNELS[f.kind or "bbox"]
+    c = f.pair[0]
+    if not 0 <= c < per_anchor:
+        raise InputError(f"channel {c} is not one of 0..{per_anchor - 1} of a "
+                         f"{f.kind or 'bbox'} head")
+    a = arrays[i].astype(np.float32)
+    for anchor in range(NUM_ANCHORS):
+        a[:, anchor * per_anchor + c] *= np.float32(f.magnitude)
+    arrays[i] = a.astype(arrays[i].dtype)
     return arrays
 
 
@@ -163,7 +181,8 @@ def _drop_landmarks(arrays: list[np.ndarray], f: Fault) -> list[np.ndarray]:
 
 
 _PER_FILE: dict[str, Callable[[list[np.ndarray], Fault], list[np.ndarray]]] = {
-    "scale_head": _scale_head, "bias_scores": _bias_scores, "dead_stride": _dead_stride,
+    "scale_head": _scale_head, "scale_channel": _scale_channel, "bias_scores": _bias_scores,
+    "dead_stride": _dead_stride,
     "swap_landmarks": _swap_landmarks, "box_order": _box_order, "nan": _nan,
     "drop_landmarks": _drop_landmarks,
 }
@@ -173,6 +192,7 @@ FAULTS: tuple[str, ...] = (*_PER_FILE, "swap_images", "truncate", "raw_int8")
 def available_faults() -> dict[str, str]:
     """Fault name -> the parameters it reads."""
     return {"scale_head": "kind, stride, magnitude (factor)",
+            "scale_channel": "kind, stride, pair[0] (channel of each anchor), magnitude",
             "bias_scores": "magnitude (logit offset), stride (None: all)",
             "dead_stride": "stride, magnitude (logit set to -magnitude)",
             "swap_landmarks": "pair (two landmark points 0..4)",

@@ -97,6 +97,7 @@ detections  detections  precision_min        0     1     device faces matched / 
 detections  detections  mean_iou_min         0     1     mean IoU of matched pairs
 detections  detections  max_score_delta_max  0     1     largest |score diff| of a matched pair
 detections  detections  landmark_err_px_max  0     inf   largest landmark distance, original px
+detections  diagnose    diagnose_pred_min_gain_db 0  inf  diagnose --predictions: name a cause when it gains this (dB of detection agreement)
 detections  collapse    collapse_ratio_min   0     inf   device / reference faces above the floor
 detections  buckets     bucket_recall_min    0     1     per size bucket: reference faces found
 detections  buckets     bucket_mean_iou_min  0     1     per size bucket: mean IoU of matched pairs

@@ -128,16 +128,20 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
 def normalize_into(dst: np.ndarray, bgr: np.ndarray, profile: Profile | None = None) -> None:
     """Write the normalised ``(3, h, w)`` planes of a BGR ``(h, w, 3)`` uint8 image into ``dst``.
 
-    SCRFD's own pixels (RGB, ``(x - 127.5) / 128``, the default): one pass of
-    ``cv2.dnn.blobFromImage`` (float32 ``(x - 127.5) * (1/128)``, exact for uint8 pixels
-    since 1/128 is a power of two), the call insightface itself uses. Any other
+    SCRFD's own pixels (RGB, ``(x - 127.5) / 128``, the default): float32
+    ``(x - 127.5) * (1/128)`` per plane, in place, bit-identical to the
+    ``cv2.dnn.blobFromImage`` call insightface itself uses (exact for uint8 pixels since
+    1/128 is a power of two). Any other
     preparation of ``profile`` (channel order, per-channel mean / std, ``/ 255``) in
     float32: ``blobFromImage`` for the channel order, mean and a common scale, then a
     per-channel division when the stds differ.
     """
     if profile is None or profile.scrfd_pixels:
-        dst[...] = cv2.dnn.blobFromImage(bgr, 1.0 / STD, None, (MEAN, MEAN, MEAN),
-                                         swapRB=True)[0]
+        # the same float32 arithmetic as blobFromImage, written straight into dst (no
+        # temporary blob, ~8x faster): uint8 - 127.5 and the scale 2**-7 are exact
+        for plane, channel in zip(dst, cv2.split(bgr)[::-1]):
+            np.subtract(channel, np.float32(MEAN), out=plane, dtype=np.float32)
+        dst *= np.float32(1.0 / STD)
         return
     swap = profile.channel_order == "rgb"
     if profile.norm == "div255":

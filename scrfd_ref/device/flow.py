@@ -24,7 +24,7 @@ from scrfd_ref.backends import Backend
 from scrfd_ref.core.decode import decode
 from scrfd_ref.core.errors import InputError, UsageError, problem_list
 from scrfd_ref.core.heads import normalize_heads
-from scrfd_ref.core.parallel import prefetch
+from scrfd_ref.core.parallel import StageClock, map_with_pool, prefetch
 from scrfd_ref.core.postprocess import postprocess
 from scrfd_ref.core.preprocess import letterbox_geometry, preprocess
 from scrfd_ref.core.profiles import Profile, geometry_differences, profile_from_dict
@@ -97,10 +97,15 @@ def dump_identity(backend: Backend, profile: Profile, entries: Sequence[Path], d
             "image_list_sha256": list_sha256(Path(e).name for e in entries)}
 
 
-def dump(backend: Backend, datalist: str | Path, out_dir: str | Path, profile: Profile, *,
+def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: str | Path, profile: Profile, *,
          dtype: str = "fp32", progress: bool = True, meta: Mapping[str, Any] | None = None,
-         resume: bool = True, overwrite: bool = False) -> int:
+         resume: bool = True, overwrite: bool = False, clock: StageClock | None = None) -> int:
     """Run every datalist input through ``backend`` and write vamp-style output npz files.
+
+    ``backend`` may be several sessions of the same model (one intra-op thread each):
+    each worker thread then takes whole inputs (read, letterbox, infer, check, write) on
+    its own session (:func:`scrfd_ref.core.parallel.map_with_pool`); ``clock`` collects
+    the time per stage (read, preprocess, infer, check, write).
 
     Inputs are letterboxed with ``profile`` (the device resizes and normalises; the
     profile says how). The backend must produce the device layout (a model exported
@@ -126,7 +131,8 @@ def dump(backend: Backend, datalist: str | Path, out_dir: str | Path, profile: P
         if p.parent.exists() and same_path(p.parent, out) and OUTPUT_NAME.match(p.name):
             raise UsageError(f"--out {display(out)}: the datalist lists {display(p)}, a file "
                              "this dump would overwrite; write the outputs elsewhere")
-    identity = dump_identity(backend, profile, entries, dtype, meta)
+    first = backend[0] if isinstance(backend, (list, tuple)) else backend
+    identity = dump_identity(first, profile, entries, dtype, meta)
     run = open_run(out, DUMP_MANIFEST, "dump", identity, overwrite=overwrite,
                    run_files=_dump_files)
     copy = out / "datalist.txt"
@@ -135,24 +141,36 @@ def dump(backend: Backend, datalist: str | Path, out_dir: str | Path, profile: P
     todo = [(i, p) for i, p in enumerate(entries)
             if not (resume and run.resumed and output_path(out, i).is_file())]
 
-    def load(item: tuple[int, Path]):
-        return preprocess([read_input_npz(item[1])], profile)[0]
+    clock = clock if clock is not None else StageClock()
+    sessions = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+
+    def one(session: Backend, item: tuple[int, Path]) -> bool:
+        i, path = item
+        with clock.stage("read"):
+            arr = read_input_npz(path)
+        with clock.stage("preprocess"):
+            blob = preprocess([arr], profile)[0]
+        with clock.stage("infer"):
+            outputs = session.run(blob)
+        with clock.stage("check"):
+            heads = normalize_heads(outputs, profile.input_size,
+                                    where=f"{session.name} on {display(path)}",
+                                    check_finite=False)
+        if heads.layout != "device":
+            raise InputError(f"{session.name}: the model gives the standard layout; dump writes "
+                             "the device layout: export it first (scrfd-ref export-device-layout)")
+        with clock.stage("write"):
+            write_output_npz(output_path(out, i), outputs, dtype)
+        return heads.has_landmarks
 
     landmarks = run.doc.get("landmarks")
-    for (i, path), blob in tqdm(prefetch(load, todo, depth=4), total=len(todo),
-                                desc="dump", unit="img", disable=not progress):
-        outputs = backend.run(blob)
-        heads = normalize_heads(outputs, profile.input_size,
-                                where=f"{backend.name} on {display(path)}", check_finite=False)
-        if heads.layout != "device":
-            raise InputError(f"{backend.name}: the model gives the standard layout; dump writes "
-                             "the device layout: export it first (scrfd-ref export-device-layout)")
-        landmarks = heads.has_landmarks
-        write_output_npz(output_path(out, i), outputs, dtype)
+    for has_landmarks in tqdm(map_with_pool(one, todo, sessions), total=len(todo),
+                              desc="dump", unit="img", disable=not progress):
+        landmarks = has_landmarks
     # ``landmarks: false`` declares a landmark-free device (a model exported with
     # --drop-landmarks): the conformance suite then does not expect landmark heads
     run.finish(files=len(entries), written=len(todo), images=len(entries),
-               backend_info=backend.info(), scrfd_ref=__version__, landmarks=landmarks)
+               backend_info=first.info(), scrfd_ref=__version__, landmarks=landmarks)
     return len(todo)
 
 

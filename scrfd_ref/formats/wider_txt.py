@@ -250,8 +250,9 @@ def format_predictions(event: str, name: str, dets_xywh_score: np.ndarray) -> st
     name = _strip_jpg(name)
     a = _validate_dets(dets_xywh_score, f"{event}/{name}")
     a = a[np.argsort(-a[:, 4], kind="stable")]
-    rows = [" ".join(repr(v) for v in row) for row in a.tolist()]
-    return "\n".join([f"{event}/{name}", str(len(rows)), *rows]) + "\n"
+    # one %-format over every value: each is repr() of the float, as a join would write
+    body = ("%r %r %r %r %r\n" * len(a)) % tuple(a.ravel().tolist())
+    return f"{event}/{name}\n{len(a)}\n{body}"
 
 
 def write_predictions(out_dir: str | Path, event: str, name: str,

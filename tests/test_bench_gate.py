@@ -1,0 +1,43 @@
+"""The benchmark regression gate can pass and can fail: save / compare cycles of
+``benchmarks/test_bench_micro.py`` (the decode stage) in a temporary storage folder, with
+the settings of ``benchmarks/conftest.py`` (calibrated clock, rounds, warm-up): the
+unchanged tree passes ``--benchmark-compare-fail``, a stage slowed 2x
+(``--bench-slowdown``) fails it and is named. (The 20% / five-compares measurement is in
+the README's recipe; at 2x the verdict does not depend on this machine's noise.)"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.acceptance
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = "decode_scrfd_ref"
+FAIL = "median:50%"
+
+
+def _pytest(storage: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_bench_micro.py"),
+         "-q", "-p", "no:cacheprovider", "-k", STAGES, f"--benchmark-storage={storage}",
+         *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def test_unchanged_passes_and_a_stage_slowed_2x_fails(tmp_path, data_root, need):
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    storage = tmp_path / "benchmarks"
+    saved = _pytest(storage, "--benchmark-save=baseline")
+    assert saved.returncode == 0, saved.stdout[-3000:] + saved.stderr[-3000:]
+    assert len(list(storage.rglob("*_baseline.json"))) == 1
+    same = _pytest(storage, "--benchmark-compare=0001", f"--benchmark-compare-fail={FAIL}")
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    slow = _pytest(storage, "--benchmark-compare=0001", f"--benchmark-compare-fail={FAIL}",
+                   "--bench-slowdown=decode_scrfd_ref=2")
+    said = slow.stdout + slow.stderr
+    assert slow.returncode != 0, said[-3000:]
+    assert "Performance has regressed" in said
+    regressed = [line for line in said.splitlines() if "PercentageRegressionCheck" in line]
+    assert regressed and all("decode_scrfd_ref" in line for line in regressed), regressed
