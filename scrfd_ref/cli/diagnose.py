@@ -18,8 +18,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     Replay the first --count images of the dump folder (output_*.npz beside its
     datalist), run the fp32 reference on the same images with the dump's recorded
     profile (or --vdsp-params), and test each known cause by undoing it on the device's
-    raw heads: a head scaled or offset, score logits biased, sigmoid twice or missing, box
-    channels in tlbr order, a landmark pair swapped, the anchors of a cell swapped, outputs
+    raw heads: a head scaled or offset, one box / landmark channel scaled or offset, score
+    logits biased, sigmoid twice or missing, box channels in tlbr order, a landmark pair swapped, the anchors of a cell swapped, outputs
     shifted / swapped / repeated against the datalist, a dead head, values clipped at a
     constant, NaN / Inf, int8 outputs never dequantized. A cause is named when undoing it
     raises the foreground SNR by the gates' diagnose_min_gain_db (data/gates.toml, per
@@ -27,7 +27,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     is named, 0 when none.
 
     With --predictions (WIDER files only) the hypotheses are changes of the reference
-    pipeline tested on detections (:mod:`scrfd_ref.conformance.diagnose_predictions`):
+    pipeline tested on detections (module scrfd_ref.conformance.diagnose_predictions):
     another profile, score threshold, NMS, integer rounding, boxes not mapped back, the
     preprocessing variants and the input size; the margin is diagnose_pred_min_gain_db.
     """

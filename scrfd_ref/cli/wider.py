@@ -38,7 +38,9 @@ def cmd_wider_run(args: argparse.Namespace) -> int:
     insightface's test_widerface.py writes them) and the run manifest scrfd_run.json.
     Re-running the same run resumes (images with a prediction file are skipped); a
     folder written by another model, profile or image list is refused unless
-    --overwrite. Default profile: widerface-eval (the published-AP settings).
+    --overwrite. Default profile: widerface-eval (the published-AP settings). One
+    one-thread model session per core takes whole images (--workers); the summary gives the
+    throughput and the time per stage (--json too).
     """
     from scrfd_ref.widerface.run import list_images, run_dataset
 
