@@ -237,6 +237,21 @@ def _diagnose(world, folder: Path, dtype: str):
     return result
 
 
+def _diagnose_faults(world, base: str, *faults: Fault):
+    """Inject ``faults`` one after the other into the ``base`` dump, diagnose the result,
+    remove the faulty copies."""
+    folders = []
+    try:
+        for n, fault in enumerate(faults):
+            source = folders[-1] if folders else world["root"] / base
+            folders.append(inject(source, world["root"] / f"diag-{base}-{n}-{fault.name}",
+                                  fault))
+        return _diagnose(world, folders[-1], base)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder)
+
+
 @pytest.mark.parametrize("control", list(CONTROLS))
 def test_diagnose_finds_no_cause_in_an_honest_dump(world, results, control):
     result = _diagnose(world, world["root"] / control, CONTROLS[control])
@@ -247,24 +262,14 @@ def test_diagnose_finds_no_cause_in_an_honest_dump(world, results, control):
                          ids=[f.label for f, n in DIAGNOSED.items() if n])
 @pytest.mark.parametrize("base", BASES)
 def test_diagnose_names_the_injected_fault_first(world, results, fault, base):
-    folder = inject(world["root"] / base, world["root"] / f"diag-{base}-{fault.name}", fault)
-    try:
-        result = _diagnose(world, folder, base)
-    finally:
-        shutil.rmtree(folder)
+    result = _diagnose_faults(world, base, fault)
     assert result.causes, f"{fault.label} on {base}: " + "\n".join(result.lines())
     assert result.causes[0].name == DIAGNOSED[fault], "\n".join(result.lines())
 
 
 @pytest.mark.parametrize("base", BASES)
 def test_diagnose_names_both_of_two_faults(world, results, base):
-    first = inject(world["root"] / base, world["root"] / f"two-a-{base}", TWO_FAULTS[0])
-    both = inject(first, world["root"] / f"two-b-{base}", TWO_FAULTS[1])
-    try:
-        result = _diagnose(world, both, base)
-    finally:
-        shutil.rmtree(first)
-        shutil.rmtree(both)
+    result = _diagnose_faults(world, base, *TWO_FAULTS)
     names = {c.name for c in result.causes}
     assert {"box_order", "score_bias"} <= names, "\n".join(result.lines())
 
@@ -280,11 +285,7 @@ CHANNEL_FAULTS = {Fault("scale_channel", kind="bbox", stride=16, magnitude=1.2, 
 @pytest.mark.parametrize("fault", list(CHANNEL_FAULTS), ids=[f.label for f in CHANNEL_FAULTS])
 @pytest.mark.parametrize("base", BASES)
 def test_diagnose_names_a_scaled_channel(world, results, fault, base):
-    folder = inject(world["root"] / base, world["root"] / f"ch-{base}", fault)
-    try:
-        result = _diagnose(world, folder, base)
-    finally:
-        shutil.rmtree(folder)
+    result = _diagnose_faults(world, base, fault)
     head, channel = CHANNEL_FAULTS[fault]
     if base == "int8" and head.startswith("kps") and not result.causes:
         # int8 noise caps the landmark head's match: the right channel is the closest

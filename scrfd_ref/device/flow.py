@@ -97,7 +97,8 @@ def dump_identity(backend: Backend, profile: Profile, entries: Sequence[Path], d
             "image_list_sha256": list_sha256(Path(e).name for e in entries)}
 
 
-def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: str | Path, profile: Profile, *,
+def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: str | Path,
+         profile: Profile, *,
          dtype: str = "fp32", progress: bool = True, meta: Mapping[str, Any] | None = None,
          resume: bool = True, overwrite: bool = False, clock: StageClock | None = None) -> int:
     """Run every datalist input through ``backend`` and write vamp-style output npz files.
@@ -131,7 +132,8 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
         if p.parent.exists() and same_path(p.parent, out) and OUTPUT_NAME.match(p.name):
             raise UsageError(f"--out {display(out)}: the datalist lists {display(p)}, a file "
                              "this dump would overwrite; write the outputs elsewhere")
-    first = backend[0] if isinstance(backend, (list, tuple)) else backend
+    sessions = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+    first = sessions[0]
     identity = dump_identity(first, profile, entries, dtype, meta)
     run = open_run(out, DUMP_MANIFEST, "dump", identity, overwrite=overwrite,
                    run_files=_dump_files)
@@ -142,7 +144,6 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
             if not (resume and run.resumed and output_path(out, i).is_file())]
 
     clock = clock if clock is not None else StageClock()
-    sessions = list(backend) if isinstance(backend, (list, tuple)) else [backend]
 
     def one(session: Backend, item: tuple[int, Path]) -> bool:
         i, path = item
