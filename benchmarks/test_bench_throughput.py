@@ -5,9 +5,11 @@ threshold 0.02, mmcv NMS 0.45) over the same WIDER images, each loop timed in tu
 
 - **bare**: :func:`scrfd_ref.perf.runner.run_bare`, onnxruntime ``session.run`` on one
   blob in a loop (what inference alone allows);
-- **pipeline**: :func:`scrfd_ref.widerface.run.run_dataset` with its default threads
-  (reading / letterboxing ahead, decoding / NMS / writing behind inference);
-- **serial**: the same run with ``workers=0`` (every stage in turn on one thread);
+- **pipeline**: :func:`scrfd_ref.widerface.run.run_dataset` as ``wider-run`` runs it: one
+  one-thread ONNX Runtime session per usable core, each worker taking whole images
+  (read, letterbox, infer, decode + NMS, write);
+- **serial**: the same run with ``workers=1`` (every stage in turn on the calling thread,
+  the detector's own session);
 - **insightface**: the package's ``SCRFD.detect`` over ``cv2.imread`` images, 640x640,
   threshold 0.02, NMS 0.45, the loop a user writes.
 
@@ -70,7 +72,7 @@ def test_bench_wider_run_against_bare_and_insightface(benchmark, data_root, need
     runs["bare"] = bare.throughput_ips
     runs["insightface"] = _insightface_loop(peer, model, items)
     with Detector(model, profile="widerface-eval") as det:
-        serial = run_dataset(det, items, tmp_path / "serial", progress=False, workers=0)
+        serial = run_dataset(det, items, tmp_path / "serial", progress=False, workers=1)
         runs["serial"] = serial.images_per_s
         summary = benchmark.pedantic(
             lambda: run_dataset(det, items, tmp_path / "pipeline", progress=False,

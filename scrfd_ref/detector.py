@@ -78,19 +78,22 @@ class Detector:
         """Backend identity and every profile setting, for reports and JSON."""
         return {"backend": self.backend.info(), "profile": self.profile.to_dict()}
 
-    def replicate(self, **backend_options: Any) -> "Detector | None":
-        """A second detector with the same model, profile and backend options (``backend_options``
-        changed, e.g. ``intra_threads=1``), for data-parallel runs; None when this one was
-        built around a ready backend or runs on an accelerator (one device, one session)."""
+    def pool(self, workers: int | None = None) -> list["Detector"]:
+        """The detectors of a data-parallel run (:mod:`scrfd_ref.backends.pool`): ``workers``
+        (default one per usable core) replicas with one intra-op thread each, or ``[self]``
+        when one worker was asked for, the backend cannot be replicated (an accelerator,
+        another backend) or this detector was built around a ready backend. The caller
+        closes the replicas (every one that is not ``self``)."""
+        from scrfd_ref.backends.pool import pool_options, pool_size
+
         if self._recipe is None:
-            return None
+            return [self]
         model, backend, options = self._recipe
-        if backend != "ort" or any(p not in (None, "cpu", "CPUExecutionProvider")
-                                   for p in str(options.get("providers") or "").split(",")
-                                   if p):
-            return None
-        return Detector(model, self.profile, backend=backend,
-                        backend_options={**options, **backend_options})
+        size = pool_size(backend, options, workers)
+        if size == 1:
+            return [self]
+        return [Detector(model, self.profile, backend=backend,
+                         backend_options=pool_options(options, size)) for _ in range(size)]
 
     def close(self) -> None:
         """Release the backend."""

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.acceptance
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = "decode_scrfd_ref"
-FAIL = "median:50%"
+FAIL = "min:50%"
 
 
 def _pytest(storage: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -162,14 +162,20 @@ def test_nms_kernel_numpy_and_python_agree_on_degenerate_boxes_and_ties(data, bo
 
 
 def crowded_scene(seed: int, n: int, crowd: float, degenerate: bool, ties: bool,
-                  integer: bool) -> tuple[np.ndarray, np.ndarray]:
+                  integer: bool, giants: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``n`` boxes in a ``crowd`` x ``crowd`` area (degenerate ones with negative sides,
-    integer coordinates, tied scores when asked): ``(boxes float32, scores float32)``."""
+    integer coordinates, tied scores when asked; with ``giants`` the area is centred on
+    the origin and one box in ten is up to 700 pixels tall or wide, so boxes span many
+    of the kernel's 32-pixel bands and band edges): ``(boxes float32, scores float32)``."""
     rng = np.random.default_rng(seed)
-    x1 = rng.uniform(0, crowd, n)
-    y1 = rng.uniform(0, crowd, n)
+    x1 = rng.uniform(0, crowd, n) - (crowd / 2 if giants else 0)
+    y1 = rng.uniform(0, crowd, n) - (crowd / 2 if giants else 0)
     w = rng.uniform(-4 if degenerate else 0.5, 50, n)
     h = rng.uniform(-4 if degenerate else 0.5, 50, n)
+    if giants:
+        big = rng.random(n) < 0.1
+        w[big] = rng.uniform(0.5, 700, big.sum())
+        h[big] = rng.uniform(0.5, 700, big.sum())
     boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=1)
     boxes = (np.round(boxes) if integer else boxes).astype(np.float32)
     scores = (rng.integers(0, 5, n) / 5.0 if ties else rng.uniform(0, 1, n)).astype(np.float32)
@@ -179,16 +185,19 @@ def crowded_scene(seed: int, n: int, crowd: float, degenerate: bool, ties: bool,
 @pytest.mark.skipif(not HAVE_KERNEL, reason="Cython NMS kernel not built")
 @settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 500), thr=THRESHOLDS,
-       crowd=st.sampled_from([20.0, 60.0, 400.0]), degenerate=st.booleans(),
-       ties=st.booleans(), integer=st.booleans())
-def test_nms_kernel_equals_numpy_bit_for_bit(seed, n, thr, crowd, degenerate, ties, integer):
+       crowd=st.sampled_from([20.0, 60.0, 400.0, 2000.0]), degenerate=st.booleans(),
+       ties=st.booleans(), integer=st.booleans(), giants=st.booleans(),
+       convention=st.sampled_from(["insightface", "mmcv"]))
+def test_nms_kernel_equals_numpy_bit_for_bit(seed, n, thr, crowd, degenerate, ties, integer,
+                                             giants, convention):
     """Crowded scenes (hundreds of boxes in a small area, the widerface-eval regime),
-    float or integer coordinates, degenerate boxes, tied scores: the kernel's pruned
-    sweep keeps exactly the boxes the numpy loop keeps, in the same order."""
-    boxes, scores = crowded_scene(seed, n, crowd, degenerate, ties, integer)
+    float or integer coordinates, degenerate boxes, tied scores, boxes spanning many
+    bands and negative coordinates, both conventions: the kernel's pruned band sweep
+    keeps exactly the boxes the numpy loop keeps, in the same order."""
+    boxes, scores = crowded_scene(seed, n, crowd, degenerate, ties, integer, giants)
     with np.errstate(all="ignore"):
-        want = nms(boxes, scores, thr, use_kernel=False)
-        got = nms(boxes, scores, thr, use_kernel=True)
+        want = nms(boxes, scores, thr, use_kernel=False, convention=convention)
+        got = nms(boxes, scores, thr, use_kernel=True, convention=convention)
     np.testing.assert_array_equal(got, want)
 
 

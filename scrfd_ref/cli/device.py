@@ -15,7 +15,7 @@ from scrfd_ref.cli.args import (
     unique,
 )
 from scrfd_ref.core.errors import UsageError
-from scrfd_ref.core.parallel import StageClock, format_split, usable_cores
+from scrfd_ref.core.parallel import StageClock, format_split
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import (
     display,
@@ -83,7 +83,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     written) and datalist.txt. Re-running the same dump resumes; a folder of another run
     is refused unless --overwrite.
     """
-    from scrfd_ref.backends import get_backend
+    from scrfd_ref.backends.pool import session_pool
     from scrfd_ref.cli.args import read_vdsp_option, resolve_model, resolve_profile
     from scrfd_ref.device.flow import dump
     from scrfd_ref.device.model_prep import file_digest, prepare_model
@@ -103,10 +103,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
         # part of the run's identity: resuming with another vdsp file is refused
         meta["vdsp_params"] = vdsp.to_record()
     clock = StageClock()
-    # ONNX Runtime on the CPU: one one-thread session per core, each taking whole inputs
-    sessions = ([get_backend("ort", model, dtype=args.dtype, intra_threads=1)
-                 for _ in range(usable_cores())] if args.backend == "ort" and usable_cores() > 1
-                else [get_backend(args.backend, model, dtype=args.dtype)])
+    sessions = session_pool(args.backend, model, dtype=args.dtype)
     try:
         start = time.perf_counter()
         n = dump(sessions, datalist, args.out, profile, dtype=out_dtype,

@@ -199,9 +199,14 @@ def letterbox_into(dst: np.ndarray, image: np.ndarray, profile: Profile) -> Tran
         resized = image
     else:
         resized = resize(image, (t.resized_w, t.resized_h), profile.interpolation)
-    dst[...] = pad_planes(profile)
-    normalize_into(dst[:, t.offset_y:t.offset_y + t.resized_h,
-                       t.offset_x:t.offset_x + t.resized_w], resized, profile)
+    top, left = t.offset_y, t.offset_x
+    bottom, right = top + t.resized_h, left + t.resized_w
+    pad = pad_planes(profile)          # only the border: the image covers the rest
+    dst[:, :top] = pad
+    dst[:, bottom:] = pad
+    dst[:, top:bottom, :left] = pad
+    dst[:, top:bottom, right:] = pad
+    normalize_into(dst[:, top:bottom, left:right], resized, profile)
     return t
 
 

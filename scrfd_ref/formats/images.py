@@ -6,7 +6,9 @@ before any pixel is decoded, so a 40000x40000 PNG costs nothing.
 """
 from __future__ import annotations
 
+import io
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -17,6 +19,7 @@ from scrfd_ref.formats.files import display
 
 DEFAULT_MAX_PIXELS = 100_000_000
 _MAX_PIXELS = DEFAULT_MAX_PIXELS
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def set_max_pixels(limit: int | None) -> None:
@@ -40,19 +43,25 @@ def check_pixels(width: int, height: int, path: str | os.PathLike[str]) -> None:
                          "raise it)")
 
 
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """``(width, height)`` from the file header (no decoding), None if Pillow cannot tell."""
+def image_size(source: str | os.PathLike[str] | bytes | np.ndarray) -> tuple[int, int] | None:
+    """``(width, height)`` from an image's header (no decoding), None if Pillow cannot tell.
+
+    ``source`` is a file path or the file's bytes (``bytes`` or a ``uint8`` array), so a
+    caller that has read the file already does not open it twice.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, not Pillow's bomb warning
-    try:
-        with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    stream = source if isinstance(source, (str, os.PathLike)) else io.BytesIO(source)
+    with _PILLOW_LIMIT_LOCK:       # threads read headers at once; the swap must not
+        previous = Image.MAX_IMAGE_PIXELS  # leave Pillow's limit switched off
+        Image.MAX_IMAGE_PIXELS = None  # our own limit applies, not Pillow's bomb warning
+        try:
+            with Image.open(stream) as im:
+                return int(im.size[0]), int(im.size[1])
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -91,7 +100,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputError(f"{display(p)}: cannot read: {exc.strerror or exc}") from None
     if raw.size == 0:
         raise InputError(f"{display(p)}: image file is empty")
-    size = image_size(p)
+    size = image_size(raw)
     if size is not None:
         check_pixels(*size, p)
     image = cv2.imdecode(raw, cv2.IMREAD_COLOR)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from tqdm import tqdm
 
-from scrfd_ref.core.parallel import StageClock, format_split, map_with_pool, usable_cores
+from scrfd_ref.core.parallel import StageClock, format_split, map_with_pool
 from scrfd_ref.core.preprocess import preprocess
 from scrfd_ref.formats.dataset import (
     ImageItem,
@@ -119,7 +119,7 @@ def run_dataset(detector: "Detector", items: Sequence[ImageItem], out_dir: str |
     todo = [it for it in items if not (resume and run.resumed
                                        and (out / it.event / f"{it.name}.txt").is_file())]
     clock = StageClock()
-    replicas = _replicas(detector, usable_cores() if workers is None else workers)
+    replicas = detector.pool(workers)
 
     def one(det: "Detector", item: ImageItem) -> tuple[int, int]:
         with clock.stage("read"):
@@ -150,15 +150,3 @@ def run_dataset(detector: "Detector", items: Sequence[ImageItem], out_dir: str |
     run.finish(images=len(items), written=len(todo), detections_written=n_dets)
     return RunSummary(len(items), len(items) - len(todo), len(todo), n_dets, n_inverted,
                       wall, clock.split(len(todo), wall), len(replicas))
-
-
-def _replicas(detector: "Detector", workers: int) -> list["Detector"]:
-    """``workers`` detectors with one intra-op thread each (the first is a replica too,
-    so every worker runs alike), or ``[detector]`` for a serial run (``workers <= 1``, or
-    a detector that cannot be replicated: a ready backend, an accelerator)."""
-    if workers <= 1:
-        return [detector]
-    first = detector.replicate(intra_threads=1)
-    if first is None:
-        return [detector]
-    return [first] + [detector.replicate(intra_threads=1) for _ in range(workers - 1)]
