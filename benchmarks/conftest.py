@@ -52,6 +52,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-slowdown", default=None, metavar="SUBSTRING=FACTOR",
                     help="slow every benchmark whose test id contains SUBSTRING by FACTOR "
                          "(busy wait), to check that --benchmark-compare-fail catches it")
+    group.addoption("--bench-only", default=None, metavar="NODE_IDS",
+                    help="run only these comma-separated test node ids (benchmarks/gate.py "
+                         "re-measures the benchmarks that looked slower with it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--bench-only``: keep the named node ids, deselect the rest; refuse ids that name
+    nothing collected."""
+    only = config.getoption("--bench-only")
+    if not only:
+        return
+    wanted = {n for n in only.split(",") if n}
+    unknown = wanted - {item.nodeid for item in items}
+    if unknown:
+        raise pytest.UsageError(f"--bench-only: no collected test is {', '.join(sorted(unknown))}")
+    config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in wanted])
+    items[:] = [i for i in items if i.nodeid in wanted]
 
 
 def calibration_kernel() -> float:

@@ -1,9 +1,10 @@
 """The benchmark regression gate can pass and can fail: save / compare cycles of
 ``benchmarks/test_bench_micro.py`` (the decode stage) in a temporary storage folder, with
-the settings of ``benchmarks/conftest.py`` (calibrated clock, rounds, warm-up): the
-unchanged tree passes ``--benchmark-compare-fail``, a stage slowed 2x
-(``--bench-slowdown``) fails it and is named. (The 20% / five-compares measurement is in
-the README's recipe; at 2x the verdict does not depend on this machine's noise.)"""
+the settings of ``benchmarks/conftest.py`` (4 s windows, rounds, warm-up): the unchanged
+tree passes ``--benchmark-compare-fail``, a stage slowed 2x (``--bench-slowdown``) fails
+it and is named; the same through ``benchmarks/gate.py``, which re-measures what looks
+slower before failing. (The 20% / five-compares measurement is in the README's recipe; at
+2x the verdict does not depend on this machine's noise.)"""
 from __future__ import annotations
 
 import subprocess
@@ -41,3 +42,28 @@ def test_unchanged_passes_and_a_stage_slowed_2x_fails(tmp_path, data_root, need)
     assert "Performance has regressed" in said
     regressed = [line for line in said.splitlines() if "PercentageRegressionCheck" in line]
     assert regressed and all("decode_scrfd_ref" in line for line in regressed), regressed
+
+
+def test_gate_script_passes_the_unchanged_tree_and_confirms_a_2x_slowdown(tmp_path, data_root,
+                                                                           need):
+    """``benchmarks/gate.py`` (compare + re-measure what looks slower): exit 0 on the
+    unchanged tree, exit 1 naming the decode stage slowed 2x after its re-runs."""
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    storage = tmp_path / "benchmarks"
+    saved = _pytest(storage, "--benchmark-save=baseline")
+    assert saved.returncode == 0, saved.stdout[-3000:] + saved.stderr[-3000:]
+
+    def gate(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "gate.py"), "--storage", str(storage),
+             "--baseline", "0001", "--fail", FAIL, "--confirm", "1", "--pause", "1", "--",
+             str(ROOT / "benchmarks" / "test_bench_micro.py"), "-q", "-p", "no:cacheprovider",
+             "-k", STAGES, *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+    same = gate()
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    assert "gate: passed (1 benchmark)" in same.stdout
+    slow = gate("--bench-slowdown=decode_scrfd_ref=2")
+    assert slow.returncode == 1, slow.stdout[-3000:] + slow.stderr[-3000:]
+    assert "REGRESSED benchmarks/test_bench_micro.py::test_bench_decode_scrfd_ref" in slow.stdout
+    assert "best of 2 runs" in slow.stdout
