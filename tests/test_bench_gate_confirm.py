@@ -95,3 +95,32 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
 def test_a_benchmark_missing_from_the_baseline_is_a_usage_error():
     with pytest.raises(gate_mod.GateUsageError, match="not in the baseline"):
         gate_mod.gate({A: 1.0}, ["x.py"], "min", 0.15, 1, Scripted({A: 1.0, B: 2.0}))
+
+
+def test_a_failing_pytest_run_or_a_broken_baseline_is_one_line_and_exit_2(tmp_path, monkeypatch,
+                                                                           capsys):
+    storage = tmp_path / ".benchmarks"
+    (storage / "m").mkdir(parents=True)
+    (storage / "m" / "0001_base.json").write_text("{not json")
+    assert gate_mod.main(["--storage", str(storage), "--baseline", "0001", "x.py"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0001_base.json: not a pytest-benchmark JSON file" in err[0]
+    _write(storage / "m" / "0001_base.json", BASE)
+    monkeypatch.setattr(gate_mod, "run_pytest", lambda args, out: 4)
+    assert gate_mod.main(["--storage", str(storage), "--baseline", "0001", "x.py"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == "gate: pytest x.py exited 4; fix the run first"
+
+
+def test_bench_only_refuses_a_node_id_that_names_no_test():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_bench_micro.py"),
+         "-q", "-p", "no:cacheprovider", "--benchmark-disable", "--co",
+         "--bench-only=benchmarks/test_bench_micro.py::test_no_such_benchmark"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stdout[-2000:] + done.stderr[-2000:]
+    assert ("--bench-only: no collected test is "
+            "benchmarks/test_bench_micro.py::test_no_such_benchmark") in done.stderr
+    assert "Traceback" not in done.stderr
