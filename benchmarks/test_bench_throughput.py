@@ -13,6 +13,9 @@ threshold 0.02, mmcv NMS 0.45) over the same WIDER images, each loop timed in tu
 - **insightface**: the package's ``SCRFD.detect`` over ``cv2.imread`` images, 640x640,
   threshold 0.02, NMS 0.45, the loop a user writes.
 
+The bare, insightface and pipeline loops run ``ROUNDS`` times, alternating, and each
+loop's best round counts (the statistic of the micro-benchmark gate: the machine's slow
+spells only ever slow a loop down, and alternating lets every loop meet them alike).
 Ratios (pipeline / bare, pipeline / insightface, pipeline / serial) and the pipeline's
 stage split go to ``benchmark.extra_info`` and the terminal. The prediction files of the
 pipeline and serial runs must be byte-identical (checked). Under ``--benchmark-disable``
@@ -33,6 +36,7 @@ from scrfd_ref.widerface.run import run_dataset
 
 VARIANT_FILE = "scrfd_500m_bnkps.onnx"
 QUICK_EVENTS = ("19--Couple",)
+ROUNDS = 3    # bare, insightface and pipeline loops, alternating; each loop's best round counts
 
 
 def _same_files(a: Path, b: Path) -> list[str]:
@@ -65,20 +69,33 @@ def test_bench_wider_run_against_bare_and_insightface(benchmark, data_root, need
     images = need(data_root / "widerface" / "WIDER_val" / "images", "WIDER val images")
     quick = bool(pytestconfig.getoption("benchmark_disable"))
     items = list_images(images, QUICK_EVENTS if quick else None)
-    runs: dict[str, float] = {}
+    rounds = 1 if quick else ROUNDS
+    per_round: dict[str, list[float]] = {"bare": [], "insightface": [], "pipeline": []}
+    bare_settings = PerfSettings(model=str(model), shape=(3, 640, 640),
+                                 duration_s=2.0 if quick else 6.0, warmup=3)
 
-    bare = run_bare(PerfSettings(model=str(model), shape=(3, 640, 640),
-                                 duration_s=2.0 if quick else 10.0, warmup=3))
-    runs["bare"] = bare.throughput_ips
-    runs["insightface"] = _insightface_loop(peer, model, items)
+    def peers_once() -> None:
+        # untimed by pytest-benchmark: runs before every pipeline round, so the three
+        # loops alternate and a slow spell of the machine falls on every one alike
+        per_round["bare"].append(run_bare(bare_settings).throughput_ips)
+        per_round["insightface"].append(_insightface_loop(peer, model, items))
+
     with Detector(model, profile="widerface-eval") as det:
         serial = run_dataset(det, items, tmp_path / "serial", progress=False, workers=1)
-        runs["serial"] = serial.images_per_s
-        summary = benchmark.pedantic(
-            lambda: run_dataset(det, items, tmp_path / "pipeline", progress=False,
-                                overwrite=True, resume=False),
-            rounds=1, iterations=1)
-    runs["pipeline"] = summary.images_per_s
+
+        def pipeline_once():
+            summary = run_dataset(det, items, tmp_path / "pipeline", progress=False,
+                                  overwrite=True, resume=False)
+            per_round["pipeline"].append(summary.images_per_s)
+            summaries.append(summary)
+            return summary
+
+        summaries: list = []
+        benchmark.pedantic(pipeline_once, setup=peers_once, rounds=rounds, iterations=1)
+    # each loop's best round: slow spells only ever slow a loop down
+    runs = {k: max(v) for k, v in per_round.items()}
+    runs["serial"] = serial.images_per_s
+    summary = summaries[per_round["pipeline"].index(runs["pipeline"])]
     differing = _same_files(tmp_path / "pipeline", tmp_path / "serial")
     assert not differing, f"pipeline and serial prediction files differ: {differing[:5]}"
     assert summary.written == serial.written == len(items)
@@ -86,8 +103,11 @@ def test_bench_wider_run_against_bare_and_insightface(benchmark, data_root, need
               "pipeline_over_insightface": runs["pipeline"] / runs["insightface"],
               "pipeline_over_serial": runs["pipeline"] / runs["serial"]}
     benchmark.extra_info.update({"images": len(items), "images_per_s": runs,
-                                 "ratios": ratios, "stages": summary.stages})
+                                 "rounds": per_round, "ratios": ratios,
+                                 "stages": summary.stages})
     print(f"\nthroughput over {len(items)} images (images/s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in runs.items())
           + "; " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-          + f"\npipeline stages: {summary.stage_line()}")
+          + f" (best of {rounds} alternating rounds; each round: "
+          + ", ".join(f"{k} " + " / ".join(f"{x:.1f}" for x in v) for k, v in per_round.items())
+          + f")\npipeline stages: {summary.stage_line()}")

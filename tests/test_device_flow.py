@@ -188,6 +188,20 @@ def test_bad_truncated_npz(small_flow, wider_images):
             out, wider_images)
 
 
+@pytest.mark.parametrize("content,kind", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", r"; it is a JPEG image: a datalist lists input npz"),
+    (b"\x89PNG\r\n\x1a\n", r"; it is a PNG image"),
+    (b"\x93NUMPY\x01\x00", r"; it is a single \.npy array"),
+    (b"", r"; it is empty\)$"),
+    (b"garbage!", r"\)$"),
+])
+def test_bad_not_an_npz_is_named(small_flow, wider_images, content, kind):
+    lst, out = small_flow
+    (out / "output_000001.npz").write_bytes(content)
+    _expect(InputError, r"output_000001\.npz: not an npz file \(no zip header" + kind,
+            check_device_outputs, lst, out, wider_images)
+
+
 def test_bad_dtype(small_flow, wider_images):
     lst, out = small_flow
     arrays = read_output_npz(out / "output_000001.npz")

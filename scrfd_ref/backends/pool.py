@@ -16,7 +16,7 @@ from scrfd_ref.backends import get_backend
 from scrfd_ref.backends.base import Backend
 from scrfd_ref.core.parallel import usable_cores
 
-CPU_PROVIDERS = (None, "cpu", "CPUExecutionProvider")
+CPU_PROVIDERS = ("cpu", "CPUExecutionProvider")
 
 
 def replicable(name: str, options: Mapping[str, Any]) -> bool:
