@@ -30,11 +30,10 @@ OUTPUT_PATTERN = "output_{:06d}.npz"
 OUTPUT_NAME = re.compile(r"^output_(\d+)\.npz$")
 OUTPUT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")    # an npz is a zip (the second: empty)
+_IMAGE_HINT = "a datalist lists input npz files, make them with scrfd-ref image2npz"
 # what is often passed by mistake, to name it in the error
-_OTHER_MAGIC = ((b"\xff\xd8\xff", "a JPEG image: a datalist lists input npz files, "
-                 "make them with scrfd-ref image2npz"),
-                (b"\x89PNG", "a PNG image: a datalist lists input npz files, "
-                 "make them with scrfd-ref image2npz"),
+_OTHER_MAGIC = ((b"\xff\xd8\xff", f"a JPEG image: {_IMAGE_HINT}"),
+                (b"\x89PNG", f"a PNG image: {_IMAGE_HINT}"),
                 (b"\x93NUMPY", "a single .npy array, not an npz archive"))
 
 
@@ -48,22 +47,24 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataMissingError(f"npz file not found: {display(path)}")
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        f = open(path, "rb")
     except OSError as exc:
         raise InputError(f"{display(path)}: cannot read: {exc.strerror or exc}") from None
-    if not head.startswith(ZIP_MAGIC):
-        kind = "empty" if not head else next(
-            (k for magic, k in _OTHER_MAGIC if head.startswith(magic)), None)
-        raise InputError(f"{display(path)}: not an npz file (no zip header"
-                         + (f"; it is {kind})" if kind else ")"))
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, TypeError,
-            NotImplementedError, RuntimeError, IndexError) as exc:
-        raise InputError(f"{display(path)}: not a readable npz file (truncated or corrupt?): "
-                         f"{type(exc).__name__}: {exc}") from exc
+    with f:
+        head = f.read(8)
+        if not head.startswith(ZIP_MAGIC):
+            kind = "empty" if not head else next(
+                (k for magic, k in _OTHER_MAGIC if head.startswith(magic)), None)
+            raise InputError(f"{display(path)}: not an npz file (no zip header"
+                             + (f"; it is {kind})" if kind else ")"))
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, TypeError,
+                NotImplementedError, RuntimeError, IndexError) as exc:
+            raise InputError(f"{display(path)}: not a readable npz file (truncated or "
+                             f"corrupt?): {type(exc).__name__}: {exc}") from exc
 
 
 def write_input_npz(path: str | os.PathLike[str], image_bgr: np.ndarray) -> Path:
