@@ -11,7 +11,11 @@ threshold 0.02, mmcv NMS 0.45) over the same WIDER images, each loop timed in tu
 - **serial**: the same run with ``workers=1`` (every stage in turn on the calling thread,
   the detector's own session);
 - **insightface**: the package's ``SCRFD.detect`` over ``cv2.imread`` images, 640x640,
-  threshold 0.02, NMS 0.45, the loop a user writes.
+  threshold 0.02, NMS 0.45, the loop a user writes;
+- **openvino** (when the extra is installed): the same ``wider-run`` pipeline with the
+  OpenVINO backend in fp32 (one one-thread compiled model per core), so two runtimes are
+  compared side by side in one run; its prediction files must equal ONNX Runtime's to
+  fp32 rounding (every image, the same boxes: checked by matching, not bytes).
 
 The bare, insightface and pipeline loops run ``ROUNDS`` times, alternating, and each
 loop's best round counts (the statistic of the micro-benchmark gate: the machine's slow
@@ -62,6 +66,33 @@ def _insightface_loop(peer, model: Path, items) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
+def _openvino_detector(model: Path):
+    """The widerface-eval detector on OpenVINO fp32, or None without the extra."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return None
+    return Detector(model, profile="widerface-eval", backend="openvino",
+                    backend_options={"dtype": "fp32"})
+
+
+def _same_boxes(a: Path, b: Path) -> None:
+    """Every prediction file of ``a`` has its twin in ``b`` with the same boxes to fp32
+    rounding (another runtime's fp32: last-bit differences, not other detections): every
+    row has a twin within 1e-3 relative / 0.05 absolute on the other side (rows of equal
+    score may come in either order)."""
+    import numpy as np
+
+    from scrfd_ref.formats.wider_txt import read_prediction_file
+
+    for f in sorted(a.rglob("*.txt")):
+        x, y = read_prediction_file(f), read_prediction_file(b / f.relative_to(a))
+        assert x.shape == y.shape, f"{f.relative_to(a)}: {x.shape} vs {y.shape} boxes"
+        near = np.isclose(x[:, None, :], y[None, :, :], rtol=1e-3, atol=0.05).all(axis=-1)
+        assert near.any(axis=1).all() and near.any(axis=0).all(), \
+            f"{f.relative_to(a)}: boxes differ"
+
+
 @pytest.mark.benchmark(group="throughput-e2e")
 def test_bench_wider_run_against_bare_and_insightface(benchmark, data_root, need, peer,
                                                       tmp_path, pytestconfig):
@@ -74,11 +105,19 @@ def test_bench_wider_run_against_bare_and_insightface(benchmark, data_root, need
     bare_settings = PerfSettings(model=str(model), shape=(3, 640, 640),
                                  duration_s=2.0 if quick else 6.0, warmup=3)
 
+    openvino = _openvino_detector(model)
+    if openvino is not None:
+        per_round["openvino"] = []
+
     def peers_once() -> None:
-        # untimed by pytest-benchmark: runs before every pipeline round, so the three
-        # loops alternate and a slow spell of the machine falls on every one alike
+        # untimed by pytest-benchmark: runs before every pipeline round, so the loops
+        # alternate and a slow spell of the machine falls on every one alike
         per_round["bare"].append(run_bare(bare_settings).throughput_ips)
         per_round["insightface"].append(_insightface_loop(peer, model, items))
+        if openvino is not None:
+            per_round["openvino"].append(run_dataset(
+                openvino, items, tmp_path / "openvino", progress=False, overwrite=True,
+                resume=False).images_per_s)
 
     summaries: list = []
     with Detector(model, profile="widerface-eval") as det:
@@ -99,6 +138,13 @@ def test_bench_wider_run_against_bare_and_insightface(benchmark, data_root, need
     ratios = {"pipeline_over_bare": runs["pipeline"] / runs["bare"],
               "pipeline_over_insightface": runs["pipeline"] / runs["insightface"],
               "pipeline_over_serial": runs["pipeline"] / runs["serial"]}
+    if openvino is not None:
+        openvino.close()
+        ratios["openvino_over_pipeline"] = runs["openvino"] / runs["pipeline"]
+        _same_boxes(tmp_path / "pipeline", tmp_path / "openvino")
+    else:
+        print("\n(openvino row left out: the extra is not installed; pip install -e "
+              "'.[openvino]')")
     benchmark.extra_info.update({"images": len(items), "images_per_s": runs,
                                  "rounds": per_round, "ratios": ratios,
                                  "stages": summary.stages})

@@ -52,6 +52,7 @@ def _suite(folder: Path, ref_cache: Path, data_root: Path, *extra: str) -> subpr
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.acceptance  # runs the suite in a subprocess (minutes)
 def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
     res = _suite(good_dump, ref_cache, data_root, "--report", str(tmp_path / "rep"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
@@ -60,6 +61,7 @@ def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
     assert "replay-fp32-500m_bnkps" in md and "**FAIL**" not in md
 
 
+@pytest.mark.acceptance  # runs the suite in a subprocess (minutes)
 def test_scaled_head_fails_the_head_gate(good_dump, ref_cache, data_root, tmp_path):
     broken = inject(good_dump, tmp_path / "scaled", Fault("scale_head", kind="bbox", stride=16,
                                                           magnitude=1.5))
@@ -105,3 +107,79 @@ def test_scale_out_under_xdist_merges_one_report(good_dump, ref_cache, data_root
     assert not list((tmp_path / "rep").glob(".partial-*.json"))
     levels = __import__("json").loads(doc)["devices"]["replay-fp32-500m_bnkps"]["levels"]
     assert {"heads", "detections", "collapse", "ap"} <= set(levels)
+
+
+@pytest.fixture(scope="module")
+def four_image_dump(tmp_path_factory, wider_images_dir, data_root):
+    """An honest fp32 dump of 4 held-out images of 19--Couple: faces, but none large
+    enough for stride 32 (a device team's smoke dump)."""
+    import shutil
+
+    from scrfd_ref.device.calibration import calibration_keys
+
+    root = tmp_path_factory.mktemp("four")
+    held_out = set(calibration_keys())
+    images = [p for p in sorted((wider_images_dir / EVENT).glob("*.jpg"))
+              if f"{EVENT}/{p.stem}" not in held_out][:4]
+    (root / "images" / EVENT).mkdir(parents=True)
+    for p in images:
+        shutil.copy(p, root / "images" / EVENT / p.name)
+    datalist = root / "datalist.txt"
+    assert main(["--data-dir", str(data_root), "image2npz", "--dataset-path",
+                 str(root / "images"), "--target-path", str(root / "npz"), "--text-path",
+                 str(datalist), "-q"]) == 0
+    assert main(["--data-dir", str(data_root), "dump", "-m", "500m_bnkps", "--dtype", "fp32",
+                 "--datalist", str(datalist), "--out", str(root / "out"), "-q"]) == 0
+    return root / "out"
+
+
+@pytest.mark.acceptance
+def test_four_images_cannot_decide_and_say_what_they_lack(four_image_dump, ref_cache, data_root,
+                                                         tmp_path):
+    """Not a device failure and not a pass: inconclusive, its own word in the summary line
+    and in the JUnit failure message, exit non-zero, the stride named with what to add."""
+    junit = tmp_path / "junit.xml"
+    res = _suite(four_image_dump, ref_cache, data_root, "--junitxml", str(junit),
+                 "--report", str(tmp_path / "rep"))
+    summary = res.stdout.strip().splitlines()[-1]
+    assert res.returncode == 1, res.stdout[-3000:]
+    assert "inconclusive" in summary and "failed" not in summary, summary
+    assert "stride 32 not measured; add images with large faces" in res.stdout
+    assert "FAIL " not in res.stdout, "an honest device must never read as failing"
+    xml = junit.read_text()
+    assert 'message="INCONCLUSIVE replay-fp32-500m_bnkps: anchors: the images cannot decide' in xml
+    doc = __import__("json").loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["devices"]["replay-fp32-500m_bnkps"]["verdict"] == "inconclusive"
+    assert "*inconclusive*" in (tmp_path / "rep" / "report.md").read_text()
+
+
+@pytest.mark.acceptance
+def test_accept_inconclusive_lets_a_smoke_run_pass_and_says_so(four_image_dump, ref_cache,
+                                                               data_root):
+    res = _suite(four_image_dump, ref_cache, data_root, "--accept-inconclusive")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "ACCEPTED by --accept-inconclusive, not evidence of conformance" in res.stdout
+    assert "stride 32 not measured" in res.stdout
+
+
+@pytest.mark.acceptance
+def test_allow_incomplete_judges_the_lines_an_interrupted_dump_finished(four_image_dump,
+                                                                        ref_cache, data_root,
+                                                                        tmp_path):
+    """An interrupted dump (one output missing, the manifest saying complete: false) is
+    refused, and with --allow-incomplete judged on the 3 images it has (the flag does
+    what it says)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "interrupted"
+    shutil.copytree(four_image_dump, folder)
+    (folder / "output_000002.npz").unlink()
+    doc = json.loads((folder / "scrfd_dump.json").read_text())
+    doc["complete"] = False
+    (folder / "scrfd_dump.json").write_text(json.dumps(doc))
+    refused = _suite(folder, ref_cache, data_root)
+    assert refused.returncode == 4 and "pass --allow-incomplete" in refused.stderr
+    res = _suite(folder, ref_cache, data_root, "--allow-incomplete", "--accept-inconclusive")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "among these 3 images" in res.stdout

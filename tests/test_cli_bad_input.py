@@ -48,6 +48,9 @@ class Case:
     check: Callable[[Path], None] | None = None
     traceback: bool = False           # --debug rows expect a traceback
     env: dict = field(default_factory=dict)
+    one_line: bool = False            # stderr is that one line and nothing else (no
+                                      # library warnings before it)
+    stdout: str | None = None         # extra regex expected in stdout (check-config's list)
 
 
 # ----------------------------------------------------------------------------- setups
@@ -147,6 +150,17 @@ def _pred_file(rel: str, text: str) -> Callable[[Path], None]:
     return _write(f"pred/{rel}", text)
 
 
+def _pred_copy(drop: str | None = None, add: str | None = None) -> Callable[[Path], None]:
+    """``pred2/``: a copy of ``pred/`` less the file ``drop``, plus an empty file ``add``."""
+    def setup(ws: Path) -> None:
+        shutil.copytree(ws / "pred", ws / "pred2")
+        if drop:
+            (ws / "pred2" / drop).unlink()
+        if add:
+            (ws / "pred2" / add).write_text(f"{add[:-4]}\n0\n")
+    return setup
+
+
 def _check_pictures(*names: str) -> Callable[[Path], None]:
     def check(ws: Path) -> None:
         for n in names:
@@ -170,6 +184,135 @@ def _thresholds_recorded(ws: Path) -> None:
     doc = json.loads((ws / "p" / "scrfd_run.json").read_text())
     assert doc["identity"]["profile"]["score_thr"] == 0.3
     assert doc["identity"]["profile"]["letterbox"] == "centered"
+
+
+# ---- setups of the third hardening pass (issue 28)
+
+
+def _identity(rel: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Edit the ``identity`` of a manifest in place."""
+    def setup(ws: Path) -> None:
+        p = ws / rel
+        doc = json.loads(p.read_text())
+        edit(doc["identity"])
+        p.write_text(json.dumps(doc))
+    return setup
+
+
+def _relative_datalist_in_npz(ws: Path) -> None:
+    """``npz/datalist.txt`` listing the inputs relative to the workspace (the cwd)."""
+    (ws / "npz" / "datalist.txt").write_text(
+        "".join(f"npz/{p.name}\n" for p in sorted((ws / "npz").glob("*.npz"))))
+
+
+def _regenerate_input(ws: Path) -> None:
+    """``npz/1_a_2.npz`` rewritten under the same name with other pixels."""
+    from scrfd_ref.formats.device_npz import read_input_npz, write_input_npz
+
+    p = ws / "npz" / "1_a_2.npz"
+    write_input_npz(p, 255 - read_input_npz(p))
+
+
+def _cut_dump(keep: int) -> Callable[[Path], None]:
+    """Keep the first ``keep`` output files and datalist lines (manifest untouched)."""
+    def setup(ws: Path) -> None:
+        for f in sorted((ws / "dump").glob("output_*.npz"))[keep:]:
+            f.unlink()
+        for dl in (ws / "datalist.txt", ws / "dump" / "datalist.txt"):
+            dl.write_text("".join(f"{x}\n" for x in dl.read_text().splitlines()[:keep]))
+    return setup
+
+
+def _npz_bomb(ws: Path) -> None:
+    """``dump/output_000000.npz`` whose ``output_0`` header declares 256 MiB of float32
+    (deflated zeros: the file stays small)."""
+    import zipfile
+
+    p = ws / "dump" / "output_000000.npz"
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    shape = (1, 2, 8192, 4096)
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for k, a in arrays.items():
+            with zf.open(f"{k}.npy", "w", force_zip64=True) as f:
+                if k != "output_0":
+                    np.lib.format.write_array(f, a)
+                    continue
+                np.lib.format.write_array_header_2_0(
+                    f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+                chunk = bytes(1 << 24)
+                for _ in range(int(np.prod(shape)) * 4 // len(chunk)):
+                    f.write(chunk)
+
+
+def _exif_rotated_original(ws: Path) -> None:
+    """``1_a_1.jpg`` stored 96x128 with EXIF orientation 6 (shown 128x96), and its input
+    npz made as image2npz makes it."""
+    import io
+
+    from PIL import Image
+
+    from scrfd_ref.formats.device_npz import write_input_npz
+    from scrfd_ref.formats.images import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.full((128, 96, 3), 90, np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
+    original = ws / "images" / "1--A" / "1_a_1.jpg"
+    original.write_bytes(buf.getvalue())
+    write_input_npz(ws / "npz" / "1_a_1.npz", read_image(original))
+
+
+def _png(ws: Path) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.full((40, 50, 3), 7, np.uint8))
+    return buf.tobytes()
+
+
+def _truncated_png(ws: Path) -> None:
+    data = _png(ws)
+    (ws / "t.png").write_bytes(data[:len(data) // 2])
+
+
+def _png_crc_error(ws: Path) -> None:
+    data = bytearray(_png(ws))
+    data[29] ^= 0xFF  # IHDR's CRC
+    (ws / "t.png").write_bytes(bytes(data))
+
+
+def _fake_openvino(capabilities: tuple[str, ...] | None) -> Callable[[Path], None]:
+    """An ``openvino`` package under ``{ws}/fakeov`` (put on PYTHONPATH by the row): one
+    whose import fails like a missing install (``None``), or whose CPU plugin reports
+    ``capabilities``; no real OpenVINO needed, so the rows run in either tier."""
+    if capabilities is None:
+        body = "raise ImportError(\"No module named 'openvino' (simulated)\")\n"
+    else:
+        body = ("__version__ = '0.0-fake'\n\n\nclass Core:\n"
+                "    def get_property(self, device, name):\n"
+                f"        return {{'OPTIMIZATION_CAPABILITIES': {list(capabilities)!r}, "
+                "'FULL_DEVICE_NAME': 'Fake CPU'}[name]\n")
+    return _write("fakeov/openvino/__init__.py", body)
+
+
+FAKE_OV = {"PYTHONPATH": f"{WS}/fakeov"}
+
+
+def _vdsp(**config) -> Callable[[Path], None]:
+    """``v.json``: the 640 vdsp file with some OpConfig values replaced (NaN allowed)."""
+    doc = json.loads(open(V640).read())
+    doc["OpConfig"].update(config)
+    return _write("v.json", json.dumps(doc))
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" YAML: each level lists the previous one 9 times."""
+    lines = ["backend: {dtype: fp16}", 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", '
+                                       '"lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
 
 
 M = f"{WS}/model.onnx"
@@ -266,9 +409,11 @@ CASES = [
          r"--json .*1_a_1\.jpg: is a file inside the input folder", keep=("images",),
          absent=("p",)),
     Case("wider-run-workers-negative", (*WRUN, "--out", f"{WS}/p", "--workers", "-1"), 2,
-         r"argument --workers: expected an integer >= 0, got '-1'", absent=("p",)),
+         r"argument --workers: expected an integer from 0 to \d+ \(4 per usable core\), "
+         r"got '-1'", absent=("p",)),
     Case("wider-run-workers-not-int", (*WRUN, "--out", f"{WS}/p", "--workers", "two"), 2,
-         r"argument --workers: expected an integer >= 0, got 'two'", absent=("p",)),
+         r"argument --workers: expected an integer from 0 to \d+ \(4 per usable core\), "
+         r"got 'two'", absent=("p",)),
     Case("wider-run-out-is-images", (*WRUN, "--out", f"{WS}/images"), 2,
          r"--out .*images: is one of the command's inputs", keep=("images",)),
     Case("wider-run-images-missing", ("wider-run", "-m", M, "--images", f"{WS}/none",
@@ -329,6 +474,25 @@ CASES = [
     Case("eval-corrupt-mat", ("eval", "--pred", f"{WS}/pred", "--gt", f"{WS}/mat"), 1,
          r"wider_face_val\.mat: not a readable MATLAB \.mat file",
          setup=_write("mat/wider_face_val.mat", b"MATLAB 5.0 MAT-file junk" * 4)),
+    Case("eval-compare-missing", (*EVAL, "--compare", f"{WS}/none"), 2,
+         r"--compare .*none: prediction folder not found"),
+    Case("eval-compare-is-file", (*EVAL, "--compare", GT), 2,
+         r"--compare .*: is a file, not a prediction folder"),
+    Case("eval-compare-other-images", (*EVAL, "--compare", f"{WS}/pred2"), 1,
+         r"--compare .*pred2: not the images of --pred .*pred: 1 image\(s\) only in --pred "
+         r"\(2--B/2_b_1\); 1 image\(s\) only in --compare \(1--A/1_a_9\)",
+         setup=_pred_copy(drop="2--B/2_b_1.txt", add="1--A/1_a_9.txt"), keep=("pred", "pred2")),
+    Case("eval-compare-with-pred-is-a-self-check", (*EVAL, "--compare", f"{WS}/pred",
+                                                   "--resamples", "50"), 0,
+         r"\nall +0\.000% +0\.000% +\+0\.00000 \[\+0\.00000, \+0\.00000\] +nan \[nan, nan\] +no\n"
+         r".*\nratio nan: the --pred AP is 0",  # the workspace's synthetic model finds no face
+         stderr=r"notice: --compare is the --pred folder: the delta is 0"),
+    Case("eval-resamples-without-compare", (*EVAL, "--resamples", "10"), 2,
+         r"--resamples: only with --compare DIR"),
+    Case("eval-resamples-zero", (*EVAL, "--compare", f"{WS}/pred", "--resamples", "0"), 2,
+         r"argument --resamples: expected an integer from 1 to 100000, got '0'"),
+    Case("eval-confidence-one", (*EVAL, "--compare", f"{WS}/pred", "--confidence", "1"), 2,
+         r"--confidence 1\.0: give a level strictly between 0 and 1"),
     # ------------------------------------------------------------------ image2npz
     Case("image2npz-dataset-missing", ("image2npz", "--dataset-path", f"{WS}/none",
                                        "--target-path", f"{WS}/n2", "--text-path", f"{WS}/l.txt"),
@@ -454,6 +618,49 @@ CASES = [
          r"argument -i/--instances: expected an integer from 1 to 256"),
     Case("perf-json-is-folder", ("perf", "-m", M, "--json", f"{WS}/images"), 2,
          r"--json .*images: is a folder"),
+    # ------------------------------------------------------------------ openvino (extra)
+    Case("detect-openvino-not-installed", ("detect", "-m", M, "--backend", "openvino",
+                                           f"{WS}/images/1--A/1_a_1.jpg"), 2,
+         r"openvino: the OpenVINO runtime is not installed .*pip install -e '\.\[openvino\]'",
+         setup=_fake_openvino(None), env=FAKE_OV, one_line=True),
+    Case("dump-openvino-not-installed", (*DUMP, "--backend", "openvino", "--out", f"{WS}/o"),
+         2, r"pip install -e '\.\[openvino\]'", setup=_fake_openvino(None), env=FAKE_OV,
+         absent=("o",)),
+    Case("wider-run-openvino-bf16-no-native", ("wider-run", "-m", M, "--images",
+                                               f"{WS}/images", "--out", f"{WS}/p",
+                                               "--backend", "openvino", "--dtype", "bf16"), 2,
+         r"openvino bf16: this CPU \(Fake CPU\) has no native bf16 \(AVX512_BF16 or "
+         r"AMX-BF16; .*--backend ort --dtype bf16", setup=_fake_openvino(("FP32", "INT8")),
+         env=FAKE_OV, absent=("p",), one_line=True),
+    Case("perf-openvino-bf16-no-native", ("perf", "-m", M, "--backend", "openvino", "--dtype",
+                                          "bf16", "--iterations", "2"), 2,
+         r"openvino bf16: .*has no native bf16", setup=_fake_openvino(("FP32", "INT8")),
+         env=FAKE_OV),
+    Case("detect-backend-misspelt", ("detect", "-m", M, "--backend", "openvin",
+                                     f"{WS}/images/1--A/1_a_1.jpg"), 2,
+         r"--backend 'openvin': not a backend; did you mean openvino\?"),
+    Case("detect-providers-on-openvino", ("detect", "-m", M, "--backend", "openvino",
+                                          "--providers", "cuda", f"{WS}/images/1--A/1_a_1.jpg"),
+         2, r"--providers: ONNX Runtime providers do not apply to --backend openvino"),
+    Case("quantize-nncf-no-calibration-images", ("quantize", "-m", M, "--method", "nncf",
+                                                 "--calib-images", f"{WS}/empty"), 1,
+         r"--calib-images .*empty: no .* images in it", setup=_mkdir("empty")),
+    Case("quantize-nncf-missing-calibration-folder", ("quantize", "-m", M, "--method", "nncf",
+                                                      "--calib-images", f"{WS}/none"), 2,
+         r"--calib-images .*none: calibration image folder not found"),
+    Case("quantize-nncf-default-images-missing", ("quantize", "-m", M, "--method", "nncf"), 2,
+         r"calibration image .* not found .*set SCRFD_DATA or pass"),
+    Case("quantize-nncf-out-not-xml", ("quantize", "-m", M, "--method", "nncf", "--out",
+                                       f"{WS}/q.onnx"), 2,
+         r"--out .*q\.onnx: NNCF writes an OpenVINO IR; name it \*\.xml", absent=("q.onnx",)),
+    Case("quantize-nncf-with-percentile", ("quantize", "-m", M, "--method", "nncf",
+                                           "--percentile", "99.9"), 2,
+         r"--percentile: does not apply to --method nncf"),
+    Case("quantize-nncf-fp16", ("quantize", "-m", M, "--method", "nncf", "--dtype", "fp16"), 2,
+         r"--dtype fp16: --method nncf quantizes to int8"),
+    Case("int8-ap-nncf-not-installed", ("int8-ap", "-m", M, "--recipes", "nncf"), 2,
+         r"--recipes nncf: NNCF runs on OpenVINO, an optional extra: pip install",
+         setup=_fake_openvino(None), env=FAKE_OV),
     # ------------------------------------------------------------------ device config files
     Case("check-config-nothing-to-check", ("check-config", "-m", M), 2,
          r"give --vdsp-params FILE and/or --build-yaml FILE"),
@@ -558,6 +765,151 @@ CASES = [
          r"FILE .*none\.toml: gates file not found"),
     Case("gates-partial-ok", ("gates", "check", f"{WS}/g.toml"), 0, r"leaves out \d+ gate",
          setup=_write("g.toml", "[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n")),
+    # ------------------------------------------------------------------ third pass (issue 28)
+    # 1. --overwrite removes only the files a run's manifest lists, never an input
+    Case("decode-overwrite-keeps-others-files", (*DECODE, "--out", WS, "--overwrite"), 2,
+         r"--out .*: holds 2 file\(s\) that no run manifest lists \(gt/wider_face_val_bbx_gt"
+         r"\.txt, notes/meeting\.txt\)", setup=_write("notes/meeting.txt", "agenda\n"),
+         keep=("notes", "gt", "dump", "datalist.txt")),
+    Case("wider-run-overwrite-keeps-others-files",
+         ("wider-run", "-q", "-m", f"{WS}/model_b.onnx", "--images", f"{WS}/images",
+          "--score-thr", "0.3", "--out", f"{WS}/pred", "--overwrite"), 2,
+         r"--out .*pred: holds 2 file\(s\) that no run manifest lists \(docs/README\.txt, "
+         r"src/requirements\.txt\)",
+         setup=_both(_write("pred/docs/README.txt", "read me\n"),
+                     _write("pred/src/requirements.txt", "numpy\n")), keep=("pred",)),
+    Case("dump-overwrite-keeps-input-datalist",
+         (*DUMP[:4], "--datalist", f"{WS}/npz/datalist.txt", "--out", f"{WS}/npz",
+          "--overwrite"), 0, r"dump: 3 output files", setup=_relative_datalist_in_npz,
+         keep=("npz/datalist.txt", "npz/1_a_1.npz")),
+    # 2. outputs paired with the images they were computed from, or refused
+    Case("decode-datalist-shuffled", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"datalist .*datalist\.txt: line 1 \(1_a_2\.npz\) differs from the image list the "
+         r"dump recorded in .*scrfd_dump\.json \(line 1: 1_a_1\.npz\)",
+         setup=_datalist(lambda x: [x[1], x[2], x[0]]), absent=("p",)),
+    Case("decode-datalist-two-lines-swapped", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"line 2 \(2_b_1\.npz\) differs from the image list the dump recorded .*\(line 2: "
+         r"1_a_2\.npz\)", setup=_datalist(lambda x: [x[0], x[2], x[1]]), absent=("p",)),
+    Case("dump-inputs-regenerated", (*DUMP, "--out", f"{WS}/dump"), 2,
+         r"--out .*dump: holds a different dump run: inputs_sha256", setup=_regenerate_input,
+         keep=("dump",)),
+    Case("decode-dump-cut", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"scrfd_dump\.json records a complete dump of 3 image\(s\) but the folder holds 2 "
+         r"output file\(s\)", setup=_cut_dump(2), absent=("p",)),
+    Case("diagnose-dtype-against-manifest", ("diagnose", "--device-outputs", f"{WS}/dump",
+                                             "-m", M, "--images", f"{WS}/images", "--dtype",
+                                             "int8"), 2,
+         r"--dtype int8: the dump's manifest .*scrfd_dump\.json records dtype fp32; drop "
+         r"--dtype, or pass --force-dtype"),
+    # 3. one validator per config file kind: types and ranges
+    Case("check-config-yaml-quoted-false", ("check-config", "--build-yaml", f"{WS}/y.yaml"), 1,
+         r"1 configuration error\(s\) \(listed above\)",
+         stdout=r"error: yaml quantize_per_channel: must be true or false, got 'false'",
+         setup=_write("y.yaml", open(ZOO_YAML).read().replace(
+             "quantize_per_channel: true", 'quantize_per_channel: "false"'))),
+    Case("check-config-yaml-yes-please", ("check-config", "--build-yaml", f"{WS}/y.yaml"), 1,
+         r"1 configuration error\(s\) \(listed above\)",
+         stdout=r"error: yaml quantize_per_channel: must be true or false, got 'yes please'",
+         setup=_write("y.yaml", open(ZOO_YAML).read().replace(
+             "quantize_per_channel: true", "quantize_per_channel: yes please"))),
+    Case("check-config-yaml-percentile-nan", ("check-config", "--build-yaml", f"{WS}/y.yaml"),
+         1, r"1 configuration error\(s\) \(listed above\)",
+         stdout=r"error: yaml percentile: must be a number in \(0, 100\], got nan",
+         setup=_write("y.yaml", open(ZOO_YAML).read().replace(
+             "calibrate_mode: max", "calibrate_mode: percentile\n    percentile: .nan"))),
+    Case("check-config-yaml-percentile-250", ("check-config", "--build-yaml", f"{WS}/y.yaml"),
+         1, r"1 configuration error\(s\) \(listed above\)",
+         stdout=r"error: yaml percentile: must be a number in \(0, 100\], got 250",
+         setup=_write("y.yaml", open(ZOO_YAML).read().replace(
+             "calibrate_mode: max", "calibrate_mode: percentile\n    percentile: 250"))),
+    Case("quantize-yaml-quoted-false", ("quantize", "-m", M, "--build-yaml", f"{WS}/y.yaml",
+                                        "--out", f"{WS}/q.onnx"), 1,
+         r"--build-yaml .*y\.yaml .*\n  yaml quantize_per_channel: must be true or false",
+         setup=_write("y.yaml", open(ZOO_YAML).read().replace(
+             "quantize_per_channel: true", 'quantize_per_channel: "false"')),
+         absent=("q.onnx",)),
+    Case("check-config-vdsp-padding-300", ("check-config", "--vdsp-params", f"{WS}/v.json"), 1,
+         r"1 configuration error\(s\) \(listed above\)",
+         stdout=r"error: vdsp OpConfig\.Padding: must be 3 numbers from 0 to 255, got "
+                r"\[300, 300, 300\]",
+         setup=_vdsp(Padding=[300, 300, 300])),
+    Case("detect-vdsp-padding-negative", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json",
+                                          IMG), 2,
+         r"--vdsp-params .*v\.json: OpConfig\.Padding: must be 3 numbers from 0 to 255",
+         setup=_vdsp(Padding=[-5, -5, -5])),
+    Case("profiles-vdsp-padding-300", ("profiles", "--vdsp-params", f"{WS}/v.json"), 2,
+         r"--vdsp-params .*v\.json: OpConfig\.Padding: must be 3 numbers from 0 to 255",
+         setup=_vdsp(Padding=[300, 300, 300])),
+    # 4. resource limits
+    Case("decode-npz-bomb", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"output_000000\.npz: output_0 declares \(1, 2, 8192, 4096\) float32 \(256\.0 MiB\) "
+         r"in its header", setup=_npz_bomb, absent=("p",)),
+    Case("check-config-yaml-billion-laughs", ("check-config", "--build-yaml", f"{WS}/y.yaml"),
+         2, r"--build-yaml .*y\.yaml: not a readable YAML file \(its aliases expand to more "
+            r"than 100,000 nodes", setup=_write("y.yaml", _laughs(6))),
+    Case("wider-run-workers-above-machine", (*WRUN, "--out", f"{WS}/p", "--workers", "100000"),
+         2, r"argument --workers: expected an integer from 0 to \d+ \(4 per usable core\), got "
+            r"'100000'", absent=("p",)),
+    Case("perf-sessions-above-machine", ("perf", "-m", M, "-p", "64", "-i", "64"), 2,
+         r"-p 64 -i 64: 4096 sessions, more than the \d+ this machine allows \(4 per usable "
+         r"core"),
+    # 6. hostile nesting is bad input, not an internal error
+    Case("decode-manifest-nested-deeply", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump/scrfd_dump\.json: not a readable manifest \(nested too deeply",
+         setup=_write("dump/scrfd_dump.json",
+                      '{"identity": ' + "[" * 100000 + "]" * 100000 + ', "complete": true}'),
+         absent=("p",)),
+    Case("wider-run-manifest-nested-deeply", (*WRUN, "--out", f"{WS}/pred"), 1,
+         r"pred/scrfd_run\.json: not a readable manifest \(nested too deeply",
+         setup=_write("pred/scrfd_run.json", '{"identity": {"a": ' + "[" * 100000 + "]" * 100000
+                      + '}, "complete": true}'), keep=("pred",)),
+    Case("check-config-vdsp-nested-deeply", ("check-config", "--vdsp-params", f"{WS}/v.json"),
+         2, r"--vdsp-params .*v\.json: not a readable JSON file \(nested too deeply",
+         setup=_write("v.json", '{"OpConfig": ' + "[" * 100000 + "]" * 100000 + "}")),
+    Case("check-config-yaml-nested-deeply", ("check-config", "--build-yaml", f"{WS}/y.yaml"),
+         2, r"--build-yaml .*y\.yaml: not a readable YAML file \(nested more than \d+ levels",
+         setup=_write("y.yaml", "backend: {dtype: fp16}\na: " + "[" * 5000 + "]" * 5000 + "\n")),
+    Case("check-config-yaml-self-alias", ("check-config", "--build-yaml", f"{WS}/y.yaml"), 2,
+         r"--build-yaml .*y\.yaml: not a readable YAML file \(alias \*a is used inside the "
+         r"node it names", setup=_write("y.yaml", "backend: {dtype: fp16}\na: &a [1, *a]\n")),
+    Case("gates-nested-deeply", ("gates", "check", f"{WS}/g.toml"), 1,
+         r"g\.toml: not valid TOML: nested too deeply",
+         setup=_write("g.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n")),
+    Case("decode-manifest-profile-is-a-list", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump/scrfd_dump\.json: identity\.profile must be a JSON object, got a list",
+         setup=_identity("dump/scrfd_dump.json", lambda i: i.update(profile=[1, 2])),
+         absent=("p",)),
+    # 7. messages and flags that say what happened
+    Case("decode-big-endian-outputs", (*DECODE, "--out", f"{WS}/p"), 0, r"npz-decode: 3 images",
+         setup=_edit_output(0, lambda a: [x.astype(x.dtype.newbyteorder(">")) for x in a])),
+    Case("decode-exif-rotated-original", (*DECODE, "--out", f"{WS}/p"), 0,
+         r"npz-decode: 3 images", setup=_exif_rotated_original),
+    Case("decode-allow-incomplete-pairs-what-exists",
+         (*DECODE, "--out", f"{WS}/p", "--allow-incomplete"), 0, r"npz-decode: 2 images",
+         setup=_both(_manifest("dump/scrfd_dump.json", complete=False),
+                     lambda ws: (ws / "dump" / "output_000001.npz").unlink()),
+         stderr=r"1 of the 3 datalist line\(s\) have no output yet \(line 2\)",
+         check=lambda ws: sorted(p.name for p in (ws / "p").glob("*/*.txt")) == [
+             "1_a_1.txt", "2_b_1.txt"] or pytest.fail("expected 1_a_1 and 2_b_1 only")),
+    Case("gates-utf8-bom", ("gates", "check", f"{WS}/g.toml"), 0, r"g\.toml: ok",
+         setup=_write("g.toml", "\ufeff[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n")),
+    Case("detect-vdsp-mean-nan", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
+         r"--vdsp-params .*v\.json: OpConfig\.Mean: must be 3 finite numbers, got \[nan, "
+         r"127\.5, 127\.5\]", setup=_vdsp(Mean=[float("nan"), 127.5, 127.5])),
+    Case("detect-vdsp-std-zero", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
+         r"--vdsp-params .*v\.json: OpConfig\.Std: must be 3 finite numbers above 0, got \[0, "
+         r"128\.0, 128\.0\]", setup=_vdsp(Std=[0, 128.0, 128.0])),
+    Case("decode-manifest-bad-profile-value", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump/scrfd_dump\.json: identity\.profile: recorded profile 'device-flow': pad_value "
+         r"must be a number, got 'x'",
+         setup=_identity("dump/scrfd_dump.json", lambda i: i["profile"].update(pad_value="x")),
+         absent=("p",)),
+    Case("detect-truncated-png", ("detect", "-m", M, f"{WS}/t.png"), 1,
+         r"t\.png: file does not decode as an image \(PNG: ", setup=_truncated_png,
+         one_line=True),
+    Case("detect-png-crc-error", ("detect", "-m", M, f"{WS}/t.png"), 1,
+         r"t\.png: file does not decode as an image \(PNG: ", setup=_png_crc_error,
+         one_line=True),
 ]
 
 
@@ -598,6 +950,56 @@ def test_the_table_is_large_enough():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, base_workspace: Path, tmp_path: Path):
+    """Every row, run as ``main(argv)`` in this process (a row with its own environment,
+    such as a faked package on PYTHONPATH, in a fresh one): the default tier."""
+    run_case(case, base_workspace, tmp_path, in_process=not case.env)
+
+
+@pytest.mark.acceptance
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_in_a_fresh_process(case: Case, base_workspace: Path, tmp_path: Path):
+    """Every row as the console script runs it, ``python -m scrfd_ref.cli`` in a fresh
+    process: what reaches the real stderr (C libraries' own warnings, logging handlers)
+    and the real exit status."""
+    run_case(case, base_workspace, tmp_path)
+
+
+def _in_process(argv: list, ws: Path, env: dict) -> tuple[int, str, str]:
+    """``main(argv)`` in this process as the console script would run it: the working
+    folder, the environment and the image pixel limit set for the call and restored
+    after; stdout / stderr captured (text and bytes)."""
+    import contextlib
+    import io
+
+    from scrfd_ref.cli.app import main
+    from scrfd_ref.formats import images
+
+    saved_env, saved_cwd, saved_px = dict(os.environ), os.getcwd(), images.max_pixels()
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace")
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(ws)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main([os.fsdecode(a) for a in argv])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        images.set_max_pixels(saved_px)
+    texts = []
+    for stream in (out, err):
+        stream.flush()
+        texts.append(stream.buffer.getvalue().decode("utf-8", "replace"))
+    return rc, texts[0], texts[1]
+
+
+def run_case(case: Case, base_workspace: Path, tmp_path: Path, in_process: bool = False) -> None:
+    """Run one row in a fresh copy of the workspace and check every promise of the
+    module docstring (also used by the rows of other test modules); ``in_process``: as
+    ``main(argv)`` here instead of a fresh process (a second faster, the same checks on
+    what Python writes)."""
     ws = tmp_path / "ws"
     shutil.copytree(base_workspace, ws, symlinks=True)
     for datalist in (ws / "datalist.txt", ws / "dump" / "datalist.txt"):  # point at the copy
@@ -607,13 +1009,17 @@ def test_bad_input(case: Case, base_workspace: Path, tmp_path: Path):
     before = {k: _digest(ws / k) for k in case.keep}
     env = {k: v for k, v in os.environ.items() if k != "SCRFD_DEBUG"}
     env.update(SCRFD_CACHE=str(ws / "cache"), SCRFD_DATA=str(ws / "nodata"), MPLBACKEND="Agg",
-               **case.env)
-    res = subprocess.run([sys.executable, "-m", "scrfd_ref.cli", *_argv(case, ws)], cwd=ws,
-                         env=env, capture_output=True, timeout=300)
-    out = res.stdout.decode("utf-8", "replace")
-    err = res.stderr.decode("utf-8", "replace")
+               **{k: v.replace(WS, str(ws)) for k, v in case.env.items()})
+    if in_process:
+        returncode, out, err = _in_process(_argv(case, ws), ws, env)
+    else:
+        res = subprocess.run([sys.executable, "-m", "scrfd_ref.cli", *_argv(case, ws)],
+                             cwd=ws, env=env, capture_output=True, timeout=300)
+        returncode = res.returncode
+        out = res.stdout.decode("utf-8", "replace")
+        err = res.stderr.decode("utf-8", "replace")
     where = f"\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
-    assert res.returncode == case.rc, f"exit {res.returncode}, expected {case.rc}{where}"
+    assert returncode == case.rc, f"exit {returncode}, expected {case.rc}{where}"
     assert "internal error" not in err, where
     if case.traceback:
         assert "Traceback" in err, where
@@ -624,10 +1030,14 @@ def test_bad_input(case: Case, base_workspace: Path, tmp_path: Path):
         assert len(errors) == 1, f"expected one error line{where}"
         assert errors[0].startswith("scrfd-ref"), where
         assert re.search(case.message, err), f"{case.message!r} not in stderr{where}"
+        if case.one_line:
+            assert len(err.strip().splitlines()) == 1, f"stderr is not one line{where}"
     else:
         assert re.search(case.message, out), f"{case.message!r} not in stdout{where}"
     if case.stderr:
         assert re.search(case.stderr, err), f"{case.stderr!r} not in stderr{where}"
+    if case.stdout:
+        assert re.search(case.stdout, out), f"{case.stdout!r} not in stdout{where}"
     for k, digest in before.items():
         assert _digest(ws / k) == digest, f"{k} was changed{where}"
     for k in case.absent:
@@ -660,6 +1070,40 @@ PYTEST_CASES = [
          "RESIZE_CVTCOLOR", "RESIZE_CVTCOLORX")), r"OpType: unknown op"),
     ("build-yaml-unreadable", ["--build-yaml", "{ws}/y.yaml"], _write("y.yaml", "a: [\n"),
      r"--build-yaml .*y\.yaml: not a readable YAML file"),
+    # third pass (issue 28): every option checked when the session starts (class 5), the
+    # dump's manifest wins over the options and the folder (class 2), config values
+    # validated (class 3), hostile manifests (class 6), --head-images (class 7)
+    ("dtype-misspelt", ["--dtype", "int08"], None,
+     r"--dtype int08: not a dtype; did you mean int8\?"),
+    ("variant-misspelt", ["--variant", "500m_bnkp"], None,
+     r"--variant 500m_bnkp: not a variant; did you mean 500m_bnkps\?"),
+    ("backend-misspelt", ["--backend", "ortt"], None,
+     r"--backend ortt: not an available backend; did you mean ort\?"),
+    ("profile-misspelt", ["--profile", "device_flow"], None,
+     r"--profile device_flow: not a profile; did you mean device-flow\?"),
+    ("device-outputs-unknown-provenance", ["--device-outputs", "{ws}/dump"],
+     lambda ws: (ws / "dump" / "scrfd_dump.json").unlink(),
+     r"--device-outputs .*dump: no scrfd_dump\.json saying the variant and dtype; pass "
+     r"--variant and --dtype"),
+    ("device-outputs-dtype-against-manifest", ["--device-outputs", "{ws}/dump", "--variant",
+                                               "500m_bnkps", "--dtype", "int8"], None,
+     r"--dtype int8: the dump's manifest .*scrfd_dump\.json records dtype fp32; drop "
+     r"--dtype, or pass --force-dtype"),
+    ("device-outputs-cut", ["--device-outputs", "{ws}/dump", "--variant", "500m_bnkps"],
+     _cut_dump(2),
+     r"scrfd_dump\.json records a complete dump of 3 image\(s\) but the folder holds 2 "
+     r"output file\(s\)"),
+    ("build-yaml-quoted-false", ["--build-yaml", "{ws}/y.yaml"],
+     _write("y.yaml", open(ZOO_YAML).read().replace("quantize_per_channel: true",
+                                                    'quantize_per_channel: "false"')),
+     r"--build-yaml .*y\.yaml: quantize_per_channel: must be true or false, got 'false'"),
+    ("device-outputs-profile-is-a-list", ["--device-outputs", "{ws}/dump"],
+     _identity("dump/scrfd_dump.json", lambda i: i.update(profile=[1, 2])),
+     r"scrfd_dump\.json: identity\.profile must be a JSON object, got a list"),
+    ("head-images-zero", ["--head-images", "0"], None,
+     r"--head-images 0: expected an integer >= 1"),
+    ("head-images-negative", ["--head-images", "-1"], None,
+     r"--head-images -1: expected an integer >= 1"),
 ]
 
 
@@ -682,6 +1126,7 @@ def test_bad_suite_options_stop_the_session_with_one_message(name, args, setup, 
     assert res.returncode == 4, f"exit {res.returncode}\n{text[-3000:]}"
     assert re.search(message, text), text[-3000:]
     assert "Traceback" not in text and "passed" not in text
+    assert "errors during collection" not in text, text[-3000:]
 
 
 def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tmp_path):

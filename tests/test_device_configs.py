@@ -306,6 +306,7 @@ def test_quantize_refuses_a_yaml_with_config_errors(capsys, fixed_model, tmp_pat
     assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.acceptance  # an int8 conversion
 def test_quantize_build_yaml_gives_the_int8_model_the_suite_tests(capsys, data_root, need):
     """Without --out the zoo recipe lands in the cache entry the conformance int8 device
     of the same variant opens with --build-yaml (prepare_model with the YAML's recipe)."""

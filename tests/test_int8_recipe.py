@@ -254,6 +254,40 @@ def test_quantize_report_writes_json_and_markdown(tmp_path, capsys, monkeypatch)
     assert record["settings"]["calibrate_method"] == "Percentile"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Sensitivity" in md and record["sensitivity"][0]["name"] in md
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Sensitivity" in html and record["sensitivity"][-1]["name"] in html
     # the synthetic model finds no face: the search is skipped, and says why
     if "search" not in record:
         assert "nothing to agree on" in record["search_skipped"] and "skipped" in err
+
+
+# ----------------------------------------------------------------------------- significance
+
+def test_recipe_differences_are_significant_only_when_the_images_show_them():
+    """Three 'recipes' on the same synthetic images: one identical to fp32 (interval [1, 1],
+    no difference), one that loses half its true positives (a real drop: significant
+    against both), scored by the paired bootstrap with the gates' int8 settings."""
+    from test_bootstrap import synthetic_gt
+    from wider_synth import noisy_predictions
+
+    from scrfd_ref.conformance.int8_recipes import (
+        bootstrap_settings,
+        compare_recipes,
+        differences_markdown,
+    )
+
+    gt = synthetic_gt(300, 3)
+    fp32 = noisy_predictions(gt, seed=4)
+    rng = np.random.default_rng(0)
+    lossy = {k: a[rng.random(len(a)) >= 0.5] for k, a in fp32.items()}
+    settings = bootstrap_settings()
+    assert settings == {"confidence": 0.95, "resamples": 1000, "seed": 0}
+    ratios, diffs = compare_recipes("m.onnx", {"fp32": fp32, "same": dict(fp32),
+                                               "lossy": lossy}, gt, settings)
+    assert ratios["same"] == {s: [1.0, 1.0] for s in ("easy", "medium", "hard")}
+    assert all(iv[1] < 1.0 for iv in ratios["lossy"].values()), ratios["lossy"]
+    (d,) = diffs
+    assert (d.a, d.b) == ("same", "lossy")
+    assert all(d.significant.values()) and all(v < 0 for v in d.delta.values())
+    text = differences_markdown(diffs, settings)
+    assert "| m.onnx | same | lossy |" in text and "**significant**" in text

@@ -125,6 +125,7 @@ def test_fp16_model(model_500m: Path, blob2: np.ndarray,
     _assert_same(backend.run(blob2), get_backend("ort", path).run(blob2), FP16_ATOL)
 
 
+@pytest.mark.acceptance  # an int8 conversion
 def test_int8_qdq_model_is_unavailable(model_500m: Path, data_root: Path, need,
                                        tmp_path_factory: pytest.TempPathFactory):
     need(data_root / "widerface" / "WIDER_val" / "images", "WIDER val images")

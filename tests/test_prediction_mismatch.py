@@ -1,7 +1,7 @@
 """The detection mismatch behind ``scrfd-ref diagnose --predictions`` on hand-made WIDER rows:
 its value on cases worked out by hand, its greedy matching against the Hungarian matching
 of the detection checks, the sort-based pair search against the full IoU matrix, and the
-facts read off a device's files. (Real devices and injected faults: the acceptance tests
+facts read off a device's files, the detection jitter of the precision hypothesis. (Real devices and injected faults: the acceptance tests
 in conformance/test_diagnose_predictions.py.)"""
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scrfd_ref.conformance.compare import match_detections
-from scrfd_ref.conformance.diagnose_predictions import (
+from scrfd_ref.conformance.detection_agreement import (
     _overlapping_pairs,
     _xyxy,
     agreement_db,
     detection_mismatch,
-    device_facts,
+    jitter_levels,
     matched_ious,
-    rows_in_input,
+    score_decimals,
 )
+from scrfd_ref.conformance.diagnose_predictions import device_facts, rows_in_input
 from scrfd_ref.core.detections import Detections
 from scrfd_ref.core.nms import box_iou
 from scrfd_ref.core.preprocess import letterbox_geometry
@@ -117,3 +118,33 @@ def test_rows_in_input_undo_the_mapping_back():
     np.testing.assert_allclose(x1y1, original[:, :2], rtol=1e-6)
     np.testing.assert_allclose(inp[:, 2:4], original[:, 2:4] * 0.64)
     assert inp[0, 4] == 0.8
+
+
+def test_jitter_levels_of_matched_detections():
+    """Two faces; the device scores both 0.01 higher and shifts the first box 2 px right
+    (IoU 360 / 440, the case worked out above): score jitter -20 log10(0.01) = 40 dB, box
+    jitter -20 log10 of the RMS of 1 - IoU over the two pairs."""
+    ref = {("e", "a"): np.vstack([FACE, FACE + [200.0, 0, 0, 0, -0.1]])}
+    dev = {("e", "a"): ref[("e", "a")] + [[2.0, 0, 0, 0, 0.01], [0, 0, 0, 0, 0.01]]}
+    levels = jitter_levels(ref, dev, iou_match=0.5, floor=0.3, min_matched=2)
+    assert levels["score jitter"] == pytest.approx(40.0, abs=1e-6)
+    gap = 1 - 360 / 440
+    assert levels["box jitter"] == pytest.approx(-20 * np.log10(np.sqrt(gap ** 2 / 2)))
+    # fewer matched pairs than asked for: the detections do not allow a level
+    assert jitter_levels(ref, dev, iou_match=0.5, floor=0.3, min_matched=3) == {}
+    # a floor above the second face leaves one pair
+    one = jitter_levels(ref, dev, iou_match=0.5, floor=0.85, min_matched=1)
+    assert one["box jitter"] == pytest.approx(-20 * np.log10(gap))
+    # identical detections: both levels at the cap
+    assert jitter_levels(ref, ref, iou_match=0.5, floor=0.3, min_matched=1) == {
+        "score jitter": 80.0, "box jitter": 80.0}
+
+
+def test_scores_written_with_few_decimals_are_compared_at_that_precision():
+    three = {("e", "a"): np.array([[1.0, 2.0, 30.0, 40.0, 0.731], [5.0, 6.0, 7.0, 8.0, 0.5]])}
+    assert score_decimals(three) == 3
+    assert score_decimals({("e", "a"): np.array([[1.0, 2.0, 3.0, 4.0, 0.73125431]])}) is None
+    ref = {("e", "a"): np.array([[1.0, 2.0, 30.0, 40.0, 0.73149]])}
+    # 0.73149 and 0.731 agree to 3 decimals: no score jitter left to measure
+    assert jitter_levels(ref, three, iou_match=0.5, floor=0.3, min_matched=1,
+                         decimals=3)["score jitter"] == 80.0

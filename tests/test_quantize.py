@@ -119,8 +119,10 @@ def _nodes_by_name(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 
 # ----------------------------------------------------------------------------- fp32 / fp16
 
-def test_dtypes():
-    assert DTYPES == ("fp32", "fp16", "int8")
+def test_dtypes_are_the_declared_list():
+    from scrfd_ref.core import dtypes
+
+    assert DTYPES is dtypes.DTYPES
 
 
 def test_fp32_is_the_source_file(model_500m: Path, tmp_path: Path):
@@ -154,6 +156,7 @@ def test_fp16_keeps_fp32_io_and_matches_fp32(shared_model: Path, cache_dir: Path
 
 # ----------------------------------------------------------------------------- int8
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 def test_int8_is_qdq_per_channel_opset13(shared_model: Path, cache_dir: Path,
                                          calibration: list[Path]):
     model = onnx.load(str(_int8(shared_model, cache_dir, calibration)))
@@ -184,6 +187,7 @@ def test_int8_is_qdq_per_channel_opset13(shared_model: Path, cache_dir: Path,
     assert q_types == {TensorProto.UINT8}
 
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 def test_int8_still_finds_the_face(shared_model: Path, cache_dir: Path,
                                    calibration: list[Path], face_image: np.ndarray):
     want = _detect(shared_model, face_image)
@@ -194,6 +198,7 @@ def test_int8_still_finds_the_face(shared_model: Path, cache_dir: Path,
     assert abs(float(got.scores[0]) - float(want.scores[0])) <= INT8_SCORE_ATOL
 
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 def test_int8_dynamic_model_keeps_dynamic_input(model_1g: Path, cache_dir: Path,
                                                 calibration: list[Path]):
     path = _int8(model_1g, cache_dir, calibration)
@@ -203,6 +208,7 @@ def test_int8_dynamic_model_keeps_dynamic_input(model_1g: Path, cache_dir: Path,
     assert outs[0].shape == ((320 // 8) * (480 // 8) * 2, 1)
 
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 def test_the_default_recipe_searches_and_records_what_it_kept_float(
         model_500m: Path, cache_dir: Path, calibration: list[Path]):
     """The default recipe: percentile calibration, the mixed-precision search, a sidecar
@@ -237,6 +243,7 @@ def test_head_convs_are_one_conv_per_output(fixture: str, request: pytest.Fixtur
     assert all(nodes[h].op_type == "Conv" for h in heads)
 
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 @pytest.mark.parametrize("fixture", ["model_500m", "model_1g"])
 def test_keep_heads_float_int8(fixture: str, request: pytest.FixtureRequest, cache_dir: Path,
                                calibration: list[Path], face_image: np.ndarray):
@@ -273,6 +280,7 @@ def test_keep_heads_float_fp16(model_1g: Path, cache_dir: Path):
 
 # ----------------------------------------------------------------------------- cache
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 def test_second_call_is_a_cache_hit(model_500m: Path, cache_dir: Path, calibration: list[Path],
                                     monkeypatch: pytest.MonkeyPatch):
     first = _int8(model_500m, cache_dir, calibration)
@@ -311,6 +319,7 @@ def test_changed_source_bytes_change_the_key(model_500m: Path, tmp_path: Path):
     assert cache_key(copy, settings) != cache_key(model_500m, settings)
 
 
+@pytest.mark.acceptance  # int8 conversions of real models: minutes on 2 cores
 def test_different_settings_give_different_files(model_500m: Path, cache_dir: Path,
                                                  calibration: list[Path]):
     paths = {
@@ -362,7 +371,7 @@ def test_default_calibration_images_are_sorted_wider_val(data_root: Path, calibr
 # ----------------------------------------------------------------------------- bad input
 
 def test_unknown_dtype(model_500m: Path, tmp_path: Path):
-    with pytest.raises(InputError, match=r"unknown dtype 'int4'.*fp32, fp16, int8"):
+    with pytest.raises(InputError, match=r"unknown dtype 'int4'.*fp32, fp16, bf16, int8"):
         convert_model(model_500m, "int4", cache_dir=tmp_path)
 
 
@@ -373,7 +382,7 @@ def test_missing_model(dtype: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("content", ["truncated", "text"])
-@pytest.mark.parametrize("dtype", ["fp16", "int8"])
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != "fp32"])
 def test_corrupt_model(content: str, dtype: str, model_500m: Path, tmp_path: Path,
                        calibration: list[Path]):
     bad = tmp_path / "bad.onnx"

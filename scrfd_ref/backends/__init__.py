@@ -1,6 +1,11 @@
 """Backends by name: built-ins plus third-party ones from the ``scrfd_ref.backends``
 entry-point group (``name = "package.module:factory"``; the factory takes the model
 path and keyword options and returns a :class:`Backend`).
+
+Built in: ``ort`` (ONNX Runtime CPU, or its CUDA / TensorRT providers), ``opencv``
+(cv2.dnn), ``gpu`` (ONNX Runtime CUDA), ``replay`` (saved device outputs) and
+``openvino`` (OpenVINO's CPU plugin; an optional extra, ``pip install -e '.[openvino]'``,
+imported only when used).
 """
 from __future__ import annotations
 
@@ -39,9 +44,17 @@ def _gpu(model: Any, **options: Any) -> Backend:
     return GpuBackend(model, **options)
 
 
+def _openvino(model: Any, **options: Any) -> Backend:
+    # an optional extra: imported only when asked for; without the package the backend
+    # raises BackendUnavailable with the install line
+    from scrfd_ref.backends.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(model, **options)
+
+
 _BUILTIN: dict[str, BackendFactory] = {"ort": _ort, "replay": _replay,
                                        "opencv": _opencv,
-                                       "gpu": _gpu}
+                                       "gpu": _gpu, "openvino": _openvino}
 
 
 def builtin_backends() -> dict[str, BackendFactory]:

@@ -46,7 +46,8 @@ class OrtBackend(Backend):
         model: path of the ONNX file (or serialized model bytes).
         providers: ``cpu`` (default), ``cuda``, ``tensorrt`` or full provider names.
         intra_threads: ORT intra-op threads (None: ORT's default).
-        dtype: label for reports (``fp32``/``fp16``/``int8``); the model decides the math.
+        dtype: label for reports (a :data:`~scrfd_ref.core.dtypes.DTYPES` name); the model
+            decides the math, the dtype the default graph optimisation.
         graph_optimization: ORT graph optimisation level ``disable``, ``basic``,
             ``extended`` or ``all``. None: ORT's default (all), except for ``int8``:
             ``basic``, which keeps the QDQ graph as the ONNX spec defines it (dequantize,
@@ -54,7 +55,9 @@ class OrtBackend(Backend):
             accumulation, to float rounding). ``all`` fuses it into ORT's U8S8 kernels,
             which on x86 CPUs without VNNI (AVX2 ``vpmaddubsw``) saturate int16 partial
             sums: on such a CPU that cost 500m_bnkps about one point of hard AP. Timing
-            runs (``scrfd-ref perf``) ask for ``all`` to time those kernels.
+            runs (``scrfd-ref perf``) ask for ``all`` to time those kernels. ``bf16``:
+            ``disable``, since a bf16 model in ONNX Runtime is the bf16-storage emulation
+            (:mod:`scrfd_ref.device.emulate`) whose rounding casts a pass could fold away.
     """
 
     name = "ort"
@@ -80,6 +83,8 @@ class OrtBackend(Backend):
             # to pipeline threads (decoding, post-processing) between inferences
         if graph_optimization is None and dtype == "int8":
             graph_optimization = "basic"
+        if graph_optimization is None and dtype == "bf16":
+            graph_optimization = "disable"   # keep every bf16 rounding Cast of the emulation
         self.graph_optimization = graph_optimization or "all"
         if graph_optimization is not None:
             levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -21,7 +21,10 @@ CPU_PROVIDERS = ("cpu", "CPUExecutionProvider")
 
 def replicable(name: str, options: Mapping[str, Any]) -> bool:
     """Whether backend ``name`` with ``options`` may run as several one-thread sessions:
-    ONNX Runtime on CPU providers only."""
+    ONNX Runtime on CPU providers, and OpenVINO's CPU plugin (one-thread replicas, as fast
+    as one compiled model with a stream per core: :mod:`scrfd_ref.backends.openvino`)."""
+    if name == "openvino":
+        return str(options.get("device") or "CPU") == "CPU"
     providers = [p for p in str(options.get("providers") or "").split(",") if p]
     return name == "ort" and all(p in CPU_PROVIDERS for p in providers)
 

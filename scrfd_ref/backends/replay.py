@@ -31,6 +31,9 @@ class ReplayBackend(Backend):
         input_size: network input ``(W, H)`` the outputs must fit (default: from the maps).
         allow_nonfinite: accept NaN / Inf values (a conformance run then fails the
             ``nonfinite`` head gate instead of refusing the folder).
+        partial: the folder is an interrupted dump accepted on purpose
+            (``--allow-incomplete``): serve the entries whose outputs exist
+            (:attr:`available`), refuse the others by name.
     """
 
     name = "replay"
@@ -38,7 +41,7 @@ class ReplayBackend(Backend):
     def __init__(self, model: str | Path, dtype: str | None = None,
                  datalist: str | Path | None = None,
                  input_size: tuple[int, int] | None = None, allow_nonfinite: bool = False,
-                 **_: Any) -> None:
+                 partial: bool = False, **_: Any) -> None:
         from scrfd_ref.formats.device_outputs import check_outputs
 
         self.folder = Path(model)
@@ -48,8 +51,10 @@ class ReplayBackend(Backend):
             raise InputError(f"{self.folder}: no output_*.npz files to replay")
         self.checked = check_outputs(self.folder, datalist, input_size=input_size,
                                      allow_nonfinite=allow_nonfinite,
-                                     what=f"replay folder {self.folder}")
+                                     what=f"replay folder {self.folder}", partial=partial)
         self.count = len(self.checked.slots)
+        #: datalist index -> its slot (every line; an interrupted dump's finished lines)
+        self._slots = {s.index: s for s in self.checked.slots}
         self.cursor = 0
         first = self.checked.read(self.checked.slots[0])
         self.file_dtype = str(first[0].dtype)
@@ -63,18 +68,27 @@ class ReplayBackend(Backend):
 
     @property
     def entries(self) -> list[Path]:
-        """The datalist entries, in order (entry ``i`` has outputs ``outputs_for(i)``)."""
+        """The datalist entries with outputs, in order."""
         return [s.entry for s in self.checked.slots]
+
+    @property
+    def available(self) -> list[int]:
+        """Datalist indices (0-based) that have outputs (all of them unless ``partial``)."""
+        return sorted(self._slots)
 
     def outputs_for(self, index: int) -> list[np.ndarray]:
         """The outputs of datalist entry ``index`` (batch axis 1)."""
-        if not 0 <= index < self.count:
-            raise InputError(f"{self.folder}: no outputs for entry {index} (holds {self.count})")
-        return self.checked.read(self.checked.slots[index])
+        slot = self._slots.get(index)
+        if slot is None:
+            why = (" (the dump did not finish it)" if index in self.checked.unfinished
+                   else f" (holds {self.count})")
+            raise InputError(f"{self.folder}: no outputs for datalist entry {index + 1}{why}")
+        return self.checked.read(slot)
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         b = int(blob.shape[0])
-        files = [self.outputs_for(self.cursor + i) for i in range(b)]
+        order = self.available
+        files = [self.outputs_for(order[self.cursor + i]) for i in range(b)]
         self.cursor += b
         return [np.concatenate(arrs, axis=0) for arrs in zip(*files)] if b > 1 else files[0]
 

@@ -35,6 +35,10 @@ MAX_INPUT_SIDE = 8192
 MAX_BATCH = 1024
 #: largest number of instances / processes / threads
 MAX_WORKERS = 256
+#: model sessions a command may run at once per usable core (wider-run --workers, perf
+#: -i x -p): more only multiplies the memory (each session holds the model and its
+#: buffers) without adding throughput
+SESSIONS_PER_CORE = 4
 #: default image pixel limit (width x height), see ``--max-pixels``
 DEFAULT_MAX_PIXELS = 100_000_000
 #: the model detect-like commands use when --model is not given
@@ -70,6 +74,21 @@ def positive_int(limit: int | None = None) -> Callable[[str], int]:
 
 
 non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+
+
+def max_sessions() -> int:
+    """The most model sessions a command runs at once on this machine:
+    :data:`SESSIONS_PER_CORE` per usable core."""
+    from scrfd_ref.core.parallel import usable_cores
+
+    return SESSIONS_PER_CORE * usable_cores()
+
+
+def workers_count(text: str) -> int:
+    """Type of ``--workers``: an integer from 0 to :func:`max_sessions`."""
+    limit = max_sessions()
+    return _bounded(int, lambda v: 0 <= v <= limit,
+                    f"an integer from 0 to {limit} ({SESSIONS_PER_CORE} per usable core)")(text)
 positive_seconds = _bounded(float, lambda v: math.isfinite(v) and v > 0,
                             "a positive, finite number of seconds")
 fraction = _bounded(float, lambda v: math.isfinite(v) and 0.0 <= v <= 1.0,
@@ -167,8 +186,10 @@ def add_run_options(p: argparse.ArgumentParser, *, resume: bool = True) -> None:
         p.add_argument("--no-resume", action="store_true",
                        help="recompute every image of the same run, also those already written")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the files of another run in --out (they are removed first) "
-                        "instead of refusing")
+                   help="replace another run in --out instead of refusing: the files its "
+                        "manifest lists are removed first, nothing else (never an input); a "
+                        "folder holding run-like files no manifest lists is refused, naming "
+                        "them")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -235,7 +256,43 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="keep at most N faces by insightface's centre-weighted ranking (0: all)")
     p.add_argument("--providers", default=None,
                    help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt (default cpu)")
+    add_backend_options(p)
     add_vdsp_option(p)
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--dtype`` of the commands that run a model (detect, wider-run):
+    the model is converted for the backend and dtype (cached), see
+    :func:`scrfd_ref.device.model_prep.prepare_model`."""
+    from scrfd_ref.core.dtypes import DTYPES
+
+    p.add_argument("--backend", "-B", default="ort",
+                   help="backend: ort (default), opencv, gpu, openvino (pip install -e "
+                        "'.[openvino]') or an installed plugin")
+    p.add_argument("--dtype", "-D", default="fp32", choices=DTYPES,
+                   help="precision (default fp32): fp16 / int8 are ONNX conversions for ort "
+                        "(cached), bf16 the bf16-storage emulation on ort; on openvino "
+                        "fp32 / bf16 are its inference precision (bf16 needs a CPU with "
+                        "AVX512_BF16 or AMX) and int8 the NNCF model")
+
+
+def backend_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """``(backend name, backend options)`` of parsed ``--backend`` / ``--dtype`` /
+    ``--providers``; a backend that is not registered is a usage error naming the closest."""
+    from scrfd_ref.backends import available_backends
+    from scrfd_ref.core.errors import did_you_mean
+
+    name = getattr(args, "backend", None) or "ort"
+    known = [b for b in available_backends() if b != "replay"]
+    if name not in known:
+        raise UsageError(f"--backend {name!r}: not a backend" + did_you_mean(name, known))
+    options: dict[str, Any] = {"dtype": getattr(args, "dtype", None) or "fp32"}
+    if getattr(args, "providers", None):
+        if name not in ("ort", "gpu"):
+            raise UsageError(f"--providers: ONNX Runtime providers do not apply to --backend "
+                             f"{name}")
+        options["providers"] = args.providers
+    return name, options
 
 
 def add_vdsp_option(p: argparse.ArgumentParser) -> None:
@@ -289,12 +346,17 @@ def make_detector(args: argparse.Namespace, default_profile: str):
     """Build a :class:`~scrfd_ref.detector.Detector` from parsed detect-like options."""
     from scrfd_ref.backends import get_backend
     from scrfd_ref.detector import Detector
+    from scrfd_ref.device.model_prep import prepare_model
 
-    model = resolve_model(args.model, args.data_dir)
-    options = {"providers": args.providers} if getattr(args, "providers", None) else {}
+    source = resolve_model(args.model, args.data_dir)
+    name, options = backend_options(args)
     vdsp = read_vdsp_option(args)
     profile = resolve_profile(args, default_profile, vdsp=vdsp)
-    backend = get_backend("ort", model, **options)
+    size = tuple(args.input_size) if args.input_size else (profile.input_size if vdsp else None)
+    model = prepare_model(source, dtype=options["dtype"], backend=name,
+                          input_size=size or profile.input_size or (640, 640),
+                          progress=not getattr(args, "quiet", True))
+    backend = get_backend(name, model, **options)
     fixed = backend.input_size
     backend.close()
     if vdsp is not None and fixed is not None and fixed != profile.input_size:
@@ -302,8 +364,7 @@ def make_detector(args: argparse.Namespace, default_profile: str):
                          f"{profile.input_size[0]}x{profile.input_size[1]} but {model.name} is "
                          f"fixed at {fixed[0]}x{fixed[1]} (scrfd-ref check-config reports such "
                          "mismatches)")
-    size = tuple(args.input_size) if args.input_size else (profile.input_size if vdsp else None)
     # built from the path (not the probe session) so that runs can replicate it
-    return model, Detector(model, profile=profile, input_size=size, backend_options=options,
-                           score_thr=args.score_thr, nms_thr=args.nms_thr,
-                           max_num=args.max_num)
+    return model, Detector(model, profile=profile, input_size=size, backend=name,
+                           backend_options=options, score_thr=args.score_thr,
+                           nms_thr=args.nms_thr, max_num=args.max_num)

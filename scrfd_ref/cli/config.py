@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from scrfd_ref.cli.args import _bounded, add_command, add_vdsp_option, positive_int, size
+from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import InputError, UsageError, problem_list
 from scrfd_ref.formats.files import display, input_dir, output_dir, output_file
 
@@ -142,8 +143,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     count, resize / pad / normalise, every node int8). --method / --percentile /
     --calib-count override either. An explicit --dtype that disagrees with the YAML's
     wins, with a warning. The YAML is checked first (as check-config does); an error in
-    it stops the conversion. --report DIR writes report.json and report.md: per-node
-    sensitivity (SQNR), the search, the float nodes and their latency cost. Without --out
+    it stops the conversion. --report DIR writes report.html, report.json and report.md:
+    per-node sensitivity (SQNR), the search, the float nodes and their latency cost. Without --out
     the file goes to the model cache the conformance fixtures use (its path is printed).
     """
     import shutil
@@ -155,6 +156,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from scrfd_ref.formats.files import atomic_write
 
     model = resolve_model(args.model, args.data_dir)
+    if args.method == "nncf":
+        return _quantize_nncf(args, model)
     _, build = _read_configs(args)
     if args.out:
         output_file(args.out, "--out", inputs=[model] + ([args.build_yaml] if build else []))
@@ -199,10 +202,69 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize_nncf(args: argparse.Namespace, model: Path) -> int:
+    """``quantize --method nncf``: OpenVINO's NNCF post-training int8 (an OpenVINO IR run
+    by ``--backend openvino --dtype int8``), calibrated on the same images as the ORT
+    recipes."""
+    import json
+    import shutil
+
+    from scrfd_ref.device.nncf_int8 import nncf_model
+    from scrfd_ref.formats.files import atomic_write, make_dir, write_text
+
+    wrong = [opt for opt, given in (("--build-yaml", args.build_yaml),
+                                    ("--percentile", args.percentile is not None),
+                                    ("--no-search", args.no_search),
+                                    ("--float-nodes", args.float_nodes)) if given]
+    if wrong:
+        raise UsageError(f"{wrong[0]}: does not apply to --method nncf (NNCF's own recipe: "
+                         "symmetric per-channel weights, per-tensor activations, bias "
+                         "correction)")
+    if args.dtype not in (None, "int8"):
+        raise UsageError(f"--dtype {args.dtype}: --method nncf quantizes to int8")
+    if args.out and Path(args.out).suffix != ".xml":
+        raise UsageError(f"--out {display(args.out)}: NNCF writes an OpenVINO IR; name it "
+                         "*.xml (the weights go beside it as *.bin)")
+    if args.out:
+        output_file(args.out, "--out", inputs=[model])
+        output_file(Path(args.out).with_suffix(".bin"), "--out (.bin)", inputs=[model])
+    if args.report:
+        output_dir(args.report, "--report", inputs=[model])
+    count = args.calib_count or 50
+    images = _calibration_images(args, None, count)
+    input_size = _input_size(model, None, args)
+    converted = nncf_model(model, input_size=input_size, calibration_images=images,
+                           num_calibration=count, progress=not args.quiet)
+    target = converted
+    if args.out:
+        out = Path(args.out)
+        for suffix in (".bin", ".xml"):   # the weights first: an .xml is never alone
+            with atomic_write(out.with_suffix(suffix), "wb") as dst, \
+                    open(converted.with_suffix(suffix), "rb") as src:
+                shutil.copyfileobj(src, dst)
+        target = out
+    record = json.loads(converted.with_suffix(".json").read_text())
+    print(f"quantize: {display(model)} -> {display(target)} (int8, NNCF "
+          f"{record['versions']['nncf']}, OpenVINO IR)")
+    print(f"  calibration: {len(record['images'])} image(s), input {input_size[0]}x"
+          f"{input_size[1]}; run it with --backend openvino --dtype int8")
+    if args.report:
+        folder = make_dir(args.report, "--report")
+        write_text(folder / "report.json", json.dumps(record, indent=1) + "\n")
+        write_text(folder / "report.md", "# NNCF int8\n\n" + "\n".join(
+            f"- {k}: `{json.dumps(v)}`" for k, v in record.items() if k != "images")
+            + f"\n- calibration images: {len(record['images'])}\n")
+        print(f"  report: {display(folder / 'report.md')}, {display(folder / 'report.json')}")
+    if not args.out:
+        print("  (in the model cache the conformance fixtures use; --out FILE.xml writes a copy)")
+    return 0
+
+
 def _print_record(converted: Path, report: str | None, model: Path) -> None:
     """The float nodes, int8 share and latency of an int8 conversion; --report files."""
     import json
 
+    from scrfd_ref.conformance.report_html_int8 import render_quantize_html
     from scrfd_ref.device.int8_report import report_markdown
     from scrfd_ref.device.quantize import conversion_record
     from scrfd_ref.formats.files import make_dir, write_text
@@ -230,7 +292,9 @@ def _print_record(converted: Path, report: str | None, model: Path) -> None:
         folder = make_dir(report, "--report")
         write_text(folder / "report.json", json.dumps(record, indent=1) + "\n")
         write_text(folder / "report.md", report_markdown(record, model.name))
-        print(f"  report: {display(folder / 'report.md')}, {display(folder / 'report.json')}")
+        html = write_text(folder / "report.html", render_quantize_html(record, model.name))
+        print(f"  report: {display(html)} (open in a browser), "
+              f"{display(folder / 'report.md')}, {display(folder / 'report.json')}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -250,8 +314,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "quantize", cmd_quantize)
     p.add_argument("--model", "-m", default=None,
                    help="standard fp32 ONNX export or variant name (default 500m_bnkps)")
-    p.add_argument("--dtype", "-D", default=None, choices=("fp16", "int8"),
-                   help="target precision (default: the build YAML's, else int8)")
+    p.add_argument("--dtype", "-D", default=None, choices=[d for d in DTYPES if d != "fp32"],
+                   help="target precision (default: the build YAML's, else int8); bf16 writes "
+                        "the bf16-storage emulation (every tensor rounded to bfloat16)")
     p.add_argument("--build-yaml", default=None, metavar="FILE",
                    help="follow this vamc build YAML's recipe (calibration mode, per channel, "
                         "image count, resize / pad / normalise)")
@@ -261,9 +326,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-count", type=_count, default=None, metavar="N",
                    help="number of calibration images (default: the YAML's get_data_num, "
                         "else 50)")
-    p.add_argument("--method", default=None, choices=sorted(CALIBRATION_METHODS),
+    p.add_argument("--method", default=None, choices=[*sorted(CALIBRATION_METHODS), "nncf"],
                    help="calibration method (default: the YAML's calibrate_mode, else "
-                        "percentile)")
+                        "percentile); nncf: OpenVINO's NNCF post-training int8 instead of "
+                        "ONNX Runtime's (pip install -e '.[openvino]'; --out must be an .xml "
+                        "IR; run with --backend openvino --dtype int8)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
                    help="the percentile of --method percentile (default 99.999)")
     p.add_argument("--input-size", type=size, default=None, metavar="W,H",

@@ -14,9 +14,11 @@ from scrfd_ref.cli.args import (
     size,
     unique,
 )
+from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import UsageError
 from scrfd_ref.core.parallel import StageClock, format_split
 from scrfd_ref.formats import datadir as data_mod
+from scrfd_ref.formats.device_npz import OUTPUT_DTYPES
 from scrfd_ref.formats.files import (
     display,
     input_dir,
@@ -84,18 +86,25 @@ def cmd_dump(args: argparse.Namespace) -> int:
     is refused unless --overwrite.
     """
     from scrfd_ref.backends.pool import session_pool
-    from scrfd_ref.cli.args import read_vdsp_option, resolve_model, resolve_profile
+    from scrfd_ref.cli.args import (
+        backend_options,
+        read_vdsp_option,
+        resolve_model,
+        resolve_profile,
+    )
+    from scrfd_ref.core.dtypes import output_dtype
     from scrfd_ref.device.flow import dump
     from scrfd_ref.device.model_prep import file_digest, prepare_model
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
     output_dir(args.out, "--out", inputs=[datalist])
+    backend, options = backend_options(args)
     vdsp = read_vdsp_option(args)
     profile = resolve_profile(args, "device-flow", vdsp=vdsp)
     source = resolve_model(args.model, args.data_dir)
-    model = prepare_model(source, layout="device", dtype=args.dtype,
-                          input_size=profile.input_size)
-    out_dtype = args.output_dtype or ("fp32" if args.dtype == "fp32" else "fp16")
+    model = prepare_model(source, layout="device", dtype=args.dtype, backend=backend,
+                          input_size=profile.input_size, progress=not args.quiet)
+    out_dtype = args.output_dtype or output_dtype(args.dtype)
     meta = {"variant": data_mod.variant_of(source), "dtype": args.dtype,
             "model": source.name, "model_sha256": file_digest(source),
             "device_model_sha256": file_digest(model)}
@@ -103,7 +112,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
         # part of the run's identity: resuming with another vdsp file is refused
         meta["vdsp_params"] = vdsp.to_record()
     clock = StageClock()
-    sessions = session_pool(args.backend, model, dtype=args.dtype)
+    sessions = session_pool(backend, model, **options)
     try:
         start = time.perf_counter()
         n = dump(sessions, datalist, args.out, profile, dtype=out_dtype,
@@ -167,6 +176,12 @@ def cmd_npz_decode(args: argparse.Namespace) -> int:
     s = npz_decode(datalist, outputs, images, args.out, profile, progress=not args.quiet,
                    skip_bad=args.skip_bad, source=source, overwrite=args.overwrite)
     wall = time.perf_counter() - start
+    if s.unfinished:
+        shown = ", ".join(map(str, s.unfinished[:10])) + (", ..." if len(s.unfinished) > 10
+                                                          else "")
+        print(f"scrfd-ref npz-decode: notice: {len(s.unfinished)} of the {s.lines} datalist "
+              f"line(s) have no output yet (line {shown}): the dump did not finish; decoded "
+              "the lines whose output exists", file=sys.stderr)
     print(f"npz-decode: {s.images} images, {s.detections} detections "
           f"({s.inverted} with a negative width or height, kept) -> {display(args.out)} "
           f"[profile {profile.name}: {profile.describe_geometry()}, score >= "
@@ -206,9 +221,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="standard ONNX export or variant name (exported to the device layout "
                         "and converted to --dtype, cached)")
-    p.add_argument("--backend", "-B", default="ort", help="backend name (default ort)")
-    p.add_argument("--dtype", "-D", default="fp32", choices=("fp32", "fp16", "int8"),
-                   help="model precision (default fp32)")
+    p.add_argument("--backend", "-B", default="ort",
+                   help="backend standing in for the device: ort (default), opencv, gpu, "
+                        "openvino (pip install -e '.[openvino]') or an installed plugin")
+    p.add_argument("--dtype", "-D", default="fp32", choices=DTYPES,
+                   help="model precision (default fp32); on ort bf16 is the bf16-storage "
+                        "emulation, on openvino bf16 its native bf16 and int8 the NNCF model")
     p.add_argument("--datalist", required=True, metavar="FILE", help="datalist from image2npz")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for output npz files")
     p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
@@ -216,8 +234,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=size, default=None, metavar="W,H",
                    help="network input size (default: the profile's, 640,640)")
     add_vdsp_option(p)
-    p.add_argument("--output-dtype", default=None, choices=("fp16", "fp32"),
-                   help="dtype of the written outputs (default: fp32 for fp32 models, else fp16)")
+    p.add_argument("--output-dtype", default=None, choices=sorted(OUTPUT_DTYPES),
+                   help="dtype of the written outputs (default: fp32 for fp32 and bf16 "
+                        "models, whose values fp32 holds exactly, else fp16)")
     add_run_options(p)
 
     p = add_command(sub, "npz-decode", cmd_npz_decode)

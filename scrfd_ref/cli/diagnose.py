@@ -6,7 +6,8 @@ import json
 import sys
 
 from scrfd_ref.cli.args import add_json_option, add_vdsp_option, positive_int
-from scrfd_ref.core.errors import DataMissingError
+from scrfd_ref.core.dtypes import DTYPES
+from scrfd_ref.core.errors import DataMissingError, UsageError
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import display, input_dir, input_file, output_file, write_text
 
@@ -17,19 +18,33 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     Replay the first --count images of the dump folder (output_*.npz beside its
     datalist), run the fp32 reference on the same images with the dump's recorded
-    profile (or --vdsp-params), and test each known cause by undoing it on the device's
-    raw heads: a head scaled or offset, one box / landmark channel scaled or offset, score
-    logits biased, sigmoid twice or missing, box channels in tlbr order, a landmark pair swapped, the anchors of a cell swapped, outputs
-    shifted / swapped / repeated against the datalist, a dead head, values clipped at a
-    constant, NaN / Inf, int8 outputs never dequantized. A cause is named when undoing it
-    raises the foreground SNR by the gates' diagnose_min_gain_db (data/gates.toml, per
-    dtype); otherwise "no known cause matches" with the closest ones. Exit 1 when a cause
-    is named, 0 when none.
+    profile (or --vdsp-params), and judge the device first with its dtype's gates (heads,
+    foreground anchors, detections, size buckets, score collapse on those images). Then
+    test each known cause by undoing it on the device's raw heads: a head scaled or
+    offset, one box / landmark channel scaled or offset, score logits biased, sigmoid
+    twice or missing, box channels in tlbr order, a landmark pair swapped, the anchors of
+    a cell swapped, outputs shifted / swapped / repeated against the datalist, a dead
+    head, values clipped at a constant, NaN / Inf, int8 outputs never dequantized, the
+    preprocessing (the reference re-run with each variant, compared on the same
+    foreground anchors), and the precision: which dtype's honest device (fp32, fp16 and
+    bf16 storage, int8 default recipe, run on the same images) the device's noise level
+    matches. A cause is named when undoing it raises the foreground SNR by the gates'
+    diagnose_min_gain_db (a fit on one head needs diagnose_min_fg_anchors foreground
+    anchors), or when the claimed dtype's noise level does not fit within
+    diagnose_precision_margin_db and another dtype's does; otherwise "no known cause
+    matches" with the hypotheses that bring the device closer. A device that passes its
+    gates gets observations, not causes. Exit 1 when the device fails a gate (cause
+    named or not) or when the images cannot decide a gate (inconclusive, unless
+    --accept-inconclusive), 0 when it passes.
 
-    With --predictions (WIDER files only) the hypotheses are changes of the reference
-    pipeline tested on detections (module scrfd_ref.conformance.diagnose_predictions):
-    another profile, score threshold, NMS, integer rounding, boxes not mapped back, the
-    preprocessing variants and the input size; the margin is diagnose_pred_min_gain_db.
+    With --predictions (WIDER files only) the device is judged with its dtype's
+    detection, size-bucket and collapse gates, and the hypotheses are changes of the
+    reference pipeline tested on detections (module
+    scrfd_ref.conformance.diagnose_predictions): another profile, score threshold, NMS,
+    integer rounding, boxes not mapped back, the preprocessing variants and the input
+    size (margin diagnose_pred_min_gain_db), and the precision: the score and box jitter
+    of matched detections against the honest devices' (margin
+    diagnose_pred_precision_margin_db, at least diagnose_pred_min_matched pairs).
     """
     from scrfd_ref.cli.args import read_vdsp_option, resolve_model
     from scrfd_ref.conformance.diagnose_run import diagnose_outputs
@@ -51,7 +66,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise DataMissingError(f"--device-outputs {display(outputs)}: the dump does not record "
                                "its variant; give --model")
     model = resolve_model(model_name, args.data_dir)
-    dtype = args.dtype or identity.get("dtype") or "fp32"
+    dtype = _dtype(args, identity, outputs / "scrfd_dump.json")
     images = (input_dir(args.images, "--images", "image folder") if args.images else
               data_mod.require(data_mod.widerface_dir(data_mod.data_dir(args.data_dir))
                                / "WIDER_val" / "images", "WIDER val images"))
@@ -66,8 +81,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return _report(args, head, result, seen)
 
 
+def _dtype(args: argparse.Namespace, identity: dict, manifest) -> str:
+    """The dtype whose gates apply: the recorded one; --dtype only when it agrees with it
+    or with --force-dtype (a differing --dtype would judge the device by other margins)."""
+    recorded = identity.get("dtype")
+    if args.dtype and recorded and args.dtype != recorded and not args.force_dtype:
+        raise UsageError(f"--dtype {args.dtype}: the dump's manifest {display(manifest)} "
+                         f"records dtype {recorded}; drop --dtype, or pass --force-dtype to "
+                         f"judge it with the {args.dtype} gates anyway")
+    return args.dtype or recorded or "fp32"
+
+
 def _report(args: argparse.Namespace, head: str, result, seen: dict) -> int:
-    """Print the ranked causes (and write --json); exit 1 when a cause is named."""
+    """Print the verdict and the ranked causes (and write --json); exit 1 when the
+    device failed (or, without a verdict, when a cause is named), or when the images
+    cannot decide a gate unless --accept-inconclusive."""
     text = sys.stderr if args.json == "-" else sys.stdout
     print(head, file=text)
     for line in result.lines():
@@ -78,7 +106,11 @@ def _report(args: argparse.Namespace, head: str, result, seen: dict) -> int:
             sys.stdout.write(doc)
         else:
             write_text(args.json, doc)
-    return 1 if result.causes else 0
+    if result.inconclusive and args.accept_inconclusive:
+        print("  inconclusive gates accepted (--accept-inconclusive): not evidence that the "
+              "device conforms", file=text)
+        return 0
+    return 1 if result.failed or result.inconclusive else 0
 
 
 def _spread(keys: list, count: int) -> list:
@@ -109,7 +141,7 @@ def _diagnose_predictions(args: argparse.Namespace) -> int:
     identity = read_source(preds_dir, RUN_MANIFEST, allow_incomplete=True,
                            option="--predictions").identity
     model = resolve_model(args.model, args.data_dir)
-    dtype = args.dtype or identity.get("dtype") or "fp32"
+    dtype = _dtype(args, identity, preds_dir / "scrfd_run.json")
     vdsp = read_vdsp_option(args)
     if args.profile:
         profile = get_profile(args.profile)
@@ -136,7 +168,8 @@ def _diagnose_predictions(args: argparse.Namespace) -> int:
     with get_backend("ort", model) as backend:
         result, facts = diagnose_predictions(
             backend, items, {(it.event, it.name): device[(it.event, it.name)] for it in items},
-            profile, min_gain_db=gates.value(dtype, "detections", "diagnose_pred_min_gain_db"))
+            profile, min_gain_db=gates.value(dtype, "detections", "diagnose_pred_min_gain_db"),
+            gates=gates, dtype=dtype, model=model)
     seen = {"predictions": str(preds_dir), "model": str(model), "dtype": dtype,
             "profile": profile.name, "images": [f"{it.event}/{it.name}" for it in items],
             "facts": facts}
@@ -166,8 +199,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="the fp32 ONNX model or variant the device runs (default: the dump's "
                         "recorded variant; with --predictions the default variant)")
-    p.add_argument("--dtype", "-D", default=None, choices=("fp32", "fp16", "int8"),
-                   help="whose gates give the margins (default: the dump's recorded dtype)")
+    p.add_argument("--dtype", "-D", default=None, choices=DTYPES,
+                   help="whose gates give the margins (default: the dump's recorded dtype; "
+                        "another one than the recorded needs --force-dtype)")
+    p.add_argument("--force-dtype", action="store_true",
+                   help="use --dtype although the folder's manifest (scrfd_dump.json, "
+                        "scrfd_run.json) records another dtype (the manifest wins otherwise)")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="the original images, event folders (default: WIDER val of the data "
                         "folder)")
@@ -176,6 +213,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"spread over the events (default {DEFAULT_IMAGES})")
     p.add_argument("--gates", default=None, metavar="FILE",
                    help="gates file with the margins (default: the shipped data/gates.toml)")
+    p.add_argument("--accept-inconclusive", action="store_true",
+                   help="exit 0 when the device fails no gate but the images cannot decide "
+                        "some (too few faces of a size); default: exit 1 like a failure")
     add_vdsp_option(p)
     add_json_option(p, "the ranked causes and their evidence")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

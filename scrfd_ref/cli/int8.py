@@ -16,28 +16,45 @@ def cmd_int8_ap(args: argparse.Namespace) -> int:
 
     For each --model: convert it with each recipe (minmax, entropy, percentile 99.999:
     every weighted node int8; default: percentile plus the mixed-precision search, what
-    `scrfd-ref quantize` writes with no option), then run fp32 and every int8 model over
+    `scrfd-ref quantize` writes with no option; nncf: OpenVINO's NNCF post-training
+    quantizer, run by OpenVINO), then run fp32 and every int8 model over
     the WIDER val images of the data folder minus the 50 calibration images
     (data/calibration_images.txt) with the widerface-eval profile (threshold 0.02) and the
-    official protocol. Prints AP, the ratio to fp32, the int8 share of the MACs and the
-    nodes kept in float; --out DIR writes table.json and table.md. Conversions are cached
-    (the model cache), so a rerun only evaluates. Takes minutes per model on 2 cores.
+    official protocol. Prints AP, the ratio to fp32 with its 95% interval (paired image
+    bootstrap against fp32 on the same images), the int8 share of the MACs and the nodes
+    kept in float, then every pair of recipes' AP difference with its interval, marked
+    significant when the interval excludes 0 (else within the evaluation's sampling
+    noise); --out DIR writes table.json, table.md and report.html.
+    Conversions are cached (the model cache), so a rerun only evaluates. Takes minutes per
+    model on 2 cores.
     """
     from scrfd_ref.conformance.int8_recipes import (
-        RECIPES,
+        THIRD_PARTY,
         RecipeRow,
+        bootstrap_settings,
+        differences_markdown,
         held_out_items,
+        known_recipes,
         measure_recipes,
         table_markdown,
     )
+    from scrfd_ref.conformance.report_html_int8 import render_int8_ap_html
     from scrfd_ref.formats.datadir import data_dir, widerface_dir
     from scrfd_ref.formats.ground_truth import load_ground_truth
 
-    recipes = unique([r.strip() for r in args.recipes.split(",") if r.strip()], "--recipes")
-    bad = [r for r in recipes or [] if r not in RECIPES]
+    asked = args.recipes or ",".join(known_recipes())
+    recipes = unique([r.strip() for r in asked.split(",") if r.strip()], "--recipes")
+    bad = [r for r in recipes or [] if r not in known_recipes()]
     if bad or not recipes:
         raise UsageError(f"--recipes: {bad[0] if bad else 'empty'} is not a recipe; choose "
-                         f"from {', '.join(RECIPES)}")
+                         f"from {', '.join(known_recipes())}")
+    missing = _third_party_missing([r for r in recipes if r in THIRD_PARTY])
+    if missing and args.recipes:
+        raise UsageError(f"--recipes {', '.join(missing)}: {_INSTALL_HINT}")
+    if missing:
+        print(f"scrfd-ref int8-ap: notice: the {', '.join(missing)} column is left out: "
+              f"{_INSTALL_HINT}", file=sys.stderr)
+        recipes = [r for r in recipes if r not in missing]
     models = [resolve_model(m, args.data_dir) for m in (unique(args.model, "--model")
                                                         or [None])]
     if args.out:
@@ -60,17 +77,41 @@ def cmd_int8_ap(args: argparse.Namespace) -> int:
         print(f"  {row.model} {row.recipe}: AP {row.ap['easy']:.4f} / {row.ap['medium']:.4f}"
               f" / {row.ap['hard']:.4f} (x fp32 {ratios}{share}{nodes})", file=sys.stderr)
 
+    differences: list = []
     for model in models:
         rows += measure_recipes(model, recipes, items, gt, progress=not args.quiet,
-                                on_row=show)
-    print(table_markdown(rows), end="")
+                                on_row=show, differences=differences)
+    settings = bootstrap_settings()
+    text = table_markdown(rows) + "\n" + differences_markdown(differences, settings)
+    print(text, end="")
     if args.out:
         folder = make_dir(args.out, "--out")
-        write_text(folder / "table.json", json.dumps([r.to_dict() for r in rows], indent=1)
-                   + "\n")
-        write_text(folder / "table.md", table_markdown(rows))
-        print(f"int8-ap: wrote {display(Path(folder) / 'table.md')}", file=sys.stderr)
+        table = {"rows": [r.to_dict() for r in rows],
+                 "differences": [d.to_dict() for d in differences],
+                 "bootstrap": {**settings, "method": "paired image bootstrap, percentile "
+                                                     "interval, gates file's int8 AP settings"}}
+        text_json = json.dumps(table, indent=1) + "\n"
+        write_text(folder / "table.json", text_json)
+        write_text(folder / "table.md", text)
+        write_text(folder / "report.html", render_int8_ap_html(json.loads(text_json)))
+        print(f"int8-ap: wrote {display(Path(folder) / 'report.html')} and table.md",
+              file=sys.stderr)
     return 0
+
+
+_INSTALL_HINT = "NNCF runs on OpenVINO, an optional extra: pip install -e '.[openvino]'"
+
+
+def _third_party_missing(names: list[str]) -> list[str]:
+    """The third-party recipes among ``names`` whose libraries are not installed."""
+    if not names:
+        return []
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return names
+    return []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,8 +119,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "int8-ap", cmd_int8_ap)
     p.add_argument("--model", "-m", action="append", default=None,
                    help="ONNX model or variant name; repeat for several (default 500m_bnkps)")
-    p.add_argument("--recipes", default="minmax,entropy,percentile,default", metavar="LIST",
-                   help="comma-separated int8 recipes (default: all four)")
+    p.add_argument("--recipes", default=None, metavar="LIST",
+                   help="comma-separated int8 recipes: minmax, entropy, percentile, default "
+                        "(ONNX Runtime) and nncf (OpenVINO's NNCF, run by OpenVINO; needs "
+                        "pip install -e '.[openvino]') (default: all, nncf when installed)")
     p.add_argument("--out", "-o", default=None, metavar="DIR",
-                   help="write table.json and table.md here")
+                   help="write table.json, table.md and report.html here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")

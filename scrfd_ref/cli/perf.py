@@ -8,18 +8,20 @@ from pathlib import Path
 from scrfd_ref.cli.args import (
     MAX_BATCH,
     MAX_WORKERS,
+    SESSIONS_PER_CORE,
     _bounded,
     add_command,
     add_json_option,
     add_vdsp_option,
     chw_shape,
+    max_sessions,
     non_negative_int,
     positive_int,
 )
+from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import UsageError
 from scrfd_ref.formats.files import display, input_file, output_file, write_text
 
-DTYPE_CHOICES = ("fp32", "fp16", "int8")
 DEFAULT_SHAPE = (3, 640, 640)
 
 
@@ -58,6 +60,11 @@ def settings_from_args(args: argparse.Namespace):
         shape = (3, h, w)
     else:
         shape = args.shape or DEFAULT_SHAPE
+    sessions = args.instances * args.processes
+    if sessions > max_sessions():
+        raise UsageError(f"-p {args.processes} -i {args.instances}: {sessions} sessions, more "
+                         f"than the {max_sessions()} this machine allows ({SESSIONS_PER_CORE} "
+                         "per usable core: more only multiplies the memory); lower -p or -i")
     blob_bytes = args.batch * shape[0] * shape[1] * shape[2] * 4
     if blob_bytes > MAX_BLOB_BYTES:
         raise UsageError(f"-b {args.batch} -s {','.join(map(str, shape))}: one call's input "
@@ -67,7 +74,10 @@ def settings_from_args(args: argparse.Namespace):
         input_file(image, "--images", "image")
     if args.json and args.json != "-":
         output_file(args.json, "--json")
-    model = (Path(args.model) if args.backend != "ort" and args.model
+    # a replay folder or a plugin's own model kind is passed as it is; ONNX backends get a
+    # variant name or an existing ONNX file
+    onnx_backends = ("ort", "gpu", "opencv", "openvino")
+    model = (Path(args.model) if args.backend not in onnx_backends and args.model
              else resolve_model(args.model, args.data_dir))
     options = {"providers": args.providers} if args.providers else {}
     return PerfSettings(
@@ -114,17 +124,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ONNX model path or variant name looked up in DATA/models "
                         "(default: 500m_bnkps); a replay folder for --backend replay")
     p.add_argument("--backend", default="ort",
-                   help="backend name: ort (default), replay or an installed plugin")
-    p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES,
-                   help="model precision (default fp32); fp16 / int8 convert the fp32 ONNX "
-                        "file first (cached by scrfd_ref.device.quantize)")
+                   help="backend name: ort (default), openvino (pip install -e '.[openvino]'; "
+                        "fp32 / bf16 / int8 as OpenVINO runs them), replay or an installed "
+                        "plugin")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES,
+                   help="model precision (default fp32); fp16 / bf16 / int8 convert the fp32 "
+                        "ONNX file first for ort (cached by scrfd_ref.device.quantize; bf16 is "
+                        "the storage emulation); openvino computes fp32 / bf16 itself and runs "
+                        "the NNCF model for int8")
     p.add_argument("--providers", default=None,
                    help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt "
                         "(default: cpu)")
     p.add_argument("-i", "--instances", type=_positive_int, default=1,
                    help="concurrent instances per process (threads, one session each; default 1)")
     p.add_argument("-p", "--processes", type=_positive_int, default=1,
-                   help="processes (spawned; each runs --instances instances; default 1)")
+                   help="processes (spawned; each runs --instances instances; default 1); "
+                        "-i x -p is at most 4 sessions per usable core")
     p.add_argument("-b", "--batch", type=_batch, default=1,
                    help="images per call (default 1; a fixed batch-1 model runs them one by one)")
     p.add_argument("-s", "--shape", type=chw_shape, default=None, metavar="C,H,W",

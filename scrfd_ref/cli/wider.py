@@ -10,24 +10,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from scrfd_ref.cli.args import (
     add_command,
     add_json_option,
     add_model_options,
     add_run_options,
+    fraction,
     make_detector,
     non_negative_int,
+    positive_int,
     unique,
+    workers_count,
 )
+from scrfd_ref.core.errors import InputError, UsageError
 from scrfd_ref.formats import datadir as data_mod
-from scrfd_ref.formats.files import display, input_dir, output_dir, output_file, write_text
+from scrfd_ref.formats.files import (
+    display,
+    input_dir,
+    output_dir,
+    output_file,
+    same_path,
+    write_text,
+)
 from scrfd_ref.widerface.evaluate import KERNELS, WiderResult
+from scrfd_ref.widerface.resample import CONFIDENCE, RESAMPLES, SEED
+
+if TYPE_CHECKING:
+    from scrfd_ref.formats.ground_truth import GroundTruth
+    from scrfd_ref.widerface.bootstrap import PairedBootstrap
 
 OFFICIAL_LABELS = {"easy": "Easy  ", "medium": "Medium", "hard": "Hard  ", "all": "All   "}
+#: the most resamples --resamples accepts (1000 take about a second at the full val size)
+MAX_RESAMPLES = 100_000
 
 
 def cmd_wider_run(args: argparse.Namespace) -> int:
@@ -91,11 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--events", nargs="+", default=None, metavar="EVENT",
                    help="only these event folders (default: every event folder found; a "
                         "repeated name counts once)")
-    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+    p.add_argument("--workers", type=workers_count, default=None, metavar="N",
                    help="images processed at once, each by its own one-thread copy of the "
                         "model session (default: one per usable core; 1: every stage in turn "
-                        "on one thread with ORT's default threads); the files are identical "
-                        "either way")
+                        "on one thread with ORT's default threads; at most 4 per usable core); "
+                        "the files are identical either way")
     add_json_option(p, "the run summary: throughput and time per stage")
     add_run_options(p)
 
@@ -119,6 +138,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="auto", choices=KERNELS,
                    help="matching implementation: auto (Cython when built), cython or numpy; "
                         "all give the same result")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="a second prediction folder on the same images (e.g. a device's, with "
+                        "--pred the reference's): adds the AP delta (compare - pred) and ratio "
+                        "(compare / pred) per setting with paired-bootstrap confidence "
+                        "intervals (text and --json); both folders must hold the same images. "
+                        "The --pred folder itself is allowed (delta 0, ratio 1: a self-check)")
+    p.add_argument("--resamples", type=positive_int(MAX_RESAMPLES), default=None, metavar="N",
+                   help=f"with --compare: bootstrap resamples of the images (default "
+                        f"{RESAMPLES})")
+    p.add_argument("--confidence", type=fraction, default=None, metavar="C",
+                   help=f"with --compare: two-sided confidence level of the intervals, between "
+                        f"0 and 1 (default {CONFIDENCE})")
+    p.add_argument("--seed", type=non_negative_int, default=None, metavar="S",
+                   help=f"with --compare: seed of the resampling (default {SEED}); the same "
+                        "seed gives the same intervals")
 
 
 def report_lines(result: WiderResult) -> list[str]:
@@ -162,18 +196,21 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     thresholds, VOC all-point AP); the APs equal the official Python port's bit for bit.
     Predictions need not be sorted; boxes with a negative width or height are evaluated
     as the official code does (one warning with their count). Every file is checked
-    first and every bad one listed.
+    first and every bad one listed. With --compare DIR: the AP delta and ratio of a second
+    folder on the same images, with paired-bootstrap confidence intervals.
     """
     from scrfd_ref.formats.ground_truth import load_ground_truth
     from scrfd_ref.widerface.evaluate import evaluate_dir
 
     out = stdout or sys.stdout
     pred = input_dir(args.pred, "--pred", "prediction folder")
+    compare = _compare_dir(args)
     gt_path = _gt_path(args)
+    inputs = [pred, gt_path] + ([compare] if compare else [])
     if args.json and args.json != "-":
-        output_file(args.json, "--json", inputs=[pred, gt_path])
+        output_file(args.json, "--json", inputs=inputs)
     if args.plot:
-        output_file(args.plot, "--plot", inputs=[pred, gt_path])
+        output_file(args.plot, "--plot", inputs=inputs)
     events = unique(args.events, "--events")
     gt = load_ground_truth(gt_path)
     unknown = [e for e in events or () if e not in gt.events]
@@ -185,8 +222,13 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
                          f"{', '.join(gt.events[:3])})")
     if gt.note:
         print(f"scrfd-ref eval: notice: {gt.note}", file=sys.stderr)
-    result = evaluate_dir(pred, gt, events=events, allow_missing=args.allow_missing,
-                          kernel=args.kernel)
+    boot = None
+    if compare:
+        boot = _paired(args, pred, compare, gt, events)
+        result = boot.result_a
+    else:
+        result = evaluate_dir(pred, gt, events=events, allow_missing=args.allow_missing,
+                              kernel=args.kernel)
     if result.inverted:
         print(f"scrfd-ref eval: warning: {result.inverted} prediction(s) have a negative width "
               "or height; evaluated as the official WiderFace-Evaluation does (x2 = x + w)",
@@ -194,14 +236,93 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     text_out = sys.stderr if args.json == "-" else out
     for line in report_lines(result):
         print(line, file=text_out)
+    if boot is not None:
+        for line in compare_lines(boot, pred, compare):
+            print(line, file=text_out)
+    doc = result.to_dict()
+    if boot is not None:
+        doc["compare"] = {"pred": str(compare), "result": boot.result_b.to_dict(),
+                          "bootstrap": boot.to_dict()}
     if args.plot:
         from scrfd_ref.widerface.plot import plot_pr_curves
 
         path = plot_pr_curves(result, args.plot)
         print(f"PR curves -> {display(path)}", file=text_out)
     if args.json == "-":
-        print(result.to_json(), file=out)
+        print(json.dumps(doc, indent=2), file=out)
     elif args.json:
-        write_text(args.json, result.to_json() + "\n")
+        write_text(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"JSON -> {display(args.json)}", file=text_out)
     return 0
+
+
+def _compare_dir(args: argparse.Namespace) -> Path | None:
+    """``--compare`` as a folder (None without it); the bootstrap options need it."""
+    if args.compare is None:
+        given = [o for o, v in (("--resamples", args.resamples),
+                                ("--confidence", args.confidence), ("--seed", args.seed))
+                 if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with --compare DIR (the intervals are "
+                             "those of a comparison of two prediction folders)")
+        return None
+    if args.confidence is not None and not 0.0 < args.confidence < 1.0:
+        raise UsageError(f"--confidence {args.confidence}: give a level strictly between 0 "
+                         "and 1, e.g. 0.95")
+    folder = input_dir(args.compare, "--compare", "prediction folder")
+    if same_path(folder, args.pred):
+        print("scrfd-ref eval: notice: --compare is the --pred folder: the delta is 0 and the "
+              "ratio 1 (undefined where the AP is 0) by construction (a self-check)",
+              file=sys.stderr)
+    return folder
+
+
+def _paired(args: argparse.Namespace, pred: Path, compare: Path, gt: GroundTruth,
+            events: list[str] | None) -> PairedBootstrap:
+    """Read both folders, check they hold the same images, run the paired bootstrap."""
+    from scrfd_ref.widerface.bootstrap import paired_bootstrap_matchings, pairing_problem
+    from scrfd_ref.widerface.evaluate import match_predictions, read_predictions_for
+
+    sets = [read_predictions_for(d, gt, events=events, allow_missing=args.allow_missing)
+            for d in (pred, compare)]
+    why = pairing_problem(*sets, names=("--pred", "--compare"))
+    if why:
+        raise InputError(f"--compare {display(compare)}: not the images of --pred "
+                         f"{display(pred)}: {why}; compare two runs over the same images")
+    matched = []
+    for option, folder, preds in (("--pred", pred, sets[0]), ("--compare", compare, sets[1])):
+        try:
+            matched.append(match_predictions(preds, gt, events=events,
+                                             allow_missing=args.allow_missing,
+                                             kernel=args.kernel))
+        except InputError as exc:
+            raise type(exc)(f"{option} {display(folder)}: {exc}") from exc
+    return paired_bootstrap_matchings(
+        *matched, confidence=CONFIDENCE if args.confidence is None else args.confidence,
+        resamples=RESAMPLES if args.resamples is None else args.resamples,
+        seed=SEED if args.seed is None else args.seed)
+
+
+def compare_lines(boot: PairedBootstrap, pred: Path, compare: Path) -> list[str]:
+    """The paired comparison block: per setting both APs, the delta and the ratio with
+    their intervals, and whether the delta interval excludes 0."""
+    pct = f"{100 * boot.confidence:g}%"
+    lines = [f"========== paired bootstrap: --compare {display(compare)} vs --pred "
+             f"{display(pred)} ==========",
+             f"{'setting':<8} {'AP pred':>9} {'AP compare':>10} {'delta':>9} "
+             f"{pct + ' interval':<22} {'ratio':>8} {pct + ' interval':<20} differs"]
+    for s in boot.settings:
+        c = boot[s]
+        d, r = c.delta_interval, c.ratio_interval
+        d_text = f"[{d.low:+.5f}, {d.high:+.5f}]"
+        r_text = f"[{r.low:.5f}, {r.high:.5f}]"
+        lines.append(f"{s:<8} {100 * c.ap_a:8.3f}% {100 * c.ap_b:9.3f}% {c.delta:+9.5f} "
+                     f"{d_text:<22} {c.ratio:8.5f} {r_text:<20} "
+                     f"{'no' if d.contains(0.0) else 'yes'}")
+    lines.append(f"{boot.resamples} resamples of {boot.images} images (seed {boot.seed}), "
+                 "percentile intervals; delta = compare - pred, ratio = compare / pred; "
+                 "'differs': the delta interval excludes 0")
+    if any(math.isnan(boot[s].ratio_interval.low) for s in boot.settings):
+        lines.append("ratio nan: the --pred AP is 0 in the full set or in some resample "
+                     "(too few faces or detections to compare)")
+    return lines

@@ -76,6 +76,27 @@ class BucketStats:
             out["bucket_nme_pct"] = float(np.mean(self.nme))
         return out
 
+    def scale_bias_interval(self, confidence: float) -> tuple[float, float] | None:
+        """The ``confidence`` interval of the scale-bias metric (``max(|mean log w ratio|,
+        |mean log h ratio|)``): a Student-t interval of each mean over the matched faces,
+        folded to absolute values, the larger of the two sides. A bias measured on a
+        handful of faces then decides only when it is far outside the noise (one face: the
+        interval is unbounded). None when nothing is matched."""
+        if not self.ious:
+            return None
+        from scipy import stats
+
+        n = len(self.log_w)
+        q = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) if n > 1 else math.inf
+        ends = []
+        for values in (self.log_w, self.log_h):
+            m = float(np.mean(values))
+            half = q * float(np.std(values, ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+            lo, hi = m - half, m + half
+            ends.append((0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)),
+                         max(abs(lo), abs(hi))))
+        return max(e[0] for e in ends), max(e[1] for e in ends)
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts and metrics (signed mean scale ratios included)."""
         d: dict[str, Any] = {"bucket": self.name, "reference_faces": self.ref_faces,

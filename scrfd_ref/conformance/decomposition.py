@@ -9,14 +9,15 @@ towards the vendor's ``device-flow`` profile, then change the precision:
    image and rounded to integers before NMS: each only when the two profiles differ in it
    (a setting both share is not listed);
 6. centred letterbox with the device's pad value (= the full ``device-flow`` profile, fp32)
-7. the same on fp16, 8. on int8 (when those models can be built)
+7. the same on fp16, 8. on the bf16-storage emulation, 9. on int8 (when those models
+   can be built)
 
 The post-processing steps reuse one inference (they differ only after decode); each later
 step runs the model again. Every AP is the official protocol on the same images.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,12 +39,23 @@ SETTINGS = ("easy", "medium", "hard")
 
 @dataclass(frozen=True)
 class Step:
-    """One row of the decomposition: what changed, the profile, dtype and its AP."""
+    """One row of the decomposition: what changed, the profile, dtype and its AP.
+
+    ``base`` is the index of the step this one changes (the previous one; for a
+    precision step the device-flow fp32 step), ``delta`` its AP change against that
+    step and ``delta_interval`` the change's confidence interval (paired image
+    bootstrap over the same images, the gates file's settings): a change whose interval
+    holds 0 is within the evaluation's sampling noise.
+    """
 
     label: str
     profile: Profile
     dtype: str
     result: WiderResult
+    predictions: Any = field(default=None, repr=False, compare=False)
+    base: int | None = None
+    delta: dict = field(default_factory=dict)
+    delta_interval: dict = field(default_factory=dict)
 
     @property
     def ap(self) -> dict[str, float]:
@@ -75,9 +87,29 @@ def final_rows(cands: Candidates, t: Transform, profile: Profile) -> np.ndarray:
     return wider_rows(postprocess(kept, t, profile))[0]
 
 
-def _evaluate(cands, profile: Profile, gt, keys) -> WiderResult:
+def _step(label: str, profile: Profile, dtype: str, cands, gt, keys,
+          base: int | None) -> Step:
+    """A step's predictions and their official-protocol AP."""
     preds = {k: final_rows(c, t, profile) for k, (c, t) in cands.items()}
-    return evaluate(preds, gt, images=keys)
+    return Step(label, profile, dtype, evaluate(preds, gt, images=keys), preds, base)
+
+
+def with_intervals(steps: Sequence[Step], gt, keys, settings: dict[str, Any]) -> list[Step]:
+    """Each step with its AP change against its base step and the change's interval
+    (:func:`scrfd_ref.widerface.bootstrap.paired_bootstrap` with ``settings``)."""
+    from scrfd_ref.widerface.bootstrap import paired_bootstrap
+
+    out = []
+    for s in steps:
+        if s.base is None:
+            out.append(s)
+            continue
+        pb = paired_bootstrap(steps[s.base].predictions, s.predictions, gt, images=keys,
+                              **settings)
+        out.append(replace(s, delta={k: pb[k].delta for k in SETTINGS},
+                           delta_interval={k: pb[k].delta_interval.to_list()
+                                           for k in SETTINGS}))
+    return out
 
 
 def postprocess_chain(start: Profile, end: Profile) -> list[tuple[str, Profile]]:
@@ -126,32 +158,53 @@ def decompose(model: Path, items: Sequence[ImageItem], gt, *,
     steps = []
     for label, prof in chain:
         say(label)
-        steps.append(Step(label, prof, "fp32", _evaluate(cands, prof, gt, keys)))
+        steps.append(_step(label, prof, "fp32", cands, gt, keys,
+                           len(steps) - 1 if steps else None))
     label = (f"letterbox {wider.letterbox} -> {device.letterbox}, pad {wider.pad_value:g} -> "
              f"{device.pad_value:g} (= device-flow profile, fp32)")
     say(label)
     dev_cands = reference_candidates(model, device, items, device.score_thr)
-    steps.append(Step(label, device, "fp32", _evaluate(dev_cands, device, gt, keys)))
+    steps.append(_step(label, device, "fp32", dev_cands, gt, keys, len(steps) - 1))
+    device_fp32 = len(steps) - 1
+    from scrfd_ref.backends.ort import OrtBackend
+
     for dtype, path in (models_by_dtype or {}).items():
         label = f"precision fp32 -> {dtype} (device-flow profile)"
         say(label)
-        steps.append(Step(label, device, dtype,
-                          _evaluate(reference_candidates(path, device, items, device.score_thr),
-                                    device, gt, keys)))
-    return steps
+        # the dtype picks the backend's graph optimisation (int8: the exact QDQ
+        # arithmetic; bf16: the storage emulation's rounding casts kept)
+        with OrtBackend(path, dtype=dtype) as backend:
+            cands = reference_candidates(backend, device, items, device.score_thr)
+        steps.append(_step(label, device, dtype, cands, gt, keys, device_fp32))
+    from scrfd_ref.conformance.gates import Gates
+
+    return with_intervals(steps, gt, keys, Gates.load().bootstrap_settings("fp32"))
 
 
 def markdown_table(steps: Sequence[Step], title: str) -> str:
     """The decomposition as a Markdown section (AP and change per step)."""
-    lines = [f"## {title}", "", "| step | dtype | easy | medium | hard | d easy | d medium | d hard |",
+    lines = [f"## {title}", "",
+             "Each change is against the step it changes (a precision step: against the "
+             "device-flow fp32 step), with its 95% paired-bootstrap interval; **bold** when "
+             "the interval excludes 0 (a real change, not sampling noise).", "",
+             "| step | dtype | easy | medium | hard | d easy | d medium | d hard |",
              "|---|---|---|---|---|---|---|---|"]
-    prev = None
     for s in steps:
         ap = s.ap
-        d = ["" if prev is None else f"{ap[k] - prev[k]:+.4f}" for k in SETTINGS]
+        d = []
+        for k in SETTINGS:
+            if s.base is None:
+                d.append("")
+                continue
+            change = ap[k] - steps[s.base].ap[k]
+            iv = s.delta_interval.get(k)
+            if not iv or None in iv:
+                d.append(f"{change:+.4f}")
+                continue
+            text = f"{change:+.4f} [{iv[0]:+.4f}, {iv[1]:+.4f}]"
+            d.append(f"**{text}**" if not iv[0] <= 0 <= iv[1] else text)
         lines.append(f"| {s.label} | {s.dtype} | " + " | ".join(f"{ap[k]:.4f}" for k in SETTINGS)
                      + " | " + " | ".join(d) + " |")
-        prev = ap
     first, last = steps[0].ap, steps[-1].ap
     lines.append("| **total** | | | | | " + " | ".join(f"{last[k] - first[k]:+.4f}"
                                                        for k in SETTINGS) + " |")

@@ -6,99 +6,53 @@ reference". :func:`diagnose` applies every correction to the device's heads (bat
 match before and after, and ranks the hypotheses by the gain. The match of one head is
 its SNR (dB, capped at :data:`SNR_CAP`) against the reference on the foreground anchors
 (reference score >= the gates' ``fg_score_floor``; the pairing hypotheses use every
-anchor); a hypothesis touching several heads scores the mean gain over them. A cause is
-reported only when its gain reaches the gates' ``diagnose_min_gain_db`` (per dtype, data/gates.toml); otherwise the result says
-"no known cause matches" and lists the closest hypotheses with their gains.
+anchor); a hypothesis touching several heads scores the mean gain over them.
+
+Like for like: every hypothesis is scored on the anchors of the "before" figure, the
+foreground of the reference the device is judged against (a preprocessing hypothesis,
+whose reference is re-run with another preprocessing, keeps the recorded profile's
+foreground: ``mask_from``). A head with no foreground anchor is not measured, on either
+side of the comparison: it never counts as a match. A hypothesis over several heads
+measures only the heads with at least ``min_anchors`` foreground anchors (the gates'
+``diagnose_min_fg_anchors``); a correction fitted on one head states how many anchors
+it was fitted on, and one fitted on fewer than ``min_anchors`` is never a cause.
+
+A cause is a hypothesis whose gain reaches the gates' ``diagnose_min_gain_db`` (per
+dtype, data/gates.toml); otherwise the result says "no known cause matches" and lists
+the closest hypotheses, those that gain at all (or "nothing brings the device closer").
+When the caller judged the device first (:class:`Verdict`) and it failed no gate (pass,
+or inconclusive: the images cannot decide some), nothing is named a cause: what would
+have been is listed as an observation (a systematic deviation inside the gates). The precision hypothesis (which arithmetic the device's
+noise matches, :mod:`scrfd_ref.conformance.diagnose_precision`) comes in as
+``precision`` and is named after the corrections.
 
 Hypotheses on the outputs (this module): a head scaled or offset (least-squares fit
 device = a * reference + b on the foreground anchors), one channel of a box or landmark
 head scaled or offset (the same fit per channel), score logits biased, sigmoid applied
 twice or not at all, box channels in tlbr order, a landmark pair swapped, the two anchors
 of a cell swapped, a dead (constant) head, values clipped at a constant (fp16 saturation),
-NaN / Inf; on the pairing: outputs shifted, swapped or repeated against the datalist. Preprocessing
-hypotheses need the model (:mod:`scrfd_ref.conformance.diagnose_run`) and come in as
-``extra`` causes. Raw int8 outputs never
-dequantized are named from the files themselves (:func:`raw_dtype_cause`), before the
-strict reader refuses them.
+NaN / Inf; on the pairing: outputs shifted, swapped or repeated against the datalist.
+Preprocessing hypotheses need the model (:mod:`scrfd_ref.conformance.diagnose_run`) and
+come in as ``extra`` causes. The result types and the raw int8 outputs named from the
+files themselves: :mod:`scrfd_ref.conformance.diagnose_result`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from scrfd_ref.conformance.compare import cosine_snr
+from scrfd_ref.conformance.diagnose_result import (  # noqa: F401 - the results, re-exported
+    SNR_CAP,
+    Cause,
+    Diagnosis,
+    Verdict,
+    raw_dtype_cause,
+)
 from scrfd_ref.core.heads import Heads
 
-#: SNR of a head that matches exactly (dB); keeps gains finite
-SNR_CAP = 80.0
 KINDS = (("score", "scores"), ("bbox", "boxes"), ("kps", "kps"))
-
-
-@dataclass
-class Cause:
-    """One hypothesis and its evidence.
-
-    Attributes:
-        name: short id (``scale_head``, ``sigmoid_twice``...).
-        text: what the device did, in words (``bbox_32 scaled x1.150``).
-        heads: the heads the hypothesis touches.
-        before_db: mean foreground SNR of those heads as the device gave them.
-        after_db: the same after undoing the hypothesised fault.
-        params: fitted parameters (slope, offset, shift...); an ``evidence`` entry (text)
-            is added to the description.
-        metric: what ``before_db`` / ``after_db`` measure.
-    """
-
-    name: str
-    text: str
-    heads: list[str]
-    before_db: float
-    after_db: float
-    params: dict[str, Any] = field(default_factory=dict)
-    metric: str = "foreground SNR"
-
-    @property
-    def gain_db(self) -> float:
-        """How much undoing the fault improves the match (dB)."""
-        return self.after_db - self.before_db
-
-    def describe(self) -> str:
-        """``bbox_32 scaled x1.150 (foreground SNR 9.1 -> 38.2 dB on bbox_32)``."""
-        if not self.heads:
-            return self.text
-        evidence = f"; {self.params['evidence']}" if self.params.get("evidence") else ""
-        return (f"{self.text} ({self.metric} {self.before_db:.1f} -> {self.after_db:.1f} dB "
-                f"on {', '.join(self.heads)}{evidence})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with the gain."""
-        return {**asdict(self), "gain_db": self.gain_db}
-
-
-@dataclass
-class Diagnosis:
-    """Ranked hypotheses; ``causes`` are those whose gain reaches ``min_gain_db``."""
-
-    causes: list[Cause]
-    closest: list[Cause]
-    min_gain_db: float
-    images: int
-
-    def lines(self) -> list[str]:
-        """The human report, one line per cause (or the closest ones)."""
-        if self.causes:
-            return [f"{i + 1}. {c.describe()}" for i, c in enumerate(self.causes)]
-        out = [f"no known cause matches (no correction gains {self.min_gain_db:g} dB); "
-               "closest:"]
-        return out + [f"   {c.describe()}" for c in self.closest[:3]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"causes": [c.to_dict() for c in self.causes],
-                "closest": [c.to_dict() for c in self.closest[:5]],
-                "min_gain_db": self.min_gain_db, "images": self.images}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -118,27 +72,49 @@ def _with(h: Heads, kind: str, stride: int, new: np.ndarray) -> Heads:
                                            for a in ("scores", "boxes", "kps")], h.strides)
 
 
-def _snr(ref: np.ndarray, dev: np.ndarray) -> float:
+def _snr(ref: np.ndarray, dev: np.ndarray) -> float | None:
     """SNR as the head checks compute it, capped at :data:`SNR_CAP`; a device with NaN /
-    Inf is as far off as possible (-cap)."""
+    Inf is as far off as possible (-cap); None when there is nothing to compare (an empty
+    comparison is not measured, never a match)."""
     if not ref.size:
-        return SNR_CAP
+        return None
     if not np.isfinite(dev).all():
         return -SNR_CAP
     return float(min(SNR_CAP, cosine_snr(ref, dev)[1]))
 
 
-class _Pairs:
-    """Reference and device heads of the same images, with the foreground masks."""
+def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the measured values (None when none was)."""
+    got = [v for v in values if v is not None]
+    return float(np.mean(got)) if got else None
 
-    def __init__(self, ref: Sequence[Heads], dev: Sequence[Heads], floor: float) -> None:
+
+class _Pairs:
+    """Reference and device heads of the same images, with the foreground masks.
+
+    ``mask_from`` (heads of the same images) gives the foreground instead of ``ref``: a
+    preprocessing hypothesis compares the device with a re-run reference on the recorded
+    reference's anchors. A head is measured by a hypothesis over several heads when its
+    stride has at least ``min_anchors`` foreground anchors (and at least one).
+    """
+
+    def __init__(self, ref: Sequence[Heads], dev: Sequence[Heads], floor: float,
+                 min_anchors: int = 0, mask_from: Sequence[Heads] | None = None) -> None:
         self.ref, self.dev, self.floor = list(ref), list(dev), floor
+        self.min_anchors = max(1, int(min_anchors))
         h = self.ref[0]
         self.heads = [(k, s) for k, attr in KINDS for s in h.strides
                       if getattr(h, attr) is not None and all(
                           getattr(d, attr) is not None for d in self.dev)]
         self.masks = [[r.scores[i][0] >= floor for i in range(len(r.strides))]
-                      for r in self.ref]
+                      for r in (mask_from if mask_from is not None else self.ref)]
+        self.counts = {s: int(sum(m[i].sum() for m in self.masks))
+                       for i, s in enumerate(h.strides)}
+
+    def measured(self, kind: str | None = None) -> list[tuple[str, int]]:
+        """The heads (of ``kind``) whose stride has enough foreground anchors."""
+        return [(k, s) for k, s in self.heads if (kind is None or k == kind)
+                and self.counts[s] >= self.min_anchors]
 
     def fg(self, kind: str, stride: int, dev: Sequence[Heads] | None = None,
            ref: Sequence[Heads] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +132,8 @@ class _Pairs:
                 np.concatenate(ds) if ds else np.empty((0, 1)))
 
     def snr(self, kind: str, stride: int, dev: Sequence[Heads] | None = None,
-            ref: Sequence[Heads] | None = None) -> float:
+            ref: Sequence[Heads] | None = None) -> float | None:
+        """Foreground SNR of one head (None: no foreground anchor to compare)."""
         return _snr(*self.fg(kind, stride, dev, ref))
 
     def name(self, kind: str, stride: int) -> str:
@@ -167,21 +144,34 @@ Correction = Callable[[np.ndarray], np.ndarray]
 
 
 def _per_head(p: _Pairs, name: str, text: str, kind: str, stride: int, fix: Correction,
-              params: dict[str, Any] | None = None) -> Cause:
+              params: dict[str, Any] | None = None) -> Cause | None:
+    """A correction fitted on one head, scored on that head's foreground (None: the head
+    has no foreground anchor)."""
     before = p.snr(kind, stride)
+    if before is None:
+        return None
     fixed = [_with(d, kind, stride, fix(_get(d, kind, stride))) for d in p.dev]
-    return Cause(name, text, [p.name(kind, stride)], before, p.snr(kind, stride, fixed),
-                 params or {})
+    after = p.snr(kind, stride, fixed)
+    return Cause(name, text, [p.name(kind, stride)], before,
+                 after if after is not None else before, params or {},
+                 anchors=p.counts[stride], fitted=True)
 
 
-def _all_strides(p: _Pairs, name: str, text: str, kind: str, fix: Correction) -> Cause:
-    strides = [s for k, s in p.heads if k == kind]
-    before = float(np.mean([p.snr(kind, s) for s in strides]))
+def _all_strides(p: _Pairs, name: str, text: str, kind: str, fix: Correction) -> Cause | None:
+    """A correction of every stride of one kind, scored on the measured heads (None when
+    no head of the kind has enough foreground anchors)."""
+    strides = [s for _, s in p.measured(kind)]
+    if not strides:
+        return None
+    before = _mean([p.snr(kind, s) for s in strides])
     fixed = list(p.dev)
     for s in strides:
         fixed = [_with(d, kind, s, fix(_get(d, kind, s))) for d in fixed]
-    after = float(np.mean([p.snr(kind, s, fixed) for s in strides]))
-    return Cause(name, text, [p.name(kind, s) for s in strides], before, after)
+    after = _mean([p.snr(kind, s, fixed) for s in strides])
+    if before is None or after is None:
+        return None
+    return Cause(name, text, [p.name(kind, s) for s in strides], before, after,
+                 anchors=sum(p.counts[s] for s in strides))
 
 
 def _logit(x: np.ndarray) -> np.ndarray:
@@ -297,6 +287,8 @@ def _permutations(p: _Pairs) -> list[Cause]:
                 order[2 * b:2 * b + 2] = [2 * a, 2 * a + 1]
                 c = _all_strides(p, "swap_landmarks", f"landmark points {a} and {b} swapped",
                                  "kps", lambda x, o=order: x[..., o])
+                if c is None:
+                    continue
                 c.params = {"pair": [a, b]}
                 if best is None or c.gain_db > best.gain_db:
                     best = c
@@ -320,8 +312,9 @@ def _pair_snr(p: _Pairs, i: int, j: int) -> float:
     anchor: the background's boxes and landmarks are as image-specific as the faces, and
     an image without faces has no foreground to compare)."""
     d, r = p.dev[i], p.ref[j]
-    return float(np.mean([_snr(_get(r, k, s), _get(d, k, s)) for k, s in p.heads
-                          if _get(r, k, s).shape == _get(d, k, s).shape]))
+    got = _mean([_snr(_get(r, k, s), _get(d, k, s)) for k, s in p.heads
+                 if _get(r, k, s).shape == _get(d, k, s).shape])
+    return -SNR_CAP if got is None else got
 
 
 def _pairing(p: _Pairs) -> list[Cause]:
@@ -357,6 +350,8 @@ def _symptoms(p: _Pairs) -> list[Cause]:
         d = np.concatenate([_get(x, kind, stride).ravel() for x in p.dev])
         r = np.concatenate([_get(x, kind, stride).ravel() for x in p.ref])
         before = _snr(r, d)             # the whole head: NaN and dead heads are not only faces
+        if before is None:
+            continue
         name = f"{kind}_{stride}"
         bad = int((~np.isfinite(d)).sum())
         if bad:
@@ -380,33 +375,45 @@ def _symptoms(p: _Pairs) -> list[Cause]:
 HYPOTHESES = (_affine, _per_channel, _score_hypotheses, _permutations, _pairing, _symptoms)
 
 
-def match_db(reference: Sequence[Heads], device: Sequence[Heads], fg_floor: float) -> float:
-    """Mean foreground SNR over every head the two sides share (the match a preprocessing
-    hypothesis improves)."""
-    p = _Pairs(reference, device, fg_floor)
-    return float(np.mean([p.snr(k, s) for k, s in p.heads]))
+def head_snrs(reference: Sequence[Heads], device: Sequence[Heads], fg_floor: float, *,
+              min_anchors: int = 0, mask_from: Sequence[Heads] | None = None,
+              ) -> dict[str, float]:
+    """Foreground SNR (dB, capped) of every head the two sides share whose stride has at
+    least ``min_anchors`` foreground anchors (of ``mask_from``, default ``reference``):
+    ``{"bbox_16": 41.2, ...}``; heads with nothing to compare are left out."""
+    p = _Pairs(reference, device, fg_floor, min_anchors, mask_from)
+    out = {p.name(k, s): p.snr(k, s) for k, s in p.measured()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def foreground_anchors(reference: Sequence[Heads], fg_floor: float) -> dict[int, int]:
+    """Foreground anchors per stride of ``reference`` over its images."""
+    return _Pairs(reference, reference, fg_floor).counts
 
 
 def diagnose(reference: Sequence[Heads], device: Sequence[Heads], *, fg_floor: float,
-             min_gain_db: float, extra: Sequence[Cause] = ()) -> Diagnosis:
+             min_gain_db: float, extra: Sequence[Cause] = (), min_anchors: int = 0,
+             verdict: Verdict | None = None, precision: Any = None) -> Diagnosis:
     """Rank every hypothesis for device heads against reference heads of the same images
-    (same order), plus ``extra`` causes tested elsewhere (preprocessing variants); a cause
-    is one whose gain reaches ``min_gain_db``."""
-    p = _Pairs(reference, device, fg_floor)
-    found: list[Cause] = list(extra)
+    (same order), plus ``extra`` causes tested elsewhere (preprocessing variants).
+
+    A cause is a hypothesis that gains ``min_gain_db`` (a fitted one on at least
+    ``min_anchors`` foreground anchors), then the precision hypothesis when ``precision``
+    (a :class:`~scrfd_ref.conformance.diagnose_precision.PrecisionFit`) names another
+    arithmetic. With a ``verdict`` that failed no gate, nothing is a cause: those
+    hypotheses become observations.
+    """
+    p = _Pairs(reference, device, fg_floor, min_anchors)
+    found: list[Cause] = [c for c in extra if c is not None]
     for hypotheses in HYPOTHESES:
         found += [c for c in hypotheses(p) if c is not None]
     ranked = sorted(found, key=lambda c: -c.gain_db)
-    causes = [c for c in ranked if c.gain_db >= min_gain_db]
-    return Diagnosis(causes, ranked, min_gain_db, len(reference))
-
-
-def raw_dtype_cause(arrays: Sequence[np.ndarray]) -> Cause | None:
-    """int8 / uint8 outputs in a device file: the outputs were never dequantized."""
-    ints = [a for a in arrays if np.issubdtype(a.dtype, np.integer)]
-    if not ints:
-        return None
-    return Cause("not_dequantized", f"{len(ints)} of {len(arrays)} outputs are "
-                                    f"{ints[0].dtype} (int8 outputs never dequantized: "
-                                    "multiply by the output scale, subtract the zero point)",
-                 [], -SNR_CAP, SNR_CAP, {"dtype": str(ints[0].dtype)})
+    causes = [c for c in ranked if c.counts(min_gain_db, min_anchors)]
+    named = precision.cause() if precision is not None else None
+    if named is not None:
+        causes.append(named)
+    observations: list[Cause] = []
+    if verdict is not None and not verdict.failed:
+        observations, causes = causes, []
+    return Diagnosis(causes, [c for c in ranked if c.gain_db > 0], min_gain_db,
+                     len(reference), verdict, observations, ranked, precision, min_anchors)

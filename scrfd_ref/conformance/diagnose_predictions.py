@@ -25,7 +25,20 @@ changes are tried at once (two faults that only show together: boxes never mappe
 and another threshold) and both are named. A device that differs in several settings (the
 vendor's device flow against the published-AP profile) gets each named, in the order of
 how much of the mismatch it explains; when none gains enough the result says "no known
-cause matches" with the closest ones.
+cause matches" with the closest ones (those that gain at all).
+
+Judged first: with the gates, the device's detections are judged against the reference's
+under the claimed profile (:func:`~scrfd_ref.conformance.diagnose_run.judge`: the
+detection, size-bucket and collapse gates of its dtype; the files hold no landmarks). A
+device that passes gets observations, not causes.
+
+Precision: where the detections allow it (enough matched pairs, ``diagnose_pred_min_matched``),
+the jitter of the device's matched detections against the reference's, under the profile
+with every cause applied (score: ``-20 log10`` of the RMS score difference; box: ``-20
+log10`` of the RMS of ``1 - IoU``), is compared with the jitter of the honest devices of
+every dtype run the same way (:mod:`scrfd_ref.conformance.diagnose_precision`; scores
+written with few decimals are rounded alike on every side). The claimed dtype that does
+not fit within ``diagnose_pred_precision_margin_db`` while another does is named.
 """
 from __future__ import annotations
 
@@ -35,14 +48,22 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from scrfd_ref.conformance.diagnose import Cause, Diagnosis
+from scrfd_ref.conformance.detection_agreement import (  # noqa: F401 - re-exported
+    MISMATCH_FLOOR,
+    Key,
+    Rows,
+    agreement_db,
+    detection_mismatch,
+    jitter_levels,
+    matched_ious,
+    matched_pairs,
+    score_decimals,
+)
+from scrfd_ref.conformance.diagnose import Cause, Diagnosis, Verdict
 from scrfd_ref.core.errors import InputError
-from scrfd_ref.core.nms import box_area
 from scrfd_ref.core.preprocess import Transform
 from scrfd_ref.core.profiles import GEOMETRY_FIELDS, NMS_CONVENTIONS, Profile
 
-#: the smallest mismatch told apart (agreement capped at 40 dB)
-MISMATCH_FLOOR = 1e-4
 #: NMS IoU thresholds tried (each in both conventions)
 NMS_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 #: network input sizes tried (the vendor zoo's configs say 256 where the model wants 640)
@@ -55,96 +76,6 @@ LOWEST_FLOOR = 0.001
 MAX_CAUSES = 6
 #: when no single change gains enough, pairs of the best changes of this many kinds
 PAIR_KINDS = 12
-
-Key = tuple[str, str]
-Rows = Mapping[Key, np.ndarray]
-
-
-def _xyxy(rows: np.ndarray) -> np.ndarray:
-    return np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1).astype(np.float32)
-
-
-def _overlapping_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i, j)`` of ``(n, 4)`` / ``(m, 4)`` boxes whose x ranges overlap (+1
-    convention), found by sorting instead of testing all ``n * m`` pairs."""
-    order = np.argsort(b[:, 0], kind="stable")
-    xs = b[order, 0]
-    reach = float(np.max(b[:, 2] - b[:, 0])) + 2.0       # widest box, and the "+1" pixel
-    lo = np.searchsorted(xs, a[:, 0] - reach, side="left")
-    hi = np.searchsorted(xs, a[:, 2] + 1.0, side="right")
-    counts = np.maximum(hi - lo, 0)
-    total = int(counts.sum())
-    rows = np.repeat(np.arange(len(a)), counts)
-    starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-    return rows, order[starts + np.arange(total)]
-
-
-def matched_ious(ref: np.ndarray, dev: np.ndarray, iou_match: float) -> np.ndarray:
-    """IoUs (+1 convention, as the detection checks) of a one-to-one greedy matching
-    (highest IoU first) of two ``(n, 5)`` WIDER row sets, pairs with IoU >= ``iou_match``
-    only (greedy, not Hungarian: a diagnosis compares hundreds of variants, and the two
-    agree where boxes are near-identical)."""
-    if not len(ref) or not len(dev):
-        return np.zeros(0)
-    a, b = _xyxy(ref), _xyxy(dev)
-    r, c = _overlapping_pairs(a, b)
-    one = np.float32(1)
-    w = np.maximum(0, np.minimum(a[r, 2], b[c, 2]) - np.maximum(a[r, 0], b[c, 0]) + one)
-    h = np.maximum(0, np.minimum(a[r, 3], b[c, 3]) - np.maximum(a[r, 1], b[c, 1]) + one)
-    inter = w * h
-    v = inter / (box_area(a)[r] + box_area(b)[c] - inter)
-    ok = v >= iou_match
-    r, c, v = r[ok], c[ok], v[ok]
-    used_r = np.zeros(len(ref), bool)
-    used_c = np.zeros(len(dev), bool)
-    out = []
-    for i in np.argsort(-v, kind="stable").tolist():
-        if not used_r[r[i]] and not used_c[c[i]]:
-            used_r[r[i]] = used_c[c[i]] = True
-            out.append(float(v[i]))
-    return np.asarray(out, dtype=np.float64)
-
-
-def _image_mismatch(ref: np.ndarray, dev: np.ndarray, iou_match: float) -> tuple[float, int]:
-    """(mismatch numerator, boxes) of one image."""
-    n = len(ref) + len(dev)
-    if not n:
-        return 0.0, 0
-    if ref.shape == dev.shape and np.array_equal(ref, dev):
-        return 0.0, n
-    ious = matched_ious(ref, dev, iou_match)
-    return n - 2 * ious.size + 2 * float((1.0 - ious).sum()), n
-
-
-def detection_mismatch(reference: Rows, device: Rows, iou_match: float = 0.5, *,
-                       memo: dict | None = None) -> float:
-    """Pooled mismatch of two sets of WIDER rows (``(n, 5)`` x y w h score per image).
-
-    ``(unmatched reference + unmatched device + 2 sum(1 - IoU) of matched pairs) /
-    (reference + device boxes)`` over the images of ``reference``; 0 for identical sets,
-    1 when nothing matches, 0 when both sides are empty. ``memo`` (a dict kept across
-    calls with the same ``device``) skips images whose reference rows were seen before.
-    """
-    num = den = 0.0
-    empty = np.zeros((0, 5))
-    for key, ref in reference.items():
-        ref = np.asarray(ref, dtype=np.float64).reshape(-1, 5)
-        dev = np.asarray(device.get(key, empty), dtype=np.float64).reshape(-1, 5)
-        tag = (key, ref.tobytes()) if memo is not None else None
-        if tag is not None and tag in memo:
-            a, n = memo[tag]
-        else:
-            a, n = _image_mismatch(ref, dev, iou_match)
-            if tag is not None:
-                memo[tag] = (a, n)
-        num += a
-        den += n
-    return num / den if den else 0.0
-
-
-def agreement_db(mismatch: float) -> float:
-    """``-10 log10(mismatch)``, capped at 40 dB (:data:`MISMATCH_FLOOR`)."""
-    return -10.0 * math.log10(max(mismatch, MISMATCH_FLOOR))
 
 
 def rows_in_input(rows: np.ndarray, t: Transform) -> np.ndarray:
@@ -259,16 +190,27 @@ class ReferenceRuns:
         self.backend, self.items, self.floor = backend, list(items), floor
         self._cands: dict[tuple, dict] = {}
 
-    def rows(self, profile: Profile, unmapped: bool = False) -> dict[Key, np.ndarray]:
-        """WIDER rows per image of the reference run with ``profile``."""
-        from scrfd_ref.conformance.decomposition import final_rows, reference_candidates
+    def _candidates(self, profile: Profile) -> dict:
+        from scrfd_ref.conformance.decomposition import reference_candidates
 
         geometry = tuple(getattr(profile, f) for f in GEOMETRY_FIELDS)
         if geometry not in self._cands:
             self._cands[geometry] = reference_candidates(self.backend, profile, self.items,
                                                          self.floor)
+        return self._cands[geometry]
+
+    def scales(self, profile: Profile) -> dict[str, float]:
+        """``{event/name: letterbox scale}`` (network-input px per original px, as the
+        size buckets read it) under ``profile``."""
+        return {f"{k[0]}/{k[1]}": math.sqrt(t.scale_x * t.scale_y)
+                for k, (_, t) in self._candidates(profile).items()}
+
+    def rows(self, profile: Profile, unmapped: bool = False) -> dict[Key, np.ndarray]:
+        """WIDER rows per image of the reference run with ``profile``."""
+        from scrfd_ref.conformance.decomposition import final_rows
+
         out = {}
-        for key, (cands, t) in self._cands[geometry].items():
+        for key, (cands, t) in self._candidates(profile).items():
             rows = final_rows(cands, t, profile)
             out[key] = rows_in_input(rows, t) if unmapped else rows
         return out
@@ -312,8 +254,69 @@ def _best_pair(ref: ReferenceRuns, device: Rows, memo: dict, current: Profile,
     return best
 
 
+#: the detection checks a diagnosis of prediction files judges with (no heads, no AP)
+JUDGED_LEVELS = ("detections", "buckets", "collapse")
+
+
+def _as_run(rows: Rows, scales: Mapping[str, float], name: str) -> Any:
+    """WIDER rows as a :class:`~scrfd_ref.conformance.runs.Run` the detection checks read
+    (no landmarks)."""
+    from scrfd_ref.conformance.runs import Run
+    from scrfd_ref.core.detections import Detections
+
+    dets = {}
+    for (event, image), r in rows.items():
+        r = np.asarray(r, dtype=np.float32).reshape(-1, 5)
+        boxes = np.concatenate([r[:, :2], r[:, :2] + r[:, 2:4]], axis=1)
+        dets[f"{event}/{image}"] = Detections(boxes, r[:, 4].copy(), None)
+    return Run(name, {}, {}, dets, {}, dict(scales))
+
+
+def judge_predictions(ref: ReferenceRuns, device: Rows, profile: Profile, gates: Any,
+                      dtype: str) -> Verdict:
+    """The device's detections judged against the reference's under the claimed
+    ``profile`` with ``dtype``'s detection, size-bucket and collapse gates."""
+    from scrfd_ref.conformance.diagnose_run import judge
+
+    scales = ref.scales(profile)
+    reference = _as_run(ref.rows(profile), scales, "reference")
+    return judge(reference, _as_run({k: device.get(k, np.zeros((0, 5)))
+                                     for k in ref.rows(profile)}, scales, "device"),
+                 gates, dtype, levels=JUDGED_LEVELS, landmark_free=True)
+
+
+def precision_of_predictions(ref: ReferenceRuns, model: Any, device: Rows, profile: Profile,
+                             unmapped: bool, claimed: str, *, margin: float,
+                             min_matched: int, floor: float, iou_match: float = 0.5,
+                             honest: Sequence[Any] | None = None) -> Any:
+    """The device's detection jitter against the honest devices' (every dtype), all run
+    with ``profile`` on the same images
+    (:class:`~scrfd_ref.conformance.diagnose_precision.PrecisionFit`, or None when the
+    detections do not allow it)."""
+    from scrfd_ref.backends import get_backend
+    from scrfd_ref.conformance.diagnose_precision import fit_precision, honest_devices
+
+    reference = ref.rows(profile, unmapped)
+    decimals = score_decimals(device)
+    opts = {"iou_match": iou_match, "floor": floor, "min_matched": min_matched,
+            "decimals": decimals}
+    levels = jitter_levels(reference, device, **opts)
+    if not levels:
+        return None
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for h in honest if honest is not None else honest_devices():
+        name, path, options = h.build(model)
+        with get_backend(name, path, **options) as backend:
+            rows = ReferenceRuns(backend, ref.items, ref.floor).rows(profile, unmapped)
+        found.setdefault(h.dtype, {})[h.label] = jitter_levels(reference, rows, **opts)
+    return fit_precision(levels, found, claimed, margin, metric="detection jitter",
+                         unit="metrics")
+
+
 def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profile: Profile,
-                         *, min_gain_db: float) -> tuple[Diagnosis, dict[str, Any]]:
+                         *, min_gain_db: float, gates: Any = None, dtype: str | None = None,
+                         model: Any = None, honest: Sequence[Any] | None = None,
+                         ) -> tuple[Diagnosis, dict[str, Any]]:
     """Rank the causes of a device's prediction files against the reference.
 
     Args:
@@ -323,6 +326,10 @@ def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profi
         device: the device's WIDER rows per image.
         profile: the profile the device claims to follow (the reference's start).
         min_gain_db: the agreement gain (dB) a cause must bring.
+        gates, dtype: judge the device first with ``dtype``'s gates (a device that
+            passes gets observations, not causes); None: no judgement.
+        model: the fp32 model file: with ``gates``, the precision hypothesis runs the
+            honest devices (``honest``, default every dtype's) on it.
 
     Returns:
         The diagnosis, and the facts it used (lowest device score, share of integer
@@ -374,4 +381,21 @@ def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profi
         mismatch = after
     facts["mismatch_explained"] = mismatch
     facts["profile_explained"] = current.to_dict()
-    return Diagnosis(causes, closest, min_gain_db, len(items)), facts
+    verdict = precision = None
+    if gates is not None and dtype is not None:
+        verdict = judge_predictions(ref, device, profile, gates, dtype)
+        if model is not None:
+            precision = precision_of_predictions(
+                ref, model, device, current, unmapped, dtype, honest=honest,
+                margin=gates.value(dtype, "detections", "diagnose_pred_precision_margin_db"),
+                min_matched=int(gates.value(dtype, "detections", "diagnose_pred_min_matched")),
+                floor=gates.value(dtype, "heads", "fg_score_floor"),
+                iou_match=gates.value(dtype, "detections", "iou_match"))
+    named = precision.cause() if precision is not None else None
+    if named is not None:
+        causes.append(named)
+    observations: list[Cause] = []
+    if verdict is not None and not verdict.failed:
+        observations, causes = causes, []
+    return Diagnosis(causes, [c for c in closest if c.gain_db > 0], min_gain_db, len(items),
+                     verdict, observations, closest, precision), facts

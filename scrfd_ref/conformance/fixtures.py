@@ -1,10 +1,7 @@
-"""The fixtures of the scrfd-ref pytest plugin (:mod:`scrfd_ref.conformance.plugin`).
-
-Data fixtures (``data_root``, ``need``, ``shared_model``, ``sample_images``,
-``wider_images_dir``, ``ground_truth``) skip when a file is missing, or fail under
-``--require-data``; conformance fixtures (``gates``, ``conformance_profile``,
-``reference_run``, ``device_run``, ``ap_pair``, ...) build and cache the runs a device is
-judged by.
+"""The conformance fixtures of the scrfd-ref pytest plugin
+(:mod:`scrfd_ref.conformance.plugin`): ``gates``, ``conformance_profile``, ``reference_run``,
+``device_run``, ``ap_paired``, ``judge``, ... build and cache the runs a device is judged
+by, and judge them. The data fixtures are in :mod:`scrfd_ref.conformance.fixtures_data`.
 """
 from __future__ import annotations
 
@@ -17,79 +14,15 @@ from scrfd_ref.conformance.session import (
     PERF_KEY,
     RECIPE_KEY,
     REPORT_KEY,
-    SHARED_EVENTS,
-    SHARED_MODEL_FILES,
     SOURCE_KEY,
     VDSP_KEY,
 )
-from scrfd_ref.formats import datadir as data_mod
 
-__all__ = ["judge", "variant_file", "data_root", "need", "shared_model", "sample_images", "wider_images_dir",
-           "ground_truth", "perf_rows", "gates", "conformance_profile", "eval_items",
+__all__ = ["judge", "perf_rows", "gates", "conformance_profile", "eval_items",
            "conformance_report", "run_cache", "conformance_set", "variant_model",
-           "landmark_free", "peer", "reference_run", "device_run", "ap_pair",
+           "landmark_free", "reference_run", "device_run", "ap_paired", "ap_pair",
            "reference_ap"]
 
-
-
-@pytest.fixture(scope="session")
-def data_root(pytestconfig: pytest.Config) -> Path:
-    """The data directory the session reads models, images and WIDER FACE from."""
-    return data_mod.data_dir(pytestconfig.getoption("--data-dir"))
-
-
-@pytest.fixture(scope="session")
-def need(pytestconfig: pytest.Config):
-    """``need(path, what)`` returns ``path`` or skips (fails under --require-data)."""
-    strict = pytestconfig.getoption("--require-data")
-
-    def _need(path: Path, what: str = "data file") -> Path:
-        if Path(path).exists():
-            return Path(path)
-        reason = f"{what} missing: {path} (set SCRFD_DATA or --data-dir)"
-        if strict:
-            pytest.fail(f"--require-data: {reason}", pytrace=False)
-        pytest.skip(reason)
-
-    return _need
-
-
-#: the shared model files the default tier covers: a static, named, 9-output export and a
-#: dynamic, numbered, 6-output one (the other three run in the acceptance tier)
-DEFAULT_TIER_MODELS = ("scrfd_500m_bnkps.onnx", "scrfd_1g.onnx")
-
-
-@pytest.fixture(scope="session", params=[
-    pytest.param(name, marks=() if name in DEFAULT_TIER_MODELS else pytest.mark.acceptance)
-    for name in SHARED_MODEL_FILES])
-def shared_model(request: pytest.FixtureRequest, data_root: Path, need) -> Path:
-    """Each real SCRFD model file of the shared data (parametrized)."""
-    return need(data_root / "models" / request.param, "model file")
-
-
-@pytest.fixture(scope="session")
-def sample_images(data_root: Path, need) -> list[Path]:
-    """The two shared sample images plus the first 4 images of each shared WIDER event (22)."""
-    images = [need(data_root / "images" / n, "sample image")
-              for n in ("one_face_1280x720.jpg", "debug_input.jpg")]
-    for event in SHARED_EVENTS:
-        folder = need(data_root / "widerface" / "WIDER_val" / "images" / event, "WIDER event folder")
-        images += sorted(folder.glob("*.jpg"))[:4]
-    return images
-
-
-@pytest.fixture(scope="session")
-def wider_images_dir(data_root: Path, need) -> Path:
-    """``WIDER_val/images`` of the data directory."""
-    return need(data_root / "widerface" / "WIDER_val" / "images", "WIDER val images")
-
-
-@pytest.fixture(scope="session")
-def ground_truth(data_root: Path, need):
-    """The official WIDER FACE val ground truth (.mat files)."""
-    from scrfd_ref.formats.ground_truth import load_ground_truth
-
-    return load_ground_truth(need(data_root / "widerface" / "ground_truth", "WIDER ground truth"))
 
 
 # ----------------------------------------------------------------------------- conformance
@@ -192,7 +125,8 @@ def conformance_set(device_spec, eval_items, pytestconfig):
     items, index = list(eval_items), None
     if device_spec.outputs_dir is not None:
         try:
-            items, index = replay_images(Path(device_spec.outputs_dir), items)
+            items, index = replay_images(Path(device_spec.outputs_dir), items,
+                                         partial=device_spec.partial)
         except ScrfdRefError as exc:
             pytest.fail(f"--device-outputs: {exc}", pytrace=False)
     return items, head_images(items, pytestconfig.getoption("--head-images")), index
@@ -203,22 +137,6 @@ def head_images(items, n: int) -> list[str]:
     n = max(0, n)
     step = max(1, len(items) // n) if n else len(items) + 1
     return [f"{it.event}/{it.name}" for it in items[::step][:n]]
-
-
-@pytest.fixture(scope="session")
-def variant_file(data_root, pytestconfig):
-    """``variant_file(name)``: the ONNX file of a variant in the data folder. A missing one
-    fails under --require-data and skips otherwise (the conformance matrix leaves out the
-    variants whose absence is allowed before it gets here)."""
-    def find(variant: str) -> Path:
-        model = data_mod.find_model(variant, data_root)
-        if model is None:
-            reason = data_mod.missing_model_reason(variant, data_root)
-            if pytestconfig.getoption("--require-data"):
-                pytest.fail(f"--require-data: {reason}", pytrace=False)
-            pytest.skip(reason)
-        return model
-    return find
 
 
 @pytest.fixture(scope="session")
@@ -237,20 +155,6 @@ def landmark_free(device_spec, pytestconfig) -> bool:
     if device_spec.outputs_dir is None or source is None or source.manifest is None:
         return False
     return source.manifest.get("landmarks") is False
-
-
-@pytest.fixture(scope="session")
-def peer(pytestconfig):
-    """``insightface.model_zoo.scrfd``, the peer implementation (in the test extra): its
-    absence fails under --require-data (CI) and skips otherwise."""
-    try:
-        import insightface.model_zoo.scrfd as scrfd
-    except ImportError as exc:
-        reason = f"the peer package insightface is not installed ({exc}); pip install -e '.[test]'"
-        if pytestconfig.getoption("--require-data"):
-            pytest.fail(f"--require-data: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return scrfd
 
 
 def _reference(config: pytest.Config, run_cache: "_Runs", variant: str, model: Path, profile,
@@ -317,22 +221,31 @@ def device_run(device_spec, variant_model, conformance_profile, conformance_set,
     run = run_cache.runs[device_spec.id]
     conformance_report.device(device_spec.id, spec={"backend": device_spec.backend,
                                                     "dtype": device_spec.dtype,
-                                                    "variant": device_spec.variant},
+                                                    "variant": device_spec.variant,
+                                                    "images": len(run.detections)},
                               info=run.info)
     return run
 
 
 @pytest.fixture(scope="session")
-def ap_pair(device_spec, device_run, reference_run, ground_truth, run_cache):
-    """(reference, device) WIDER results on the device's images, official protocol."""
-    from scrfd_ref.widerface.evaluate import evaluate
+def ap_paired(device_spec, device_run, reference_run, ground_truth, run_cache, gates):
+    """The paired image bootstrap of device vs reference WIDER AP on the device's images
+    (official protocol; confidence, resamples and seed from the dtype's AP gates)."""
+    from scrfd_ref.conformance.checks import ap_bootstrap
 
     if device_spec.id not in run_cache.ap:
         keys = [tuple(k.split("/", 1)) for k in device_run.detections]
-        ref = evaluate(reference_run.predictions(), ground_truth, images=keys)
-        dev = evaluate(device_run.predictions(), ground_truth, images=keys)
-        run_cache.ap[device_spec.id] = (ref, dev)
+        run_cache.ap[device_spec.id] = ap_bootstrap(
+            reference_run.predictions(), device_run.predictions(), ground_truth, keys, gates,
+            device_spec.dtype)
     return run_cache.ap[device_spec.id]
+
+
+@pytest.fixture(scope="session")
+def ap_pair(ap_paired):
+    """(reference, device) WIDER results on the device's images, official protocol (the
+    full sets of :func:`ap_paired`)."""
+    return ap_paired.result_a, ap_paired.result_b
 
 
 @pytest.fixture(scope="session")
@@ -355,16 +268,34 @@ def reference_ap(variant_file, eval_items, ground_truth, run_cache, pytestconfig
 
 
 @pytest.fixture
-def judge(device_spec, conformance_report, request):
+def judge(device_spec, conformance_report, request, pytestconfig):
     """``judge(result)``: record a check's :class:`~scrfd_ref.conformance.checks.LevelResult`
-    in the session report and fail the test, listing every failed gate, unless it passed."""
+    in the session report, then by its verdict: a failed gate fails the test listing every
+    failed gate; an inconclusive one (the images cannot decide) fails it too, worded as
+    INCONCLUSIVE with what the images lack and reported in its own category (the summary
+    line says "inconclusive", never "failed"), unless ``--accept-inconclusive``, which
+    lets it pass and lists it at the end as accepted, not as evidence."""
+    from scrfd_ref.conformance.session import INCONCLUSIVE_KEY, VERDICT_PROPERTY
+
     def _judge(result) -> None:
         conformance_report.record(device_spec.id, result.level, result.rows, result.metrics,
                                   test=request.node.nodeid)
-        if not result.passed:
+        verdict = result.verdict
+        if verdict == "fail":
             _likely_causes(request, device_spec, conformance_report)
-        assert result.passed, (f"{device_spec.id}: {result.level} gates failed:\n"
-                               + "\n".join(result.failures))
+            pytest.fail(f"{device_spec.id}: {result.level} gates failed:\n"
+                        + "\n".join(result.failures), pytrace=False)
+        if verdict == "inconclusive":
+            lines = result.inconclusive or [f"{result.level}: nothing was judged"]
+            pytestconfig.stash.setdefault(INCONCLUSIVE_KEY, []).append(
+                (device_spec.id, result.level, lines))
+            if pytestconfig.getoption("--accept-inconclusive"):
+                return
+            request.node.user_properties.append((VERDICT_PROPERTY, "inconclusive"))
+            pytest.fail(f"INCONCLUSIVE {device_spec.id}: {result.level}: the images cannot "
+                        "decide (not evidence of conformance, not a device failure; "
+                        "--accept-inconclusive accepts it for a smoke run):\n"
+                        + "\n".join(lines), pytrace=False)
     return _judge
 
 

@@ -15,24 +15,40 @@ section or gate name (with the closest valid name), a value of the wrong type or
 range, a missing justification. Gates a file leaves out take the committed defaults, and
 :attr:`Gates.defaulted` lists them so the caller prints one notice.
 
-:meth:`Gates.check` applies every bound of one check to measured values: a bound whose
-metric was not measured is a failed row saying so (never a silent pass), and NaN never
-passes.
+:meth:`Gates.check` applies every bound of one check to measured values and gives each
+row one of three verdicts (``../shared/docs/conventions.md``):
+
+- **pass**: the value (or, for an AP gate with a bootstrap interval, the whole interval)
+  is on the right side of the limit;
+- **fail**: the value (the whole interval) is on the wrong side, NaN, or a metric the
+  device should have given is missing (a device without the reference's landmark heads,
+  no match although the reference has faces): a device failure;
+- **inconclusive**: the images cannot decide: the metric has nothing to measure in them
+  (no foreground anchor on a stride, no face in a size bucket, no reference face above
+  the floor), said in words with what to add, or an AP interval that straddles the limit,
+  with the number of images that would decide it. Never a pass, never worded as a device
+  failure.
 """
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import InputError, did_you_mean
+from scrfd_ref.conformance.verdicts import (  # noqa: F401 - re-exported
+    VERDICTS,
+    GateResult,
+    judged,
+    worst_verdict,
+)
 from scrfd_ref.formats.datadir import project_file
 
 DEFAULT_GATES = project_file("gates.toml")
 LEVELS = ("heads", "detections", "ap")
-DTYPES = ("fp32", "fp16", "int8")
 #: the checks that read gates: per head (all anchors; foreground / background), pooled
 #: detections, per size bucket, score collapse, per AP setting
 GROUPS = ("heads", "anchors", "detections", "buckets", "collapse", "ap", "diagnose")
@@ -89,6 +105,8 @@ heads       anchors     fg_cosine_min        -1    1     cosine on foreground an
 heads       anchors     fg_snr_db_min        -inf  inf   SNR on foreground anchors only, dB
 heads       anchors     bg_score_p99_delta_max  0  1     |p99 device - p99 reference| of background scores
 heads       diagnose    diagnose_min_gain_db 0     inf   diagnose: name a cause when undoing it gains this (dB)
+heads       diagnose    diagnose_min_fg_anchors  1  inf  int: diagnose: foreground anchors a fitted cause needs (and a head, to be measured over several heads)
+heads       diagnose    diagnose_precision_margin_db  0  inf  diagnose: the device's noise fits a dtype within this of an honest device of it (dB)
 detections  detections  score_floor          0     1     compare detections scored >= this
 detections  detections  score_margin         0     1     either side of the floor: may cross it
 detections  detections  iou_match            0     1     IoU at which two boxes match
@@ -98,6 +116,8 @@ detections  detections  mean_iou_min         0     1     mean IoU of matched pai
 detections  detections  max_score_delta_max  0     1     largest |score diff| of a matched pair
 detections  detections  landmark_err_px_max  0     inf   largest landmark distance, original px
 detections  diagnose    diagnose_pred_min_gain_db 0  inf  diagnose --predictions: name a cause when it gains this (dB of detection agreement)
+detections  diagnose    diagnose_pred_precision_margin_db  0  inf  diagnose --predictions: the detection jitter fits a dtype within this of an honest device's (dB)
+detections  diagnose    diagnose_pred_min_matched  1  inf  int: diagnose --predictions: matched detections a jitter level needs
 detections  collapse    collapse_ratio_min   0     inf   device / reference faces above the floor
 detections  buckets     bucket_recall_min    0     1     per size bucket: reference faces found
 detections  buckets     bucket_mean_iou_min  0     1     per size bucket: mean IoU of matched pairs
@@ -106,6 +126,9 @@ detections  buckets     bucket_log_scale_std_max   0  inf  per bucket: spread of
 detections  buckets     bucket_nme_pct_max   0     inf   per bucket: mean landmark error, % of box diagonal
 ap          ap          abs_delta_max        -1    1     reference AP - device AP
 ap          ap          ratio_min            0     inf   device AP / reference AP (MLPerf-style)
+ap          ap          bootstrap_confidence 0.5   0.9999  two-sided confidence of the AP intervals (paired image bootstrap)
+ap          ap          bootstrap_resamples  10    1e6   int: resamples of the images behind each AP interval
+ap          ap          bootstrap_seed       0     4294967295  int: seed of the resamples (same seed, same intervals)
 """
 
 
@@ -152,35 +175,6 @@ class Threshold:
 
     value: float
     why: str
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate applied to one measured value (``value`` NaN when it was not measured)."""
-
-    level: str
-    gate: str
-    subject: str      # the head, image or AP setting the value belongs to
-    value: float
-    limit: float
-    passed: bool
-    why: str
-    note: str = ""
-
-    @property
-    def message(self) -> str:
-        """``FAIL heads/cosine_min on bbox_16: 0.91 (needs >= 0.999) - why``."""
-        op = ">=" if self.gate.endswith("_min") else "<="
-        verdict = "ok" if self.passed else "FAIL"
-        value = self.note if self.note else f"{self.value:.6g}"
-        return (f"{verdict} {self.level}/{self.gate} on {self.subject}: {value} "
-                f"(needs {op} {self.limit:g}) - {self.why}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (non-finite numbers as strings)."""
-        d = asdict(self)
-        d["value"] = self.value if math.isfinite(self.value) else str(self.value)
-        return d
 
 
 def _type_problem(g: GateSpec, value: Any) -> str | None:
@@ -257,7 +251,7 @@ def _parse(raw: Mapping[str, Any], p: Path) -> tuple[dict, list[str]]:
 
 def _read(p: Path) -> Mapping[str, Any]:
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a UTF-8 BOM (Windows editors) is skipped
     except FileNotFoundError:
         raise InputError(f"gates file not found: {p}") from None
     except IsADirectoryError:
@@ -266,6 +260,8 @@ def _read(p: Path) -> Mapping[str, Any]:
         raise InputError(f"gates file {p}: cannot read: {exc}") from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise InputError(f"{p}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{p}: not valid TOML: {exc}") from None
 
@@ -334,17 +330,38 @@ class Gates:
         """Just the number of :meth:`get`."""
         return self.get(dtype, level, name).value
 
+    def bootstrap_settings(self, dtype: str) -> dict[str, Any]:
+        """``{confidence, resamples, seed}`` of ``dtype``'s AP intervals (the keyword
+        arguments of :func:`scrfd_ref.widerface.bootstrap.paired_bootstrap`)."""
+        p = lambda name: self.value(dtype, "ap", name)  # noqa: E731
+        return {"confidence": p("bootstrap_confidence"),
+                "resamples": int(p("bootstrap_resamples")), "seed": int(p("bootstrap_seed"))}
+
     def gate_names(self, dtype: str, level: str) -> list[str]:
         """Names of the bounds (``*_min`` / ``*_max``) at one level."""
         return [g.name for g in declared(level) if g.kind != "param"]
 
     def check(self, dtype: str, group: str, subject: str, measured: Mapping[str, float],
               details: Mapping[str, str] | None = None,
-              not_applicable: Mapping[str, str] | None = None) -> list[GateResult]:
+              not_applicable: Mapping[str, str] | None = None,
+              lacking: Mapping[str, str] | None = None,
+              intervals: Mapping[str, tuple[float, float]] | None = None,
+              images: int | None = None) -> list[GateResult]:
         """Apply every declared bound of check ``group`` to ``measured``.
 
-        The metric of gate ``cosine_min`` is ``measured["cosine"]``. A bound whose metric
-        is absent fails with a note saying it was not measured; NaN never passes.
+        The metric of gate ``cosine_min`` is ``measured["cosine"]``. Verdicts (module
+        docstring):
+
+        - ``lacking`` names metrics the images cannot measure, with what they lack: such
+          a row is **inconclusive** ("no face >= 181 px ... add images with large faces");
+        - a bound whose metric is absent otherwise **fails** with a note saying it was not
+          measured (the device did not give it); NaN never passes;
+        - ``intervals`` gives a confidence interval per metric (the AP gates): the row
+          passes or fails only when the whole interval is on one side of the limit, else
+          it is inconclusive, with the number of images that would decide it estimated
+          from ``images`` and the interval's width
+          (:func:`scrfd_ref.widerface.bootstrap.images_to_decide`).
+
         ``details`` adds a per-metric remark to the subject (``worst: image``);
         ``not_applicable`` names metrics that do not apply to this device, with the reason
         (the row passes and says so: the model has no landmark heads).
@@ -362,14 +379,18 @@ class Gates:
                 rows.append(GateResult(g.level, g.name, subj, math.nan, t.value, True, t.why,
                                        note=f"not applicable: {not_applicable[g.metric]}"))
                 continue
+            if lacking and g.metric in lacking and g.metric not in measured:
+                rows.append(GateResult(g.level, g.name, subj, math.nan, t.value, False, t.why,
+                                       note=f"not measured: {lacking[g.metric]}",
+                                       verdict="inconclusive", lack=lacking[g.metric]))
+                continue
             if g.metric not in measured:
                 rows.append(GateResult(g.level, g.name, subj, math.nan, t.value, False,
                                        t.why, note=f"not measured ({g.what})"))
                 continue
             v = float(measured[g.metric])
-            ok = (v >= t.value) if g.kind == "min" else (v <= t.value)
-            rows.append(GateResult(g.level, g.name, subj, v, t.value,
-                                   bool(ok and not math.isnan(v)), t.why))
+            interval = (intervals or {}).get(g.metric)
+            rows.append(judged(g, t, subj, v, interval, images))
         return rows
 
 

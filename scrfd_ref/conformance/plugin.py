@@ -6,7 +6,8 @@ Installed with the package and registered through the ``pytest11`` entry point, 
 conformance suite from any folder; the checkout's ``conftest.py`` only adds its test
 helpers. This module imports nothing of the package at load time: the session hooks
 (:mod:`scrfd_ref.conformance.session`) and the fixtures
-(:mod:`scrfd_ref.conformance.fixtures`) are registered in ``pytest_configure``, after
+(:mod:`scrfd_ref.conformance.fixtures_data`, :mod:`scrfd_ref.conformance.fixtures`) are
+registered in ``pytest_configure``, after
 coverage measurement (``--cov``) has started, so their lines are measured too.
 
 Data comes from the data directory (``--data-dir`` or ``$SCRFD_DATA``); a test that needs
@@ -23,7 +24,7 @@ import os
 
 import pytest
 
-DEFAULT_BACKENDS = ("ort", "opencv", "gpu")
+DEFAULT_BACKENDS = ("ort", "opencv", "gpu", "openvino")
 MARKERS = (
     "data: needs files from the data directory (SCRFD_DATA); skipped when absent unless "
     "--require-data",
@@ -52,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"conformance: backend(s) to check, repeatable (default: "
                      f"{', '.join(DEFAULT_BACKENDS)} and installed plugins)")
     g.addoption("--dtype", action="append", default=None, metavar="DTYPE",
-                help="conformance: fp32, fp16, int8, repeatable (default: all)")
+                help="conformance: fp32, fp16, bf16, int8, repeatable (default: all four)")
     g.addoption("--variant", action="append", default=None, metavar="VARIANT",
                 help="conformance: SCRFD variant(s), repeatable (default: all eight; those "
                      "without weights skip)")
@@ -79,8 +80,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--force-profile", action="store_true",
                 help="conformance: run --profile although the dump recorded another "
                      "preprocessing geometry")
+    g.addoption("--force-dtype", action="store_true",
+                help="conformance: judge a --device-outputs folder as --dtype although its "
+                     "scrfd_dump.json records another dtype (without it the manifest wins and "
+                     "a differing --dtype stops the session)")
+    g.addoption("--accept-inconclusive", action="store_true",
+                help="conformance: let a gate the images cannot decide (nothing to measure, "
+                     "an AP interval straddling its limit) pass, for smoke runs on a few "
+                     "images; each is still listed at the end as inconclusive, not as "
+                     "evidence of conformance")
     g.addoption("--report", default=None, metavar="DIR",
-                help="conformance: write report.json, report.md, PR curves and overlays here")
+                help="conformance: write report.html (open it in a browser), report.md, "
+                     "report.json, PR curves and overlays here")
     g.addoption("--ref-cache", default=None, metavar="DIR",
                 help="conformance: save/reuse fp32 reference runs here (share between xdist "
                      "workers or hosts)")
@@ -105,6 +116,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the markers, then the session hooks and the fixtures."""
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
-    for name in ("scrfd_ref.conformance.session", "scrfd_ref.conformance.fixtures"):
+    for name in ("scrfd_ref.conformance.session", "scrfd_ref.conformance.fixtures_data",
+                 "scrfd_ref.conformance.fixtures"):
         if not config.pluginmanager.has_plugin(name):
             config.pluginmanager.register(importlib.import_module(name), name)
+    # pytest-html, when installed and active: verdicts and report.html in its page
+    extras = "scrfd_ref.conformance.html_extras"
+    if (config.pluginmanager.hasplugin("html")
+            and hasattr(config.hook, "pytest_html_results_summary")
+            and not config.pluginmanager.has_plugin(extras)):
+        config.pluginmanager.register(importlib.import_module(extras), extras)

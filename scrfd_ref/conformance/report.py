@@ -1,4 +1,5 @@
-"""Conformance reports: ``report.json``, ``report.md``, PR curves and worst-image overlays.
+"""Conformance reports: ``report.json``, ``report.md``, ``report.html`` (one self-contained
+page, :mod:`scrfd_ref.conformance.report_html`), PR curves and worst-image overlays.
 
 The suite records, per device and level, the measured metrics and the gate rows
 (:class:`~scrfd_ref.conformance.gates.GateResult`). :class:`ConformanceReport` collects them;
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from scrfd_ref import __version__
-from scrfd_ref.conformance.gates import GateResult
+from scrfd_ref.conformance.gates import GateResult, worst_verdict
 from scrfd_ref.formats.files import atomic_write, write_bytes, write_text
 
 LEVEL_ORDER = ("heads", "detections", "ap", "collapse")
@@ -74,7 +75,8 @@ class ConformanceReport:
                info: dict[str, Any] | None = None, test: str | None = None) -> None:
         """Store one level's metrics and gate rows for a device."""
         rec = self.device(device_id, spec, info)
-        rec["levels"][level] = {"test": test, "passed": all(g.passed for g in gates),
+        verdict = worst_verdict([g.verdict for g in gates])
+        rec["levels"][level] = {"test": test, "verdict": verdict, "passed": verdict == "pass",
                                 "gates": [g.to_dict() for g in gates], "metrics": _clean(metrics)}
 
     def add_artifact(self, device_id: str, kind: str, path: Path) -> None:
@@ -86,7 +88,9 @@ class ConformanceReport:
         devices = {}
         for k, rec in sorted(self.devices.items()):
             levels = rec["levels"]
-            devices[k] = {**rec, "passed": all(lv["passed"] for lv in levels.values()),
+            verdict = worst_verdict([lv.get("verdict") or ("pass" if lv["passed"] else "fail")
+                                     for lv in levels.values()])
+            devices[k] = {**rec, "verdict": verdict, "passed": verdict == "pass",
                           "artifacts": self.artifacts.get(k, {})}
         return _clean({"meta": self.meta, "devices": devices, "sections": self.sections})
 
@@ -98,8 +102,11 @@ class ConformanceReport:
             self.artifacts.setdefault(k, {}).update(rec.get("artifacts", {}))
         self.sections.update(other.get("sections", {}))
 
-    def write(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write ``report.json`` and ``report.md`` into ``folder``; return their paths."""
+    def write(self, folder: str | Path) -> tuple[Path, Path, Path]:
+        """Write ``report.json``, ``report.md`` and ``report.html`` (rendered from the same
+        document, pictures inlined) into ``folder``; return their paths."""
+        from scrfd_ref.conformance.report_html import render_report_html
+
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         for part in sorted(out.glob(".partial-*.json")):
@@ -107,9 +114,12 @@ class ConformanceReport:
             part.unlink()
         self.meta.setdefault("written", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         doc = self.to_dict()
-        js = write_text(out / "report.json", json.dumps(doc, indent=1) + "\n")
+        text = json.dumps(doc, indent=1) + "\n"
+        js = write_text(out / "report.json", text)
         md = write_text(out / "report.md", render_markdown(doc))
-        return js, md
+        # from the JSON text itself, so report.html shows exactly what report.json holds
+        html = write_text(out / "report.html", render_report_html(json.loads(text), out))
+        return js, md, html
 
     def write_partial(self, folder: str | Path, worker: str) -> Path:
         """Write this worker's records for the controller to merge."""
@@ -118,14 +128,36 @@ class ConformanceReport:
         return write_text(out / f".partial-{worker}.json", json.dumps(self.to_dict()))
 
 
-def _mark(passed: bool | None) -> str:
-    return "-" if passed is None else ("pass" if passed else "**FAIL**")
+def _mark(record: dict[str, Any] | None) -> str:
+    """The verdict word of a level or device record (``-``: not judged)."""
+    if record is None:
+        return "-"
+    verdict = record.get("verdict") or ("pass" if record.get("passed") else "fail")
+    return {"pass": "pass", "fail": "**FAIL**", "inconclusive": "*inconclusive*"}[verdict]
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
+
+
+def _number(v: Any) -> str:
+    """A gate value as a person reads it: 4 significant digits (no 17-digit floats)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _gate_line(device: str, g: dict[str, Any]) -> str:
+    """One failed or inconclusive gate row as a Markdown list item."""
+    op = ">=" if g["gate"].endswith("_min") else "<="
+    value = g.get("note") or _number(g["value"])
+    iv = g.get("interval")
+    if iv:
+        value += f" [{_number(iv[0])}, {_number(iv[1])}]"
+    if g.get("images_to_decide"):
+        value += f"; about {g['images_to_decide']} images would decide it"
+    return (f"- `{device}` {g['level']}/{g['gate']} on **{g['subject']}**: {value} "
+            f"(needs {op} {_number(g['limit'])}) - {g['why']}")
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -144,38 +176,43 @@ def render_markdown(doc: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for k, rec in devices.items():
         spec, lv = rec.get("spec", {}), rec.get("levels", {})
-        cells = [_mark(lv[level]["passed"]) if level in lv else "-"
+        cells = [_mark(lv.get(level))
                  for level in ("heads", "detections", "collapse", "ap")]
         lines.append(f"| {spec.get('variant', '?')} | {spec.get('backend', '?')} | "
                      f"{spec.get('dtype', '?')} | " + " | ".join(cells) +
-                     f" | {_mark(rec.get('passed'))} |")
+                     f" | {_mark(rec)} |")
     ap_rows = [(k, rec["levels"]["ap"]["metrics"]) for k, rec in devices.items()
                if "ap" in rec.get("levels", {})]
     if ap_rows:
+        boot = next((m["bootstrap"] for _, m in ap_rows if m.get("bootstrap")), None)
         lines += ["", "## WIDER FACE AP (device vs fp32 reference, same profile)", "",
-                  "Deltas are device minus reference (negative: the device lost AP); the ratio "
-                  "is device / reference.", "",
-                  "| device | easy | medium | hard | ref easy | ref medium | ref hard | worst delta | worst ratio |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "Per setting: device AP / reference AP, then the ratio device / reference "
+                  + (f"with its {100 * boot['confidence']:g}% interval (paired image bootstrap, "
+                     f"{boot['resamples']} resamples, seed {boot['seed']}; the gates pass or "
+                     "fail only when the whole interval is on one side of the limit)."
+                     if boot else "."), "",
+                  "| device | easy | medium | hard |", "|---|---|---|---|"]
         for k, m in ap_rows:
             dev, ref = m.get("device", {}), m.get("reference", {})
-            settings = [s for s in ("easy", "medium", "hard", "all") if s in ref]
-            deltas = [dev.get(s, 0) - ref.get(s, 0) for s in settings]
-            ratios = [dev.get(s, 0) / ref[s] if ref.get(s) else float("nan") for s in settings]
-            lines.append(f"| {k} | " + " | ".join(_fmt(dev.get(s)) for s in settings)
-                         + " | " + " | ".join(_fmt(ref.get(s)) for s in settings)
-                         + f" | {min(deltas):+.4f} | {min(ratios):.4f} |")
-    failed = [(k, g) for k, rec in devices.items() for lv in rec.get("levels", {}).values()
-              for g in lv.get("gates", []) if not g["passed"]]
-    lines += ["", "## Failed gates", ""]
-    if failed:
-        for k, g in failed:
-            op = ">=" if g["gate"].endswith("_min") else "<="
-            value = g.get("note") or g["value"]
-            lines.append(f"- `{k}` {g['level']}/{g['gate']} on **{g['subject']}**: {value} "
-                         f"(needs {op} {g['limit']}) - {g['why']}")
-    else:
-        lines.append("none")
+            cells = []
+            for s in ("easy", "medium", "hard"):
+                if s not in ref:
+                    cells.append("-")
+                    continue
+                ratio = dev.get(s, 0) / ref[s] if ref.get(s) else float("nan")
+                iv = (m.get("intervals") or {}).get(s, {}).get("ratio")
+                cells.append(f"{_fmt(dev.get(s))} / {_fmt(ref.get(s))}: x{ratio:.4f}"
+                             + (f" [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else ""))
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    for verdict, title in (("fail", "Failed gates"),
+                           ("inconclusive", "Inconclusive gates (the images cannot decide)")):
+        rows = [(k, g) for k, rec in devices.items() for lv in rec.get("levels", {}).values()
+                for g in lv.get("gates", [])
+                if (g.get("verdict") or ("pass" if g["passed"] else "fail")) == verdict]
+        if verdict == "inconclusive" and not rows:
+            continue
+        lines += ["", f"## {title}", ""]
+        lines += [_gate_line(k, g) for k, g in rows] or ["none"]
     worst = [(k, rec["levels"]["detections"]["metrics"].get("worst_images", []))
              for k, rec in devices.items() if "detections" in rec.get("levels", {})]
     if any(w for _, w in worst):

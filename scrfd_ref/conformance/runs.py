@@ -45,12 +45,17 @@ WEIGHTS_NOT_SHARED: tuple[str, ...] = ("500m", "10g", "10g_bnkps", "34g")
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("opencv", "int8"): "cv2.dnn cannot run ONNX Runtime's QDQ int8 models (it rejects them "
                         "on 1g / 2.5g and gives constant scores on 2.5g_bnkps)",
+    ("opencv", "bf16"): "cv2.dnn has no bfloat16 (neither a bf16 target nor the Cast of the "
+                        "bf16-storage emulation); the bf16 devices are ort (emulated) and "
+                        "openvino (native)",
 }
 
 
 def backend_unavailable(name: str) -> str | None:
     """Why backend ``name`` cannot run on this machine (None when it can): only the GPU
-    backend depends on the machine (the allowed "no GPU" skip)."""
+    backend depends on the machine (the allowed "no GPU" skip). An optional extra that is
+    not installed (openvino) stays in the matrix: its devices skip with the install line,
+    or fail under --require-data."""
     if name != "gpu":
         return None
     from scrfd_ref.backends.gpu import gpu_providers
@@ -60,6 +65,19 @@ def backend_unavailable(name: str) -> str | None:
     except BackendUnavailable as exc:
         return str(exc)
     return None
+
+
+def dtype_unavailable(backend: str, dtype: str) -> str | None:
+    """Why ``backend`` cannot run ``dtype`` on this machine although it runs others (None
+    when it can, or when the backend itself is missing): OpenVINO's native bf16 / fp16
+    need the CPU capability (the allowed "no native bf16" case of the conventions)."""
+    if backend != "openvino":
+        return None
+    try:
+        from scrfd_ref.backends.openvino import dtype_unavailable as why
+        return why(dtype)
+    except BackendUnavailable:
+        return None
 
 
 @dataclass
@@ -92,12 +110,15 @@ def plan_matrix(variants: Sequence[str], backends: Sequence[str], dtypes: Sequen
     down = {b: why for b in backends if (why := backend_unavailable(b))}
     for b, why in down.items():
         not_run.append(why if why.startswith(f"{b}:") else f"{b}: {why}")
-    for (b, d), why in UNSUPPORTED.items():
-        if b in backends and d in dtypes:
-            not_run.append(f"{b} {d}: {why}")
+    unsupported = {(b, d): why for (b, d), why in UNSUPPORTED.items()
+                   if b in backends and d in dtypes}
+    unsupported.update({(b, d): why for b in backends if b not in down for d in dtypes
+                        if (why := dtype_unavailable(b, d))})
+    for (b, d), why in unsupported.items():
+        not_run.append(why if why.startswith(f"{b} {d}:") else f"{b} {d}: {why}")
     specs = [DeviceSpec(b, d, v) for v in variants if v not in absent for b in backends
              if b not in down for d in dtypes
-             if (b, d) not in UNSUPPORTED and (include_reference or (b, d) != REFERENCE)]
+             if (b, d) not in unsupported and (include_reference or (b, d) != REFERENCE)]
     return MatrixPlan(specs, not_run)
 
 
@@ -109,6 +130,7 @@ class DeviceSpec:
     dtype: str
     variant: str
     outputs_dir: Path | None = None
+    partial: bool = False     # an interrupted dump replayed on purpose (--allow-incomplete)
 
     @property
     def id(self) -> str:
@@ -129,12 +151,12 @@ def open_backend(spec: DeviceSpec, model: Path | None, *, cache: Path | None = N
     Raises BackendUnavailable (a one-line reason) when the combination cannot run here.
     """
     if spec.outputs_dir is not None:
-        return get_backend("replay", spec.outputs_dir, dtype=spec.dtype)
+        return get_backend("replay", spec.outputs_dir, dtype=spec.dtype, partial=spec.partial)
     if model is None:
         raise BackendUnavailable(data_mod.missing_model_reason(spec.variant))
     from scrfd_ref.device.model_prep import prepare_model
 
-    path = prepare_model(model, dtype=spec.dtype, cache=cache,
+    path = prepare_model(model, dtype=spec.dtype, cache=cache, backend=spec.backend,
                          recipe=recipe if spec.dtype == "int8" else None)
     return get_backend(spec.backend, path, dtype=spec.dtype)
 
@@ -319,17 +341,26 @@ def _stderr_notice(text: str) -> None:
     print(f"scrfd-ref: notice: {text}", file=sys.stderr)
 
 
-def replay_images(outputs_dir: Path, images: Sequence[ImageItem]) -> tuple[list[ImageItem], dict[str, int]]:
+def replay_images(outputs_dir: Path, images: Sequence[ImageItem], *, partial: bool = False
+                  ) -> tuple[list[ImageItem], dict[str, int]]:
     """Images covered by a dump folder (datalist beside it) and their output indices.
 
     The datalist is ``<outputs_dir>/datalist.txt`` or ``<outputs_dir>/../datalist.txt``
-    (repeated lines or names are refused by the reader).
+    (repeated lines or names are refused by the reader). A complete dump whose folder or
+    datalist no longer holds every image its manifest recorded, in the recorded order, is
+    refused (:func:`~scrfd_ref.formats.device_outputs.check_recorded`). ``partial``: an
+    interrupted dump accepted on purpose: only the lines whose outputs exist.
     """
     from scrfd_ref.formats.device_npz import read_datalist
-    from scrfd_ref.formats.device_outputs import find_datalist
+    from scrfd_ref.formats.device_outputs import check_outputs, check_recorded, find_datalist
 
+    check_recorded(outputs_dir, partial=partial)
     entries = read_datalist(find_datalist(outputs_dir))
     index = {p.stem: i for i, p in enumerate(entries)}
+    if partial:
+        done = {s.index for s in check_outputs(outputs_dir, partial=True,
+                                               allow_nonfinite=True).slots}
+        index = {stem: i for stem, i in index.items() if i in done}
     chosen = [it for it in images if it.name in index]
     if not chosen:
         raise InputError(f"{outputs_dir}: the datalist names none of the evaluation images")

@@ -35,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = ConformanceReport()
     config.stash[PERF_KEY] = []
     try:  # a bad --gates file or device folder stops the session before any test runs
+        _check_options(config)
         config.stash[GATES_KEY] = Gates.load(config.getoption("--gates"))
         outputs = config.getoption("--device-outputs")
         if outputs:
@@ -44,9 +45,58 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[SOURCE_KEY] = dump_source(
                 folder, allow_incomplete=config.getoption("--allow-incomplete"),
                 option="--device-outputs")
+            _check_dump_options(config, folder, config.stash[SOURCE_KEY])
         _read_device_configs(config)
     except ScrfdRefError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Every scrfd-ref option with a fixed set of values checked before collection: a
+    typo stops the session with one line naming the closest valid value (pytest's usage
+    exit 4), never a traceback during collection."""
+    from scrfd_ref.backends import available_backends
+    from scrfd_ref.core.dtypes import DTYPES
+    from scrfd_ref.core.errors import did_you_mean
+    from scrfd_ref.core.profiles import PROFILES
+
+    for option, known, what in (("--dtype", list(DTYPES), "a dtype"),
+                                ("--variant", list(data_mod.VARIANTS), "a variant"),
+                                ("--backend", None, "an available backend")):
+        for value in config.getoption(option) or ():
+            known = known if known is not None else list(available_backends())
+            if value not in known:
+                raise pytest.UsageError(f"{option} {value}: not {what}"
+                                        + did_you_mean(value, known))
+    profile = config.getoption("--profile")
+    if profile and profile not in PROFILES:
+        raise pytest.UsageError(f"--profile {profile}: not a profile"
+                                + did_you_mean(profile, sorted(PROFILES)))
+    heads = config.getoption("--head-images")
+    if heads < 1:
+        raise pytest.UsageError(f"--head-images {heads}: expected an integer >= 1 (the number "
+                                "of images whose raw heads are compared)")
+
+
+def _check_dump_options(config: pytest.Config, folder: Path, source) -> None:
+    """A --device-outputs folder against the options and its own manifest: the variant
+    and dtype must be known, a --dtype other than the recorded one needs --force-dtype,
+    and a complete dump must still hold every image it recorded, in the recorded order."""
+    from scrfd_ref.formats.device_outputs import check_recorded
+
+    meta = source.identity
+    dtypes = config.getoption("--dtype")
+    if not (config.getoption("--variant") or meta.get("variant")) or not (
+            dtypes or meta.get("dtype") or meta.get("output_dtype")):
+        raise pytest.UsageError(f"--device-outputs {folder}: no scrfd_dump.json saying the "
+                                "variant and dtype; pass --variant and --dtype")
+    recorded = meta.get("dtype")
+    if dtypes and recorded and dtypes[0] != recorded and not config.getoption("--force-dtype"):
+        raise pytest.UsageError(
+            f"--dtype {dtypes[0]}: the dump's manifest {folder / 'scrfd_dump.json'} records "
+            f"dtype {recorded}; drop --dtype, or pass --force-dtype to judge it as "
+            f"{dtypes[0]} anyway")
+    check_recorded(folder, partial=not (source.manifest or {}).get("complete", True))
 
 
 def _read_device_configs(config: pytest.Config) -> None:
@@ -108,17 +158,54 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 PERF_KEY = pytest.StashKey[list]()
+#: (device, level, messages) of every inconclusive level of the session
+INCONCLUSIVE_KEY = pytest.StashKey[list]()
+#: the user property that marks a test report as an inconclusive verdict
+VERDICT_PROPERTY = "scrfd_ref_verdict"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """An inconclusive verdict's report carries its message as it is (no "Failed:"
+    prefix, no traceback), so the JUnit XML failure message starts with INCONCLUSIVE."""
+    report = yield
+    if (report.when == "call" and report.failed and call.excinfo is not None
+            and dict(item.user_properties).get(VERDICT_PROPERTY) == "inconclusive"):
+        report.longrepr = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
+    return report
+
+
+def pytest_report_teststatus(report, config: pytest.Config):
+    """A conformance test that ends inconclusive (the images cannot decide) is reported in
+    its own category: ``I`` / ``INCONCLUSIVE`` and "N inconclusive" in the summary line,
+    never counted as "failed" (pytest's exit status is still non-zero: it is not evidence
+    of conformance; the JUnit XML keeps it as a failure whose message starts with
+    INCONCLUSIVE)."""
+    if report.when == "call" and report.failed and \
+            dict(report.user_properties).get(VERDICT_PROPERTY) == "inconclusive":
+        return "inconclusive", "I", "INCONCLUSIVE"
+    return None
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """What was not run here and why (once), then a vamp-style table of every perf run of
-    the session (benchmarks/test_bench_vamp.py)."""
+    """What was not run here and why (once), the inconclusive verdicts with what the
+    images lack, then a vamp-style table of every perf run of the session
+    (benchmarks/test_bench_vamp.py)."""
     tr = terminalreporter
     left_out = not_run_lines(config)
     if left_out:
         tr.section("scrfd-ref: not run here (allowed; see conftest.py / plan_matrix)")
         for line in left_out:
             tr.write_line(f"- {line}")
+    undecided = config.stash.get(INCONCLUSIVE_KEY, [])
+    if undecided:
+        accepted = config.getoption("--accept-inconclusive")
+        tr.section("scrfd-ref: inconclusive (the images cannot decide; not a device failure)"
+                   + (": ACCEPTED by --accept-inconclusive, not evidence of conformance"
+                      if accepted else ""), yellow=True)
+        for device, level, lines in undecided:
+            for line in lines:
+                tr.write_line(f"- {device} {level}: {line}")
     rows = config.stash.get(PERF_KEY, [])
     if not rows:
         return
@@ -144,10 +231,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if worker is not None:
         report.write_partial(folder, worker)
     elif report.devices or any(Path(folder).glob(".partial-*.json")):
-        js, md = report.write(folder)
+        js, md, html = report.write(folder)
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
-            tr.write_line(f"scrfd-ref report: {md} and {js}")
+            tr.write_line(f"scrfd-ref report: {html} (open in a browser), {md} and {js}")
 
 
 # ----------------------------------------------------------------------------- the matrix
@@ -169,36 +256,27 @@ def device_specs(config: pytest.Config, include_reference: bool = False) -> list
 
 
 def _plan(config: pytest.Config, include_reference: bool):
+    """The matrix of the options (checked when the session started: :func:`_check_options`,
+    :func:`_check_dump_options`)."""
     from scrfd_ref.backends import available_backends
-    from scrfd_ref.conformance.gates import DTYPES
     from scrfd_ref.conformance.runs import DeviceSpec, MatrixPlan, plan_matrix
+    from scrfd_ref.core.dtypes import DTYPES
 
     variants = config.getoption("--variant") or list(data_mod.VARIANTS)
-    bad = [v for v in variants if v not in data_mod.VARIANTS]
-    if bad:
-        raise pytest.UsageError(f"--variant {', '.join(bad)}: known: {', '.join(data_mod.VARIANTS)}")
     dtypes = config.getoption("--dtype")
-    bad = [d for d in dtypes or () if d not in DTYPES]
-    if bad:
-        raise pytest.UsageError(f"--dtype {', '.join(bad)}: known: {', '.join(DTYPES)}")
     outputs = config.getoption("--device-outputs")
     if outputs:
-        folder = Path(outputs)
         meta = _dump_meta(config)
         variant = (config.getoption("--variant") or [meta.get("variant")])[0]
         dtype = (dtypes or [meta.get("dtype") or meta.get("output_dtype")])[0]
-        if not variant or not dtype:
-            raise pytest.UsageError(f"--device-outputs {folder}: no scrfd_dump.json saying the "
-                                    "variant and dtype; pass --variant and --dtype")
-        return MatrixPlan([DeviceSpec("replay", dtype, variant, folder)], [])
+        source = config.stash.get(SOURCE_KEY, None)
+        partial = bool(source is not None and source.manifest is not None
+                       and source.manifest.get("complete") is False)
+        return MatrixPlan([DeviceSpec("replay", dtype, variant, Path(outputs), partial)], [])
     backends = config.getoption("--backend")
     if backends is None:
         backends = list(DEFAULT_BACKENDS) + [b for b in available_backends()
                                              if b not in DEFAULT_BACKENDS and b != "replay"]
-    known = available_backends()
-    bad = [b for b in backends if b not in known]
-    if bad:
-        raise pytest.UsageError(f"--backend {', '.join(bad)}: available: {', '.join(known)}")
     return plan_matrix(variants, backends, list(dtypes or DTYPES),
                        data_mod.data_dir(config.getoption("--data-dir")),
                        require_data=config.getoption("--require-data"),
@@ -206,9 +284,11 @@ def _plan(config: pytest.Config, include_reference: bool):
 
 
 #: the devices of the default tier when the user narrows nothing: one variant, the two
-#: lower precisions on ONNX Runtime (the rest of the matrix is marked ``acceptance``)
+#: float precisions below fp32 on ONNX Runtime, whose models build in a second (the int8
+#: model's calibration and mixed-precision search take minutes: it and the rest of the
+#: matrix are marked ``acceptance``)
 DEFAULT_TIER: tuple[tuple[str, str, str], ...] = (
-    ("ort", "fp32", "500m_bnkps"), ("ort", "fp16", "500m_bnkps"), ("ort", "int8", "500m_bnkps"))
+    ("ort", "fp32", "500m_bnkps"), ("ort", "fp16", "500m_bnkps"), ("ort", "bf16", "500m_bnkps"))
 NARROWING = ("--backend", "--dtype", "--variant", "--device-outputs")
 
 

@@ -10,7 +10,10 @@ field it is about. Errors are configurations that make the device compute someth
 - a normalisation other than SCRFD's ``(x - 127.5) / 128`` (``DIV255``, ImageNet mean /
   std), or BGR reaching the RGB-trained model (``BGR888`` without ``BGR2RGB``);
 - a pitch smaller than its width, unknown keys (with the closest valid key), unknown values;
-- a build YAML whose calibration resize or normalisation differs from the vdsp file.
+- a build YAML whose calibration resize or normalisation differs from the vdsp file;
+- a value of the wrong type or out of range in either file (the readers' one validator per
+  file kind: :func:`scrfd_ref.formats.vdsp.parse_vdsp`,
+  :func:`scrfd_ref.formats.build_yaml.value_problems`).
 
 Warnings: an OpType or resize the reference cannot emulate, keys of the YAML the reader
 did not understand. Info: no
@@ -121,7 +124,8 @@ def lint_vdsp(vdsp: VdspParams, expected: tuple[int, int], where: str) -> list[F
 def lint_recipe(recipe: BuildRecipe, vdsp: VdspParams | None,
                 expected: tuple[int, int], where: str) -> list[Finding]:
     """Findings of a build YAML, and of its calibration against the vdsp file."""
-    out = []
+    out = [Finding("error", f"yaml {p.split(': ', 1)[0]}", p.split(": ", 1)[1] if ": " in p
+                   else p) for p in recipe.problems]
     if recipe.unsupported:
         out.append(Finding("warning", "yaml", "not understood (ignored): "
                                               + ", ".join(recipe.unsupported)))

@@ -7,9 +7,12 @@ txt).
 Every step checks its whole input before it writes anything
 (:mod:`scrfd_ref.formats.device_outputs`), writes files atomically, and keeps a manifest in its
 output folder (:mod:`scrfd_ref.formats.manifest`): a dump records the model, backend,
-dtype, profile and image list in ``scrfd_dump.json``, so an interrupted dump resumes only
-into the same run, its consumers refuse it while incomplete, and ``npz_decode`` decodes
-with the preprocessing the dump recorded.
+dtype, profile, image list and the content of its inputs (sha256 of each input npz) in
+``scrfd_dump.json``, so an interrupted dump resumes only into the same run (inputs
+regenerated under the same names are another run), its consumers refuse it while
+incomplete (or pair what exists, when accepted on purpose), and ``npz_decode`` decodes
+with the preprocessing and the image list the dump recorded. Each manifest lists the files
+its run writes: ``--overwrite`` removes those and nothing else.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from scrfd_ref.core.profiles import Profile, geometry_differences, profile_from_
 from scrfd_ref.formats.dataset import list_images, prediction_files
 from scrfd_ref.formats.device_npz import (
     OUTPUT_NAME,
+    OUTPUT_PATTERN,
+    input_fingerprints,
     output_path,
     read_datalist,
     read_input_npz,
@@ -47,6 +52,7 @@ from scrfd_ref.formats.manifest import (
     Source,
     list_sha256,
     open_run,
+    read_manifest,
     read_source,
 )
 from scrfd_ref.formats.vdsp import VdspParams
@@ -89,12 +95,26 @@ def _dump_files(folder: Path) -> list[Path]:
 
 
 def dump_identity(backend: Backend, profile: Profile, entries: Sequence[Path], dtype: str,
-                  meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What makes two dumps the same dump (the manifest's ``identity``)."""
+                  meta: Mapping[str, Any] | None = None,
+                  inputs: Mapping[str, list] | None = None) -> dict[str, Any]:
+    """What makes two dumps the same dump (the manifest's ``identity``); ``inputs`` (from
+    :func:`~scrfd_ref.formats.device_npz.input_fingerprints`) adds the inputs' content."""
     info = backend.info()
-    return {**(meta or {}), "backend": info.get("backend", backend.name),
-            "output_dtype": dtype, "profile": profile.to_dict(),
-            "image_list_sha256": list_sha256(Path(e).name for e in entries)}
+    identity = {**(meta or {}), "backend": info.get("backend", backend.name),
+                "output_dtype": dtype, "profile": profile.to_dict(),
+                "image_list_sha256": list_sha256(Path(e).name for e in entries)}
+    if inputs is not None:
+        identity["inputs_sha256"] = list_sha256(inputs[Path(e).name][2] for e in entries)
+    return identity
+
+
+def _previous_inputs(out: Path) -> Mapping[str, Any] | None:
+    """The input fingerprints a dump folder's manifest recorded (None: none readable)."""
+    try:
+        doc = read_manifest(out, DUMP_MANIFEST) if out.is_dir() else None
+    except InputError:
+        return None
+    return doc.get("inputs") if doc is not None else None
 
 
 def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: str | Path,
@@ -134,11 +154,16 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
                              "this dump would overwrite; write the outputs elsewhere")
     sessions = list(backend) if isinstance(backend, (list, tuple)) else [backend]
     first = sessions[0]
-    identity = dump_identity(first, profile, entries, dtype, meta)
-    run = open_run(out, DUMP_MANIFEST, "dump", identity, overwrite=overwrite,
-                   run_files=_dump_files)
+    fingerprints = input_fingerprints(entries, _previous_inputs(out))
+    identity = dump_identity(first, profile, entries, dtype, meta, fingerprints)
     copy = out / "datalist.txt"
-    if not (copy.exists() and same_path(copy, datalist)):
+    own_copy = not (copy.exists() and same_path(copy, datalist))
+    run = open_run(out, DUMP_MANIFEST, "dump", identity, overwrite=overwrite,
+                   run_files=_dump_files, inputs=[datalist, *entries],
+                   outputs=[OUTPUT_PATTERN.format(i) for i in range(len(entries))]
+                   + (["datalist.txt"] if own_copy else []))
+    run.update(image_list=[Path(e).name for e in entries], inputs=fingerprints)
+    if own_copy:
         write_datalist(copy, entries)
     todo = [(i, p) for i, p in enumerate(entries)
             if not (resume and run.resumed and output_path(out, i).is_file())]
@@ -177,22 +202,25 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
 
 @dataclass(frozen=True)
 class DecodeSummary:
-    """What ``npz_decode`` did (``inverted``: boxes with a negative width or height, kept)."""
+    """What ``npz_decode`` did (``inverted``: boxes with a negative width or height, kept;
+    ``unfinished``: 1-based datalist lines an incomplete dump has no output for yet)."""
 
     images: int
     detections: int
     inverted: int
     skipped: int = 0
     skipped_reasons: tuple[str, ...] = ()
+    unfinished: tuple[int, ...] = ()
+    lines: int = 0
 
 
 def check_device_outputs(datalist: str | Path, outputs_dir: str | Path,
                          images_dir: str | Path, *, input_size: tuple[int, int] | None = None,
-                         skip_bad: bool = False) -> CheckedOutputs:
+                         skip_bad: bool = False, partial: bool = False) -> CheckedOutputs:
     """Pair datalist lines with output files and original images; report every problem
     (see :func:`scrfd_ref.formats.device_outputs.check_outputs`)."""
     return check_outputs(outputs_dir, datalist, input_size=input_size, images_dir=images_dir,
-                         skip_bad=skip_bad)
+                         skip_bad=skip_bad, partial=partial)
 
 
 def decode_profile(source: Source, requested: Profile | None, *, force: bool = False,
@@ -246,21 +274,29 @@ def npz_decode(datalist: str | Path, outputs_dir: str | Path, images_dir: str | 
     is bad, unless ``skip_bad`` (the bad entries are left out and counted). Each output's
     original image (found by name under the event folders) gives the size that, with
     ``profile``'s letterbox, maps detections back to original pixels. ``scrfd_run.json``
-    in ``out_dir`` records the source and the profile.
+    in ``out_dir`` records the source and the profile. An incomplete dump accepted on
+    purpose (``source`` says ``complete: false``) is decoded for the lines whose output
+    exists (``unfinished`` names the others).
 
     Raises:
         InputError: every problem with the inputs, listed.
         UsageError: ``out_dir`` holds another run's predictions.
     """
+    partial = bool(source is not None and source.manifest is not None
+                   and not source.manifest.get("complete"))
     checked = check_device_outputs(datalist, outputs_dir, images_dir,
-                                   input_size=profile.input_size, skip_bad=skip_bad)
+                                   input_size=profile.input_size, skip_bad=skip_bad,
+                                   partial=partial)
     out = Path(out_dir)
     identity = {"source": {"dump": (source.manifest or {}).get("identity") if source else None,
                            "image_list_sha256": list_sha256(
                                s.entry.name for s in checked.slots)},
                 "profile": profile.to_dict()}
+    written = [f"{checked.originals[s.index].parent.name}/{checked.originals[s.index].stem}.txt"
+               for s in checked.slots]
     run = open_run(out, RUN_MANIFEST, "npz-decode", identity, overwrite=overwrite,
-                   run_files=_decode_files)
+                   run_files=_decode_files, outputs=written,
+                   inputs=[datalist, outputs_dir, images_dir])
     n_dets = n_inv = 0
     for slot in tqdm(checked.slots, desc="npz-decode", unit="img", disable=not progress):
         original = checked.originals[slot.index]
@@ -275,7 +311,9 @@ def npz_decode(datalist: str | Path, outputs_dir: str | Path, images_dir: str | 
     run.finish(images=len(checked.slots), detections=n_dets, skipped=len(checked.skipped),
                skipped_entries={str(i + 1): why for i, why in checked.skipped.items()})
     return DecodeSummary(len(checked.slots), n_dets, n_inv, len(checked.skipped),
-                         tuple(f"line {i + 1}: {why}" for i, why in checked.skipped.items()))
+                         tuple(f"line {i + 1}: {why}" for i, why in checked.skipped.items()),
+                         tuple(i + 1 for i in checked.unfinished),
+                         len(checked.slots) + len(checked.skipped) + len(checked.unfinished))
 
 
 def dump_source(outputs_dir: str | Path, *, allow_incomplete: bool = False,

@@ -27,22 +27,45 @@ def device_layout_model(src: str | Path, input_size: tuple[int, int] | None,
     size = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
     key = hashlib.sha256(f"{file_digest(src)}|device|{size}|v1".encode()).hexdigest()[:16]
     target = data_mod.cache_dir(cache) / f"{src.stem}.device-{size}.{key}.onnx"
-    from scrfd_ref.device.quantize import cached_model_ok
+    from scrfd_ref.device.quantize_write import cached_model_ok
 
     if not cached_model_ok(target):
         save_model(export_device_layout(src, input_size=input_size), target)  # atomic
     return target
 
 
+#: backends that compile a dtype from the fp32 model themselves (the model they get for
+#: fp32 / fp16 / bf16 is the fp32 file); their int8 model comes from their own quantizer
+NATIVE_PRECISION_BACKENDS = ("openvino",)
+
+
 def prepare_model(src: str | Path, *, layout: str = "standard", dtype: str = "fp32",
                   input_size: tuple[int, int] | None = None,
-                  cache: str | Path | None = None, recipe=None) -> Path:
-    """Path of ``src`` in the requested layout and dtype (fp32 standard: ``src`` itself);
-    ``recipe``: the int8 :class:`~scrfd_ref.device.quantize.QuantRecipe` (default the
-    project's)."""
+                  cache: str | Path | None = None, recipe=None, backend: str = "ort",
+                  progress: bool = False) -> Path:
+    """Path of ``src`` in the requested layout and dtype for ``backend`` (fp32 standard:
+    ``src`` itself); ``recipe``: the int8 :class:`~scrfd_ref.device.quantize.QuantRecipe`
+    (default the project's).
+
+    ONNX Runtime and the other ONNX backends get the project's conversion of the file
+    (:func:`scrfd_ref.device.quantize.convert_model`: fp16, the bf16-storage emulation,
+    the int8 QDQ recipe). OpenVINO computes fp16 / bf16 itself from the fp32 file
+    (its inference precision hint) and gets int8 from NNCF
+    (:func:`scrfd_ref.device.nncf_int8.nncf_model`, calibrated like the ORT recipes).
+    """
+    from scrfd_ref.core.dtypes import check_dtype
+
+    check_dtype(dtype)
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     path = Path(src) if layout == "standard" else device_layout_model(src, input_size, cache)
+    if backend in NATIVE_PRECISION_BACKENDS:
+        if dtype != "int8":
+            return path
+        from scrfd_ref.device.nncf_int8 import nncf_model
+
+        return nncf_model(path, input_size=tuple(input_size or (640, 640)), recipe=recipe,
+                          cache=cache, progress=progress)
     if dtype == "fp32":
         return path
     from scrfd_ref.device.quantize import convert_model

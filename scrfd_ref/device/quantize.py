@@ -1,11 +1,17 @@
-"""Model dtypes: fp32 as shipped, fp16 and int8 conversions, cached by content hash.
+"""Model dtypes: fp32 as shipped, fp16, bf16 and int8 conversions, cached by content hash.
 
-:func:`convert_model` turns a shipped fp32 SCRFD ONNX file into the file for a dtype:
+:func:`convert_model` turns a shipped fp32 SCRFD ONNX file into the file for a dtype
+(the dtype list: :mod:`scrfd_ref.core.dtypes`):
 
 - ``fp32``: the source file itself (nothing is written).
 - ``fp16``: ``onnxconverter_common.float16.convert_float_to_float16`` with
   ``keep_io_types=True``, so the input and the outputs stay float32 (the blob and the
   head outputs keep their dtype; everything in between is float16).
+- ``bf16``: the bf16-storage emulation of :mod:`scrfd_ref.device.emulate` (every weight
+  and intermediate tensor rounded to bfloat16, fp32 arithmetic inside each node): ONNX
+  Runtime has no bf16 CPU kernels, so this is the honest bf16 device that runs anywhere.
+  Run it with :data:`scrfd_ref.device.emulate.RUN_OPTIONS` (graph optimisation off);
+  OpenVINO's native bf16 is the other bf16 device (``--backend openvino``).
 - ``int8``: ONNX Runtime static QDQ quantization (:mod:`scrfd_ref.device.int8_build`):
 
   1. the opset is upgraded to 13 with ``onnx.version_converter`` (per-channel
@@ -67,6 +73,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from scrfd_ref import __version__
+from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import DataMissingError, InputError
 from scrfd_ref.device.calibration import (
     CALIBRATION_PROFILE,
@@ -79,8 +86,9 @@ from scrfd_ref.device.mixed_precision import (
     DEFAULT_MIN_INT8_SHARE,
     DEFAULT_TARGET,
 )
-from scrfd_ref.device.quantize_write import (
+from scrfd_ref.device.quantize_write import (  # noqa: F401 - cached_model_ok re-exported
     _file_lock,
+    cached_model_ok,
     _load_model,
     _temp_beside,
     _write_fp16,
@@ -91,7 +99,6 @@ from scrfd_ref.formats.datadir import CACHE_ENV_VAR
 from scrfd_ref.formats.datadir import cache_dir as _data_cache_dir
 from scrfd_ref.formats.files import current_umask
 
-DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
 #: environment variable naming the cache folder for converted models
 CACHE_ENV = CACHE_ENV_VAR
 #: opset the int8 model is upgraded to (per-channel Q/DQ needs >= 13)
@@ -177,7 +184,7 @@ class QuantRecipe:
         """
         from scrfd_ref.core.profiles import get_profile
 
-        ops = recipe.ops
+        ops = recipe.check().ops  # a value of the wrong type or range is refused here
         fields: dict[str, Any] = {}
         if ops.resize_long_side:
             fields["input_size"] = (ops.resize_long_side, ops.resize_long_side)
@@ -233,6 +240,10 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
         raise DataMissingError(f"model file not found: {src}")
     if dtype == "fp32":
         return src
+    if dtype == "bf16":   # no conversion library writes bf16 ONNX that ORT runs on a CPU
+        from scrfd_ref.device.emulate import emulated_model
+
+        return emulated_model(src, "bf16-storage", cache_dir or default_cache_dir())
     recipe = recipe or QuantRecipe()
     images: list[Path] = []
     if dtype == "int8":
@@ -248,28 +259,6 @@ def convert_model(src: Path, dtype: str, *, cache_dir: Path | None = None,
         if not cached_model_ok(out):
             _convert_to(src, out, settings, images, progress=progress)
     return out
-
-
-def cached_model_ok(path: Path) -> bool:
-    """True when ``path`` holds a loadable ONNX model; a damaged cache entry is removed
-    (with a notice on stderr) so the caller rebuilds it."""
-    if not path.is_file():
-        return False
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-        if model.graph.node:
-            return True
-        why = "an empty graph"
-    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
-        why = f"{type(exc).__name__}"
-    import sys
-
-    print(f"scrfd-ref: notice: cached model {path} is damaged ({why}); rebuilding it",
-          file=sys.stderr)
-    path.unlink(missing_ok=True)
-    return False
 
 
 def _cache_file(src: Path, settings: dict[str, Any], images: Sequence[Path],

@@ -203,3 +203,27 @@ def _quiet_ort_advice() -> Iterator[None]:
 
 
 __all__ = ["head_conv_names", "head_node_names"]
+
+
+# ----------------------------------------------------------------------------- cache
+
+def cached_model_ok(path: Path) -> bool:
+    """True when ``path`` holds a loadable ONNX model; a damaged cache entry is removed
+    (with a notice on stderr) so the caller rebuilds it."""
+    if not path.is_file():
+        return False
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        if model.graph.node:
+            return True
+        why = "an empty graph"
+    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
+        why = f"{type(exc).__name__}"
+    import sys
+
+    print(f"scrfd-ref: notice: cached model {path} is damaged ({why}); rebuilding it",
+          file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return False

@@ -4,8 +4,17 @@ The zoo's files nest their keys differently from model to model, so keys are loc
 name anywhere in the document (:func:`find_keys`), never by a fixed path; a key found in
 two places with different values is refused. What the reader does not understand is
 listed in one warning (:attr:`BuildRecipe.unsupported`); a missing required key is an
-error. The YAML is read with ``yaml.safe_load`` only: a tag never constructs a Python
-object.
+error. The YAML is read with a bounded ``yaml.SafeLoader``: a tag never constructs a
+Python object, nesting deeper than :data:`MAX_DEPTH`, an alias used inside the node it
+names, and aliases expanding to more than :data:`MAX_NODES` nodes ("billion laughs") are
+refused before anything walks the document.
+
+Values are checked for type and range in one place (:func:`value_problems`), whatever
+command reads the file: ``quantize_per_channel``, ``pad_to_square`` and ``div255`` are
+YAML booleans (a quoted ``"false"`` is text, refused, never taken as true), ``percentile``
+a finite number in (0, 100], the Normalize ``std`` finite and above 0, sizes positive.
+The problems are collected in :attr:`BuildRecipe.problems`: ``check-config`` lists them as
+errors, and :meth:`BuildRecipe.check` refuses a recipe with any.
 
 The recipe: model dtype (``fp16`` / ``int8``), the model's input shape, and for int8 the
 calibration: mode (``max`` -> min/max, ``percentile``, ``kl`` / ``entropy``), per-channel
@@ -14,10 +23,12 @@ resize long side to N keeping the ratio, pad to square, normalise).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from scrfd_ref.core.dtypes import BUILD_YAML_DTYPES
 from scrfd_ref.core.errors import UsageError
 from scrfd_ref.formats.files import display, input_file
 
@@ -30,6 +41,67 @@ KNOWN_KEYS = {"name", "frontend", "backend", "type", "checkpoint", "shape", "dty
               "get_data_num", "process_ops", "data_transport_mode", "cluster_mode",
               "percentile"}
 OP_TYPES = ("DecodeImage", "Resize", "Pad", "Normalize", "ToTensor")
+#: deepest nesting of a build YAML read (the zoo's files have 6 levels)
+MAX_DEPTH = 32
+#: most nodes a build YAML may expand to, aliases counted at every use (the zoo's: ~80)
+MAX_NODES = 100_000
+
+
+def _bounded_loader():
+    """A ``yaml.SafeLoader`` that refuses deep nesting, self-referencing aliases and alias
+    expansion beyond :data:`MAX_NODES` (a ``yaml.YAMLError`` saying which)."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._open_anchors: list[str] = []
+            self._depth = 0
+            self._sizes: dict[int, int] = {}
+
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            if self.check_event(yaml.AliasEvent):
+                anchor = self.peek_event().anchor
+                if anchor in self._open_anchors:
+                    raise yaml.YAMLError(f"alias *{anchor} is used inside the node it names "
+                                         "(a self-referencing structure)")
+                return super().compose_node(parent, index)
+            event = self.peek_event()
+            anchor = getattr(event, "anchor", None)
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels (line "
+                                     f"{event.start_mark.line + 1})")
+            if anchor:
+                self._open_anchors.append(anchor)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+                if anchor:
+                    self._open_anchors.pop()
+
+        def compose_document(self):  # type: ignore[no-untyped-def]
+            node = super().compose_document()
+            if self._expanded(node) > MAX_NODES:
+                raise yaml.YAMLError(f"its aliases expand to more than {MAX_NODES:,} nodes "
+                                     "(a \"billion laughs\" document)")
+            return node
+
+        def _expanded(self, node) -> int:  # type: ignore[no-untyped-def]
+            """Nodes of ``node`` with every alias counted where it is used (each node's
+            count computed once, so the walk is linear in the file)."""
+            key = id(node)
+            if key not in self._sizes:
+                children = []
+                if isinstance(node, yaml.SequenceNode):
+                    children = node.value
+                elif isinstance(node, yaml.MappingNode):
+                    children = [n for pair in node.value for n in pair]
+                self._sizes[key] = 1 + sum(self._expanded(c) for c in children)
+            return self._sizes[key]
+
+    return BoundedLoader
 
 
 @dataclass(frozen=True)
@@ -73,6 +145,21 @@ class BuildRecipe:
     ops: CalibrationOps = field(default_factory=CalibrationOps)
     unsupported: tuple[str, ...] = ()
     text: str = ""
+    problems: tuple[str, ...] = ()
+
+    def check(self) -> "BuildRecipe":
+        """This recipe, when its values are valid.
+
+        Raises:
+            UsageError: the first problem of :attr:`problems` (and their count), naming
+                the file.
+        """
+        if self.problems:
+            more = len(self.problems) - 1
+            raise UsageError(f"--build-yaml {self.source}: {self.problems[0]}"
+                             + (f" (and {more} more; scrfd-ref check-config lists them)"
+                                if more else ""))
+        return self
 
     def to_record(self) -> dict[str, Any]:
         """What a manifest or a report records."""
@@ -85,6 +172,55 @@ class BuildRecipe:
                         "mean": list(self.ops.mean) if self.ops.mean else None,
                         "std": list(self.ops.std) if self.ops.std else None,
                         "div255": self.ops.div255}}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def value_problems(doc: Any, source: str) -> list[str]:
+    """Type and range problems of the values the recipe reads, one line each naming the
+    key (see the module docstring)."""
+    problems = []
+    flag = _one(doc, "quantize_per_channel", source)
+    if flag is not None and not isinstance(flag, bool):
+        problems.append(f"quantize_per_channel: must be true or false, got {flag!r}")
+    pct = _one(doc, "percentile", source)
+    if pct is not None and not (_is_number(pct) and math.isfinite(pct) and 0 < pct <= 100):
+        problems.append(f"percentile: must be a number in (0, 100], got {pct!r}")
+    for key in ("path", "suffix"):
+        value = _one(doc, key, source, under="calib")
+        if value is not None and not isinstance(value, str):
+            problems.append(f"calib.{key}: must be text, got {value!r}")
+    shape = _one(doc, "shape", source)
+    if isinstance(shape, dict):
+        for name, dims in shape.items():
+            if not (isinstance(dims, list) and dims and all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)):
+                problems.append(f"frontend.shape.{name}: must be a list of positive integers, "
+                                f"got {dims!r}")
+    ops_list = _one(doc, "process_ops", source)
+    for i, op in enumerate(ops_list if isinstance(ops_list, list) else []):
+        if not isinstance(op, dict):
+            continue
+        where = f"process_ops[{i}] {op.get('type')}"
+        for key in ("pad_to_square", "div255"):
+            if op.get(key) is not None and not isinstance(op.get(key), bool):
+                problems.append(f"{where} {key}: must be true, false or null, got "
+                                f"{op.get(key)!r}")
+        size = op.get("size")
+        if op.get("type") == "Resize" and isinstance(size, list) and size and (
+                not isinstance(size[0], int) or isinstance(size[0], bool) or size[0] <= 0):
+            problems.append(f"{where} size: the long side must be a positive integer, got "
+                            f"{size[0]!r}")
+        for key, low in (("mean", None), ("std", 0.0)):
+            value = op.get(key)
+            if op.get("type") == "Normalize" and isinstance(value, list) and all(
+                    _is_number(v) for v in value) and not all(
+                    math.isfinite(v) and (low is None or v > low) for v in value):
+                problems.append(f"{where} {key}: must be finite numbers"
+                                + (" above 0" if low is not None else "") + f", got {value!r}")
+    return problems
 
 
 def find_keys(doc: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
@@ -167,7 +303,10 @@ def read_build_yaml(path: str | Path) -> BuildRecipe:
     source = display(p)
     try:
         text = p.read_text(encoding="utf-8")
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_bounded_loader())  # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise UsageError(f"--build-yaml {source}: not a readable YAML file (nested more than "
+                         f"{MAX_DEPTH} levels)") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"--build-yaml {source}: not a readable YAML file ({first})") from None
@@ -175,9 +314,9 @@ def read_build_yaml(path: str | Path) -> BuildRecipe:
         raise UsageError(f"--build-yaml {source}: a build YAML is a mapping of keys")
     backend = doc.get("backend") if isinstance(doc.get("backend"), dict) else {}
     dtype = backend.get("dtype", doc.get("dtype"))
-    if dtype not in ("fp16", "int8"):
-        raise UsageError(f"--build-yaml {source}: the backend dtype must be fp16 or int8, got "
-                         f"{dtype!r}")
+    if dtype not in BUILD_YAML_DTYPES:
+        raise UsageError(f"--build-yaml {source}: the backend dtype must be "
+                         f"{' or '.join(BUILD_YAML_DTYPES)}, got {dtype!r}")
     shape = _one(doc, "shape", source)
     input_shape = None
     if isinstance(shape, dict) and shape:
@@ -200,11 +339,13 @@ def read_build_yaml(path: str | Path) -> BuildRecipe:
     unknown = sorted({p for k, p, _ in find_keys(doc) if k not in KNOWN_KEYS
                       and ".process_ops[" not in f".{p}" and ".shape." not in f".{p}"})
     percentile = _one(doc, "percentile", source)
+    problems = value_problems(doc, source)
+    per_channel = _one(doc, "quantize_per_channel", source)
     return BuildRecipe(
         source=source, dtype=dtype, input_shape=input_shape,
         calibrate_mode=CALIBRATION_MODES[str(mode).lower()] if mode is not None else None,
-        percentile=float(percentile) if isinstance(percentile, (int, float)) else None,
-        per_channel=_one(doc, "quantize_per_channel", source),
+        percentile=float(percentile) if _is_number(percentile) else None,
+        per_channel=per_channel if isinstance(per_channel, bool) else None,
         calib_count=count, calib_path=_one(doc, "path", source, under="calib"),
         calib_suffix=_one(doc, "suffix", source, under="calib"), ops=ops,
-        unsupported=tuple(unknown + unsupported), text=text)
+        unsupported=tuple(unknown + unsupported), text=text, problems=tuple(problems))

@@ -61,6 +61,8 @@ def read_detections_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InputError(f"{p}: not a readable JSON document: nested too deeply") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{p}: not a readable JSON document: {exc}") from exc
     if not isinstance(doc, dict):

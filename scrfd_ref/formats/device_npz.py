@@ -9,27 +9,42 @@
   (``vamp -b B``) writes ``B`` images per file, the last file possibly fewer.
 
 Every reader validates and raises :class:`~scrfd_ref.core.errors.InputError` naming the file
-and what was wrong (truncated or corrupt zip, missing key, wrong dtype or shape). Files are
-written atomically with the user's umask (:mod:`scrfd_ref.formats.files`).
+and what was wrong (truncated or corrupt zip, missing key, wrong dtype or shape). The shape
+and dtype each array declares in its npy header are checked before the array is read, so a
+small file that would inflate to gigabytes costs nothing. Big-endian float arrays are read
+as the native floats they hold. Files are written atomically with the user's umask
+(:mod:`scrfd_ref.formats.files`).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from scrfd_ref.core.errors import DataMissingError, InputError
-from scrfd_ref.formats.files import atomic_write, display, write_text
+from scrfd_ref.formats.files import atomic_write, display, file_digest, write_text
 
 INPUT_KEY = "input_0"
 OUTPUT_PATTERN = "output_{:06d}.npz"
 OUTPUT_NAME = re.compile(r"^output_(\d+)\.npz$")
 OUTPUT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")    # an npz is a zip (the second: empty)
+#: most images one output file may hold (vamp -b), and channels of one device head
+#: (2 anchors x 10 landmark values)
+MAX_OUTPUT_BATCH = 1024
+MAX_HEAD_CHANNELS = 20
+#: the largest head map side when the input size is not known (an 8192 input, stride 8)
+MAX_HEAD_SIDE = 1024
+#: what one output file may inflate to when nothing tighter is known
+MAX_OUTPUT_FILE_BYTES = 1 << 30
+#: a header check: ``(key, shape, dtype) -> problem or None``, before the array is read
+HeaderCheck = Callable[[str, tuple[int, ...], np.dtype], "str | None"]
 _IMAGE_HINT = "a datalist lists input npz files, make them with scrfd-ref image2npz"
 # what is often passed by mistake, to name it in the error
 _OTHER_MAGIC = ((b"\xff\xd8\xff", f"a JPEG image: {_IMAGE_HINT}"),
@@ -42,8 +57,43 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an npz, with clear errors for missing, truncated or corrupt files."""
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"  # pragma: no cover
+
+
+def _npy_headers(z: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{key: (shape, dtype)}`` of the ``.npy`` members of an open npz, from their
+    headers only (members that are not npy arrays are left out)."""
+    fmt = np.lib.format
+    headers = {}
+    for key in z.files:
+        member = key if key in z.zip.namelist() else f"{key}.npy"
+        with z.zip.open(member) as f:
+            if f.read(6) != fmt.MAGIC_PREFIX:
+                continue
+            f.seek(0)
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:  # numpy writes 3.0 (utf-8 header) only for structured arrays
+                raise ValueError(f"{member}: npy format version {version[0]}.{version[1]} "
+                                 "(only 1.0 and 2.0 hold the arrays of these files)")
+        headers[key] = (tuple(int(d) for d in shape), np.dtype(dtype))
+    return headers
+
+
+def _load_npz(path: Path, check: HeaderCheck | None = None) -> dict[str, np.ndarray]:
+    """All arrays of an npz, with clear errors for missing, truncated or corrupt files.
+
+    ``check`` sees each array's declared shape and dtype before anything is inflated; a
+    problem it returns is raised (InputError naming the file), nothing read.
+    """
     if not path.is_file():
         raise DataMissingError(f"npz file not found: {display(path)}")
     try:
@@ -60,9 +110,16 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         f.seek(0)
         try:
             with np.load(f, allow_pickle=False) as z:
+                if check is not None:
+                    for key, (shape, dtype) in _npy_headers(z).items():
+                        problem = check(key, shape, dtype)
+                        if problem:
+                            raise InputError(f"{display(path)}: {problem}")
                 return {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, TypeError,
                 NotImplementedError, RuntimeError, IndexError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise InputError(f"{display(path)}: not a readable npz file (truncated or "
                              f"corrupt?): {type(exc).__name__}: {exc}") from exc
 
@@ -79,10 +136,20 @@ def write_input_npz(path: str | os.PathLike[str], image_bgr: np.ndarray) -> Path
 
 def read_input_npz(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an input npz back as a BGR ``(h, w, 3)`` uint8 image (pixel limit applies)."""
-    from scrfd_ref.formats.images import check_pixels
+    from scrfd_ref.formats.images import check_pixels, max_pixels
 
     p = Path(path)
-    arrays = _load_npz(p)
+
+    def check(key: str, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        if key == INPUT_KEY and dtype == np.uint8 and len(shape) == 3 and shape[0] == 3:
+            check_pixels(int(shape[2]), int(shape[1]), p)  # before the pixels are read
+            return None
+        if math.prod(shape) * dtype.itemsize > 3 * max_pixels():
+            return (f"{key} declares {shape} {dtype.name} in its header, larger than an image "
+                    "within the pixel limit")
+        return None
+
+    arrays = _load_npz(p, check)
     if INPUT_KEY not in arrays:
         raise InputError(f"{display(p)}: no {INPUT_KEY!r} array "
                          f"(keys: {', '.join(arrays) or 'none'})")
@@ -132,6 +199,37 @@ def read_datalist(path: str | os.PathLike[str]) -> list[Path]:
         raise InputError(f"datalist {display(p)}: " + "; ".join(problems[:5])
                          + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
     return [Path(line) for _, line in numbered]
+
+
+def input_fingerprints(entries: Sequence[Path], cached: Mapping[str, Any] | None = None
+                       ) -> dict[str, list]:
+    """``{name: [size, mtime_ns, sha256]}`` of the input npz files of a datalist.
+
+    The sha256 of a file whose size and modification time match its ``cached`` entry (a
+    manifest's record) is taken from there; any other file is hashed, so inputs
+    regenerated under the same names are told apart by their content at the cost of one
+    read of the files that changed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scrfd_ref.core.parallel import usable_cores
+
+    cached = cached if isinstance(cached, Mapping) else {}
+
+    def one(e: Path) -> list:
+        p = Path(e)
+        try:
+            st = p.stat()
+            old = cached.get(p.name)
+            if (isinstance(old, list) and len(old) == 3 and old[0] == st.st_size
+                    and old[1] == st.st_mtime_ns and isinstance(old[2], str)):
+                return [st.st_size, st.st_mtime_ns, old[2]]
+            return [st.st_size, st.st_mtime_ns, file_digest(p)]
+        except OSError as exc:
+            raise InputError(f"{display(p)}: cannot read: {exc.strerror or exc}") from None
+
+    with ThreadPoolExecutor(max(1, usable_cores())) as pool:  # sha256 releases the GIL
+        return {Path(e).name: row for e, row in zip(entries, pool.map(one, entries))}
 
 
 def datalist_problems(entries: Sequence[Path], line_numbers: Sequence[int] | None = None,
@@ -196,19 +294,64 @@ def write_output_npz(path: str | os.PathLike[str], outputs: Sequence[np.ndarray]
 
 
 def read_raw_output_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every array of an output npz, unchecked (for diagnosis before strict validation)."""
-    return _load_npz(Path(path))
+    """Every array of an output npz, unchecked but for the size its headers declare (for
+    diagnosis before strict validation)."""
+    return _load_npz(Path(path), output_header_check())
 
 
-def read_output_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
+def output_header_check(input_size: tuple[int, int] | None = None,
+                        max_batch: int | None = None) -> HeaderCheck:
+    """The check of an output array's npy header before it is read: a rank-4 float array
+    no larger than an SCRFD device head of ``max_batch`` images (at most
+    :data:`MAX_OUTPUT_BATCH`) at ``input_size`` (``(W, H)``; unknown: an 8192 input), and
+    the whole file within :data:`MAX_OUTPUT_FILE_BYTES` unless those shapes allow more.
+
+    Shapes that fit the bound but not SCRFD are left to the strict checks after reading.
+    """
+    batch = min(max_batch or MAX_OUTPUT_BATCH, MAX_OUTPUT_BATCH)
+    if input_size is not None:
+        w, h = (-(-int(v) // 8) for v in input_size)
+        where = f"{batch} image(s) at {input_size[0]}x{input_size[1]}"
+    else:
+        w = h = MAX_HEAD_SIDE
+        where = f"{batch} image(s) at any input size"
+    per_array = batch * MAX_HEAD_CHANNELS * w * h * 4
+    budget = max(MAX_OUTPUT_FILE_BYTES, 9 * per_array) if input_size is None else 9 * per_array
+    used = [0]
+
+    def check(key: str, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        nbytes = math.prod(shape) * dtype.itemsize
+        used[0] += nbytes
+        what = f"{key} declares {shape} {dtype.name} ({_size(nbytes)}) in its header"
+        if dtype.kind != "f" or dtype.itemsize not in (2, 4):
+            return None  # named by the strict check (without reading a huge array first)
+        if nbytes > per_array or used[0] > budget:
+            return (f"{what}, more than the SCRFD heads of {where} take (at most ({batch}, "
+                    f"{MAX_HEAD_CHANNELS}, {h}, {w})); refused before reading it")
+        return None
+    return check
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """A big-endian float array as the same values in native byte order."""
+    return a.astype(a.dtype.newbyteorder("=")) if not a.dtype.isnative else a
+
+
+def read_output_npz(path: str | os.PathLike[str], *, input_size: tuple[int, int] | None = None,
+                    max_batch: int | None = None) -> list[np.ndarray]:
     """Read one vamp output npz: arrays ``output_0..output_{n-1}`` in key order.
 
-    Raises InputError for a truncated/corrupt file, missing or extra keys (the keys must
-    be exactly ``output_0`` .. ``output_{n-1}`` with n = 6 or 9), a non-float dtype, an
-    array that is not rank 4 NCHW, or arrays that disagree on the batch size.
+    Each array's header is checked first (:func:`output_header_check` with ``input_size``
+    and ``max_batch``): nothing larger than SCRFD heads is inflated. Big-endian floats are
+    returned in native byte order.
+
+    Raises InputError for a truncated/corrupt file, a header declaring more than SCRFD
+    heads hold, missing or extra keys (the keys must be exactly ``output_0`` ..
+    ``output_{n-1}`` with n = 6 or 9), a non-float dtype, an array that is not rank 4
+    NCHW, or arrays that disagree on the batch size.
     """
     p = Path(path)
-    arrays = _load_npz(p)
+    arrays = _load_npz(p, output_header_check(input_size, max_batch))
     n = len(arrays)
     want = [f"output_{i}" for i in range(n)]
     if n not in (6, 9) or sorted(arrays) != sorted(want):
@@ -216,9 +359,11 @@ def read_output_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
                          f"{', '.join(sorted(arrays)) or 'none'}")
     out = [arrays[k] for k in want]
     for k, a in zip(want, out):
-        if a.dtype not in (np.float16, np.float32):
+        if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4):
             raise InputError(f"{display(p)}: {k} has dtype {a.dtype}; the device writes float16 "
                              "or float32")
+    out = [_native(a) for a in out]
+    for k, a in zip(want, out):
         if a.ndim != 4:
             raise InputError(f"{display(p)}: {k} has shape {a.shape}; device layout is "
                              "(B, 2C, H, W)")

@@ -13,6 +13,13 @@ image, file ``i`` belongs to line ``i``; when files hold batches (``vamp -b B``)
 are dealt out in order over the batch axes, which is accepted only when every file but
 the last holds the same batch and the batch sizes add up to the line count. Never a
 silent cut or shift.
+
+A folder with a dump manifest (``scrfd_dump.json``) is held to it: a complete dump must
+still have every image it recorded (files removed, or the datalist cut, are refused) and
+the datalist must list the recorded images in the recorded order (a shuffled or swapped
+datalist is refused naming the first differing line). An incomplete dump accepted on
+purpose (``partial``) pairs the output files that exist with their lines (file ``i`` is
+line ``i``: a dump writes one image per file) and says which lines have none yet.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from scrfd_ref.formats.device_npz import (
     scan_output_files,
 )
 from scrfd_ref.formats.files import display
+from scrfd_ref.formats.manifest import DUMP_MANIFEST, list_sha256, read_manifest
 
 DATALIST_NAME = "datalist.txt"
 
@@ -63,6 +71,7 @@ class CheckedOutputs:
         batches: batch size of each output file, in file order.
         originals: ``{line index: original image path}`` when an image folder was given.
         sizes: ``{line index: (width, height)}`` of those originals.
+        unfinished: line indices without an output file yet (``partial`` only).
     """
 
     folder: Path
@@ -72,6 +81,7 @@ class CheckedOutputs:
     batches: list[int] = field(default_factory=list)
     originals: dict[int, Path] = field(default_factory=dict)
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    unfinished: list[int] = field(default_factory=list)
 
     def read(self, slot: Slot) -> list[np.ndarray]:
         """The outputs of one datalist line, batch axis 1."""
@@ -93,12 +103,13 @@ def find_datalist(folder: Path, datalist: str | Path | None = None) -> Path:
 
 
 def _file_problems(path: Path, input_size: tuple[int, int] | None,
-                   allow_nonfinite: bool) -> tuple[int | None, str | None]:
+                   allow_nonfinite: bool, max_batch: int | None = None
+                   ) -> tuple[int | None, str | None]:
     """``(batch, problem)`` of one output file (batch None when unreadable)."""
     from scrfd_ref.core.heads import normalize_heads
 
     try:
-        arrays = read_output_npz(path)
+        arrays = read_output_npz(path, input_size=input_size, max_batch=max_batch)
     except ScrfdRefError as exc:
         return None, str(exc)
     batch = int(arrays[0].shape[0])
@@ -144,6 +155,94 @@ def _deal(entries: list[Path], files: list[Path], batches: list[int | None]
     return slots, None
 
 
+def _partial_slots(entries: list[Path], files: list[Path], batches: list[int | None]
+                   ) -> tuple[list[Slot], list[int], list[str]]:
+    """An incomplete dump's slots: output file ``i`` pairs with line ``i`` (one image per
+    file); the lines without a file yet; problems (a batched file, a file past the end)."""
+    from scrfd_ref.formats.device_npz import OUTPUT_NAME
+
+    slots, problems = [], []
+    for f, b in zip(files, batches):
+        i = int(OUTPUT_NAME.match(f.name).group(1))  # type: ignore[union-attr]
+        if b is not None and b != 1:
+            problems.append(f"{display(f.name)}: holds {b} images; an incomplete dump is paired "
+                            "file by file (one image each)")
+        elif i >= len(entries):
+            problems.append(f"{display(f.name)}: no datalist line {i + 1} (the datalist has "
+                            f"{len(entries)})")
+        else:
+            slots.append(Slot(i, entries[i], f, 0))
+    done = {s.index for s in slots}
+    return slots, [i for i in range(len(entries)) if i not in done], problems
+
+
+def manifest_problems(folder: Path, datalist: Path, entries: list[Path], files: list[Path],
+                      batches: list[int | None], manifest: dict | None) -> list[str]:
+    """What a complete dump's manifest says that the folder and datalist contradict: fewer
+    images than recorded, or another image list (the first differing line named)."""
+    if manifest is None or not manifest.get("complete"):
+        return []
+    where = display(folder / DUMP_MANIFEST)
+    problems = []
+    recorded = manifest.get("images", manifest.get("files"))
+    held = sum(b for b in batches if b is not None) if None not in batches else len(files)
+    if isinstance(recorded, int) and (recorded != len(entries) or recorded != held):
+        problems.append(f"{where} records a complete dump of {recorded} image(s) but the folder "
+                        f"holds {len(files)} output file(s) ({held} image(s)) and the datalist "
+                        f"{len(entries)} line(s): files were removed or the datalist was cut; "
+                        "use the whole dump")
+        return problems
+    want = manifest["identity"].get("image_list_sha256")
+    names = [e.name for e in entries]
+    if isinstance(want, str) and list_sha256(names) != want:
+        listed = manifest.get("image_list")
+        if not isinstance(listed, list):  # an older manifest: the folder's own datalist copy
+            own = folder / DATALIST_NAME
+            listed = None
+            if own.is_file():
+                try:
+                    listed = [e.name for e in read_datalist(own)]
+                except ScrfdRefError:
+                    listed = None
+            if listed is not None and list_sha256(listed) != want:
+                listed = None
+        first = next((i for i, (a, b) in enumerate(zip(names, listed or [])) if a != b),
+                     min(len(names), len(listed or [])))
+        if listed is not None and first < len(names) and first < len(listed):
+            detail = (f"line {first + 1} ({display(names[first])}) differs from the image list "
+                      f"the dump recorded in {where} (line {first + 1}: "
+                      f"{display(listed[first])})")
+        else:
+            detail = (f"its image list differs from the one the dump recorded in {where} "
+                      "(image_list_sha256)")
+        problems.append(f"datalist {display(datalist)}: {detail}: the outputs would pair with "
+                        "the wrong images; give the datalist the dump was made from "
+                        f"({display(folder / DATALIST_NAME)})")
+    return problems
+
+
+def check_recorded(outputs_dir: str | Path, datalist: str | Path | None = None, *,
+                   partial: bool = False) -> None:
+    """The quick part of :func:`check_outputs` (no array is read): a complete dump's
+    folder and datalist against its manifest (:func:`manifest_problems`). Nothing to check
+    without a manifest, or for an incomplete dump accepted on purpose (``partial``).
+
+    Raises:
+        InputError: the problems found.
+        ManifestError: the manifest is unreadable or damaged.
+    """
+    folder = Path(outputs_dir)
+    manifest = read_manifest(folder, DUMP_MANIFEST)
+    if manifest is None or partial:
+        return
+    dl = find_datalist(folder, datalist)
+    entries = read_datalist(dl)
+    files, _ = scan_output_files(folder)
+    problems = manifest_problems(folder, dl, entries, files, [None] * len(files), manifest)
+    if problems:
+        raise problem_list(problems, f"device outputs {display(folder)}")
+
+
 def _duplicate_contents(files: list[Path]) -> list[str]:
     seen: dict[str, Path] = {}
     problems = []
@@ -162,7 +261,8 @@ def _duplicate_contents(files: list[Path]) -> list[str]:
 def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *,
                   input_size: tuple[int, int] | None = None,
                   images_dir: str | Path | None = None, skip_bad: bool = False,
-                  allow_nonfinite: bool = False, what: str | None = None) -> CheckedOutputs:
+                  allow_nonfinite: bool = False, what: str | None = None,
+                  partial: bool = False) -> CheckedOutputs:
     """Validate a device output folder as a whole; see the module docstring.
 
     Args:
@@ -175,10 +275,13 @@ def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *
             instead of failing; problems of the folder as a whole still fail.
         allow_nonfinite: accept NaN / Inf values (the caller gates them).
         what: names the folder in the error (default ``device outputs <folder>``).
+        partial: the folder is an incomplete dump accepted on purpose: pair the files
+            that exist with their lines (``unfinished`` lists the others).
 
     Raises:
         DataMissingError: the folder or the datalist does not exist.
         InputError: every problem found, one per line (capped with a count).
+        ManifestError: the folder's ``scrfd_dump.json`` is unreadable or damaged.
     """
     folder = Path(outputs_dir)
     if not folder.exists():
@@ -188,25 +291,35 @@ def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *
     what = what or f"device outputs {display(folder)}"
     dl = find_datalist(folder, datalist)
     entries = read_datalist(dl)
+    manifest = read_manifest(folder, DUMP_MANIFEST)
     files, problems = scan_output_files(folder)
+    if partial:  # an interrupted dump may miss any file (workers write out of order)
+        problems = [p for p in problems if "missing in the sequence" not in p]
     if not files:
         raise InputError(f"{what}: no output_*.npz files")
     problems += _duplicate_contents(files)
     bad_files: dict[Path, str] = {}
     batches: list[int | None] = []
     for f in files:
-        batch, problem = _file_problems(f, input_size, allow_nonfinite)
+        batch, problem = _file_problems(f, input_size, allow_nonfinite, max(1, len(entries)))
         batches.append(batch)
         if problem:
             bad_files[f] = problem
-    slots, pairing = _deal(entries, files, batches)
+    problems += manifest_problems(folder, dl, entries, files, batches, manifest)
+    unfinished: list[int] = []
+    if partial:
+        slots, unfinished, more = _partial_slots(entries, files, batches)
+        problems += more
+        pairing = None
+    else:
+        slots, pairing = _deal(entries, files, batches)
     if pairing:
         problems.append(pairing)
-    if not slots and not pairing and len(files) != len(entries):
+    if not partial and not slots and not pairing and len(files) != len(entries):
         problems.append(f"{display(folder)}: {len(files)} output files but {len(entries)} "
                         f"datalist lines in {display(dl)}")
     bad_entries: dict[int, str] = {}
-    if not slots and len(files) == len(entries):  # unreadable files: pair one to one
+    if not partial and not slots and len(files) == len(entries):  # unreadable: one to one
         slots = [Slot(i, e, f, 0) for i, (e, f) in enumerate(zip(entries, files))]
     for s in slots:
         if s.file in bad_files:
@@ -224,7 +337,8 @@ def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *
                      what)
     kept = [s for s in slots if s.index not in bad_entries]
     return CheckedOutputs(folder, dl, kept, dict(sorted(bad_entries.items())),
-                          [int(b) for b in batches if b is not None], originals, sizes)
+                          [int(b) for b in batches if b is not None], originals, sizes,
+                          unfinished)
 
 
 def index_images(images_dir: str | Path) -> dict[str, Path]:

@@ -3,6 +3,15 @@
 An image larger than :func:`max_pixels` (width x height; about 100 megapixels unless
 ``--max-pixels`` / :func:`set_max_pixels` says otherwise) is refused from its header,
 before any pixel is decoded, so a 40000x40000 PNG costs nothing.
+
+One rule for orientation everywhere: an image is what OpenCV decodes, with its EXIF
+orientation applied (as ``cv2.imread`` and insightface do), and the size read from a
+header (:func:`image_size`) is the size after that rotation, so ``image2npz``, ``dump``,
+``npz-decode`` and ``wider-run`` agree on a rotated photo.
+
+A damaged PNG is refused from Pillow's check of its chunks before OpenCV decodes it, and
+OpenCV's own warnings are off (``OPENCV_LOG_LEVEL`` set by the user wins): a bad image
+gives the tool's one error line and nothing else on stderr.
 """
 from __future__ import annotations
 
@@ -20,6 +29,16 @@ from scrfd_ref.formats.files import display
 DEFAULT_MAX_PIXELS = 100_000_000
 _MAX_PIXELS = DEFAULT_MAX_PIXELS
 _PILLOW_LIMIT_LOCK = threading.Lock()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: EXIF orientations that turn the picture by 90 degrees (width and height swap)
+_TRANSPOSED = (5, 6, 7, 8)
+_EXIF_ORIENTATION = 0x0112
+
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    try:  # OpenCV's "[ WARN ] ... PNG input buffer is incomplete" and the like
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # pragma: no cover - an OpenCV build without the logging module
+        pass
 
 
 def set_max_pixels(limit: int | None) -> None:
@@ -46,8 +65,10 @@ def check_pixels(width: int, height: int, path: str | os.PathLike[str]) -> None:
 def image_size(source: str | os.PathLike[str] | bytes | np.ndarray) -> tuple[int, int] | None:
     """``(width, height)`` from an image's header (no decoding), None if Pillow cannot tell.
 
-    ``source`` is a file path or the file's bytes (``bytes`` or a ``uint8`` array), so a
-    caller that has read the file already does not open it twice.
+    The size is the decoded image's: width and height swapped when the EXIF orientation
+    turns the picture by 90 degrees (OpenCV applies it when decoding). ``source`` is a
+    file path or the file's bytes (``bytes`` or a ``uint8`` array), so a caller that has
+    read the file already does not open it twice.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -57,7 +78,12 @@ def image_size(source: str | os.PathLike[str] | bytes | np.ndarray) -> tuple[int
         Image.MAX_IMAGE_PIXELS = None  # our own limit applies, not Pillow's bomb warning
         try:
             with Image.open(stream) as im:
-                return int(im.size[0]), int(im.size[1])
+                w, h = int(im.size[0]), int(im.size[1])
+                try:
+                    turned = im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED
+                except Exception:  # noqa: BLE001 - damaged EXIF: OpenCV ignores it too
+                    turned = False
+                return (h, w) if turned else (w, h)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return None
         finally:
@@ -103,11 +129,39 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     size = image_size(raw)
     if size is not None:
         check_pixels(*size, p)
+    png = png_problem(raw)
+    if png:
+        raise InputError(f"{display(p)}: file does not decode as an image (PNG: {png})")
     image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise InputError(f"{display(p)}: file does not decode as an image ({raw.size} bytes)")
     check_pixels(image.shape[1], image.shape[0], p)
     return image
+
+
+def png_problem(raw: bytes | np.ndarray) -> str | None:
+    """Why the bytes of a PNG file would not decode (Pillow checks every chunk and its
+    CRC without inflating the pixels), or None (also for a file that is not a PNG).
+
+    Checked before OpenCV decodes a PNG: libpng prints its own errors on stderr."""
+    from PIL import Image
+
+    head = raw[:len(PNG_MAGIC)]
+    if (head.tobytes() if isinstance(head, np.ndarray) else bytes(head)) != PNG_MAGIC:
+        return None
+    data = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
+    with _PILLOW_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad chunks
+            text = str(exc).split(" <")[0] or type(exc).__name__
+            return "cannot identify the image" if "cannot identify" in text else text
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    return None
 
 
 def encode_image(image: np.ndarray, ext: str = ".jpg") -> bytes:

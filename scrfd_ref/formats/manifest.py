@@ -12,18 +12,28 @@ A device dump folder holds ``scrfd_dump.json``; the prediction folder of ``wider
 ``identity`` holds the model sha256 and variant, backend, dtype, the full profile
 (geometry and thresholds), vdsp params when given and the image list sha256, as each
 command defines it. The manifest is written first with ``complete: false`` and rewritten
-with ``complete: true`` as the run's last act, atomically both times.
+with ``complete: true`` as the run's last act, atomically both times. ``outputs`` lists
+the files the run writes (paths relative to the folder): given when the run starts, or
+found when it finishes.
 
 :func:`open_run` decides what a command may do with an output folder: start a new run,
 resume the same run, refuse a folder written by another run (naming the differing
-fields) unless ``overwrite``, which removes that run's files first. :func:`read_source`
-is for consumers: a folder without a manifest is accepted as unknown provenance (real
-vamp output), an incomplete run is refused unless ``allow_incomplete``.
+fields) unless ``overwrite``, which removes that run's files first: only the files its
+manifest lists, never one of the command's inputs; a folder holding run-like files that
+no manifest lists is refused, naming them. :func:`read_source` is for consumers: a
+folder without a manifest is accepted as unknown provenance (real vamp output), an
+incomplete run is refused unless ``allow_incomplete``.
+
+:func:`read_manifest` checks what it reads at the boundary
+(:mod:`scrfd_ref.formats.manifest_check`: nesting depth, the type of every field the
+commands use, a recorded profile the reference can rebuild); a bad value is named with
+the manifest's path and the field.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,12 +42,15 @@ from typing import Any
 
 from scrfd_ref import __version__
 from scrfd_ref.core.errors import ManifestError, UsageError
-from scrfd_ref.formats.files import display, write_text
+from scrfd_ref.formats.files import display, is_inside, write_text
+from scrfd_ref.formats.manifest_check import MAX_DEPTH, manifest_problem, nesting_depth
 
 MANIFEST_VERSION = 1
 DUMP_MANIFEST = "scrfd_dump.json"
 RUN_MANIFEST = "scrfd_run.json"
 KINDS = ("dump", "wider-run", "npz-decode")
+#: files named in a refusal before the rest are only counted
+_NAMED = 8
 
 
 def now() -> str:
@@ -66,9 +79,16 @@ def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
+        too_deep = nesting_depth(doc) > MAX_DEPTH
+    except RecursionError:
+        too_deep = True
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{display(p)}: not a readable manifest ({exc}); move it away or "
                             "use --overwrite to start the run again") from None
+    if too_deep:
+        raise ManifestError(f"{display(p)}: not a readable manifest (nested too deeply: more "
+                            f"than {MAX_DEPTH} levels); move it away or use --overwrite to "
+                            "start the run again")
     if not isinstance(doc, dict):
         raise ManifestError(f"{display(p)}: not a manifest (a JSON object is expected)")
     if "identity" not in doc and name == DUMP_MANIFEST and isinstance(doc.get("profile"), dict) \
@@ -85,6 +105,10 @@ def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
             or not isinstance(doc.get("complete"), bool):
         raise ManifestError(f"{display(p)}: not a scrfd-ref manifest (no identity / complete "
                             "fields); move it away or use --overwrite")
+    problem = manifest_problem(doc)
+    if problem:
+        raise ManifestError(f"{display(p)}: {problem} (a damaged manifest: re-run the command "
+                            "that wrote it, or move it away)")
     return doc
 
 
@@ -129,12 +153,19 @@ def describe_difference(recorded: Mapping[str, Any], current: Mapping[str, Any],
 
 @dataclass
 class RunManifest:
-    """An open manifest of a run in progress; :meth:`finish` marks it complete."""
+    """An open manifest of a run in progress; :meth:`finish` marks it complete.
+
+    ``run_files`` / ``inputs`` / ``foreign`` let :meth:`finish` record the run's files
+    when they were not listed when it started (see :func:`open_run`).
+    """
 
     folder: Path
     name: str
     doc: dict[str, Any]
     resumed: bool = False
+    run_files: Callable[[Path], list[Path]] | None = None
+    inputs: "Inputs | None" = None
+    foreign: frozenset[str] = frozenset()
 
     def update(self, **fields: Any) -> None:
         """Change some top-level fields and rewrite the file."""
@@ -142,16 +173,71 @@ class RunManifest:
         write_manifest(self.folder, self.name, self.doc)
 
     def finish(self, **counts: Any) -> None:
-        """Record counts, the finish time and ``complete: true`` (the run's last act)."""
+        """Record counts, the run's files (when not listed at the start), the finish time
+        and ``complete: true`` (the run's last act)."""
         self.doc.update(counts)
+        if self.run_files is not None:
+            inputs = self.inputs or Inputs(())
+            found = {_relative(f, self.folder) for f in self.run_files(self.folder)
+                     if not inputs.holds(f)}
+            self.doc["outputs"] = sorted((found - self.foreign)
+                                         | set(self.doc.get("outputs") or ()))
         self.doc["finished"] = now()
         self.doc["complete"] = True
         write_manifest(self.folder, self.name, self.doc)
 
 
+def _relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+class Inputs:
+    """A command's input files and folders, to tell whether a path is one of them (the
+    same file, by device and inode, or a file inside an input folder)."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        self.files: set[tuple[int, int]] = set()
+        self.folders: list[Path] = []
+        for p in paths:
+            p = Path(p)
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if p.is_dir():
+                self.folders.append(p.resolve())
+            else:
+                self.files.add((st.st_dev, st.st_ino))
+
+    def holds(self, path: Path) -> bool:
+        """True when ``path`` is one of the inputs or lies in an input folder."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) in self.files:
+            return True
+        return any(is_inside(path, folder) for folder in self.folders)
+
+
+def _named(names: Sequence[str]) -> str:
+    shown = ", ".join(display(n) for n in names[:_NAMED])
+    return shown + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
+
+
+def _remove_recorded(out: Path, recorded: Sequence[str], inputs: Inputs) -> None:
+    """Remove the files an earlier run's manifest lists (plain files inside ``out`` that
+    are none of the inputs; anything else a manifest names is left alone)."""
+    for rel in recorded:
+        f = out / rel
+        if f.is_file() and not f.is_symlink() and is_inside(f, out) and not inputs.holds(f):
+            f.unlink(missing_ok=True)
+
+
 def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, Any], *,
              overwrite: bool = False, run_files: Callable[[Path], list[Path]],
-             option: str = "--out") -> RunManifest:
+             option: str = "--out", outputs: Sequence[str] | None = None,
+             inputs: Sequence[str | os.PathLike[str]] = ()) -> RunManifest:
     """Start or resume a run writing into ``folder``; write its manifest (incomplete).
 
     Args:
@@ -159,16 +245,25 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
         name: :data:`DUMP_MANIFEST` or :data:`RUN_MANIFEST`.
         kind: one of :data:`KINDS`.
         identity: the settings that make two runs the same run.
-        overwrite: remove the files of a different (or unknown) earlier run first.
+        overwrite: remove the files of a different earlier run first: only those its
+            manifest lists (``outputs``), never one of ``inputs``.
         run_files: lists the files a run of this kind leaves in a folder.
         option: the command-line option that named ``folder`` (for messages).
+        outputs: the files this run writes, relative to ``folder`` (recorded in the
+            manifest now, so an interrupted run can be replaced too); None: the files
+            ``run_files`` finds when the run finishes, less those that were there before.
+        inputs: the command's input files and folders: never removed, never counted as
+            another run's files.
 
     Raises:
         UsageError: the folder holds another run's files (manifest differing, or files
             without a manifest) and ``overwrite`` is not set; the message names the fields.
+            With ``overwrite``: the folder holds run-like files that no manifest lists
+            (they are named; nothing is removed).
         ManifestError: an unreadable manifest without ``overwrite``.
     """
     out = Path(folder)
+    held = Inputs(i for i in inputs if i is not None)
     identity = json.loads(json.dumps(identity))  # plain JSON types, as a reload gives
     existing = None
     try:
@@ -176,12 +271,16 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
     except ManifestError:
         if not overwrite:
             raise
-    old_files = run_files(out) if out.is_dir() else []
+    old_files = [f for f in run_files(out) if not held.holds(f)] if out.is_dir() else []
+    present = {_relative(f, out) for f in old_files}
+    recorded = list(existing.get("outputs") or ()) if existing is not None else []
     resumed = False
     if existing is not None and existing.get("kind") == kind:
         diff = differences(existing["identity"], identity)
         if not diff:
             resumed = True
+            if "outputs" not in existing:  # written before runs listed their files
+                recorded = sorted(present)
         elif not overwrite:
             raise UsageError(
                 f"{option} {display(out)}: holds a different {kind} run: "
@@ -195,9 +294,15 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
                          f"unknown run (no {name}), e.g. {display(old_files[0].name)}; use "
                          "--overwrite to replace them, or another folder")
     if not resumed and overwrite:
-        for f in old_files:
-            f.unlink(missing_ok=True)
+        unlisted = sorted(present - set(recorded))
+        if unlisted:
+            raise UsageError(
+                f"{option} {display(out)}: holds {len(unlisted)} file(s) that no run manifest "
+                f"lists ({_named(unlisted)}); --overwrite removes only the files a run's "
+                f"{name} says it wrote: move these away, or choose another folder")
+        _remove_recorded(out, recorded, held)
         (out / name).unlink(missing_ok=True)
+        recorded = []
     out.mkdir(parents=True, exist_ok=True)
     if resumed:
         doc = dict(existing)  # type: ignore[arg-type]
@@ -205,8 +310,11 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
     else:
         doc = {"manifest": MANIFEST_VERSION, "kind": kind, "tool": f"scrfd-ref {__version__}",
                "identity": identity, "started": now(), "finished": None, "complete": False}
+    doc["outputs"] = sorted(set(recorded) | set(outputs or ()))
     write_manifest(out, name, doc)
-    return RunManifest(out, name, doc, resumed)
+    foreign = frozenset(present - set(recorded)) if resumed else frozenset()
+    return RunManifest(out, name, doc, resumed, run_files if outputs is None else None,
+                       held, foreign)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ A vdsp params file describes the device's fused preprocessing op::
                   "NormaType": "MINUSMEAN_DIVSTD", "ColorCvtCode": "NO_CHANGE",
                   "ResizeType": "BILINEAR_CV", "Padding": [114, 114, 114]}}
 
-:func:`read_vdsp_params` parses and validates it (unknown keys name the closest valid one;
-wrong types and unknown enum values are refused). :func:`apply_vdsp` sets the
+:func:`read_vdsp_params` parses and validates it, the one validator of the file kind
+(:func:`parse_vdsp`) that ``check-config`` and every command reading the file share:
+unknown keys name the closest valid one; wrong types, unknown enum values and values out
+of range (sizes 1..65535, ``Mean`` finite, ``Std`` finite and above 0, ``Padding`` pixel
+values 0..255) are refused. :func:`apply_vdsp` sets the
 preprocessing part of a profile from it: the letterbox (the device letterboxes each image
 from its own size into ``Oimage*``, centred; the ``Iimage*`` fields describe the host
 buffer and do not change the geometry), the channel order reaching the model
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,6 +37,7 @@ from typing import Any, Mapping
 from scrfd_ref.core.errors import UsageError, did_you_mean
 from scrfd_ref.core.profiles import Profile
 from scrfd_ref.formats.files import display, input_file
+from scrfd_ref.formats.manifest_check import nesting_depth
 
 LETTERBOX_OP = "FUSION_OP_RGB_LETTERBOX_CVTCOLOR_NORM_TENSOR"
 RESIZE_OP = "FUSION_OP_RGB_RESIZE_CVTCOLOR_NORM_TENSOR"
@@ -63,8 +68,12 @@ RESIZE_TYPES: dict[str, str | None] = {
 CONFIG_KEYS: dict[str, str] = {
     "IimageFormat": "enum", "IimageWidth": "size", "IimageHeight": "size",
     "IimageWidthPitch": "size", "IimageHeightPitch": "size", "OimageWidth": "size",
-    "OimageHeight": "size", "Mean": "triple", "Std": "triple", "NormaType": "enum",
-    "ColorCvtCode": "enum", "ResizeType": "enum", "Padding": "triple"}
+    "OimageHeight": "size", "Mean": "mean", "Std": "std", "NormaType": "enum",
+    "ColorCvtCode": "enum", "ResizeType": "enum", "Padding": "pixel"}
+#: largest image side a vdsp size field may give
+MAX_SIDE = 65535
+#: deepest nesting read (the file has 3 levels: object, OpConfig, a list of 3)
+MAX_DEPTH = 8
 REQUIRED_KEYS = ("IimageFormat", "OimageWidth", "OimageHeight", "Mean", "Std", "NormaType",
                  "ColorCvtCode", "ResizeType")
 ENUMS: dict[str, tuple[str, ...]] = {"IimageFormat": IMAGE_FORMATS,
@@ -121,14 +130,24 @@ class VdspParams:
                 "OpType": self.op_type, "OpConfig": dict(self.config)}
 
 
+def _triple(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
 def _value_problem(key: str, kind: str, value: Any) -> str | None:
     if kind == "size":
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return f"OpConfig.{key}: must be a positive integer, got {value!r}"
-    elif kind == "triple":
-        if not (isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIDE:
+            return f"OpConfig.{key}: must be a positive integer up to {MAX_SIDE}, got {value!r}"
+    elif kind in ("mean", "std", "pixel"):
+        if not _triple(value):
             return f"OpConfig.{key}: must be a list of 3 numbers, got {value!r}"
+        if kind == "mean" and not all(math.isfinite(v) for v in value):
+            return f"OpConfig.{key}: must be 3 finite numbers, got {value!r}"
+        if kind == "std" and not all(math.isfinite(v) and v > 0 for v in value):
+            return f"OpConfig.{key}: must be 3 finite numbers above 0, got {value!r}"
+        if kind == "pixel" and not all(math.isfinite(v) and 0 <= v <= 255 for v in value):
+            return f"OpConfig.{key}: must be 3 numbers from 0 to 255, got {value!r}"
     elif kind == "enum":
         if value not in ENUMS[key]:
             return f"OpConfig.{key}: unknown value {value!r}" + suggest(str(value), ENUMS[key])
@@ -178,8 +197,14 @@ def read_vdsp_params(path: str | Path) -> VdspParams:
     try:
         text = p.read_text(encoding="utf-8")
         doc = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"--vdsp-params {display(p)}: not a readable JSON file (nested too "
+                         "deeply; a vdsp params file is an object of two levels)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"--vdsp-params {display(p)}: not a readable JSON file ({exc})") from None
+    if nesting_depth(doc, MAX_DEPTH) > MAX_DEPTH:
+        raise UsageError(f"--vdsp-params {display(p)}: not a readable JSON file (nested too "
+                         f"deeply: more than {MAX_DEPTH} levels; a vdsp params file has 3)")
     return parse_vdsp(doc, display(p), text)
 
 

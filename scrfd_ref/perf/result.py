@@ -149,11 +149,14 @@ def format_summary(result: PerfResult) -> str:
         f"model       : {s['model']}" + (f" (runs {s['model_file']})"
                                          if s["model_file"] != s["model"] else ""),
         f"backend     : {s['backend'] if result.mode != 'bare' else 'bare onnxruntime'} "
-        f"{s['dtype']} {','.join(backend.get('providers', [])) or ''}".rstrip(),
+        f"{s['dtype']} {','.join(backend.get('providers', [])) or ''}".rstrip()
+        + (f" ({backend['library']} {backend.get('version', '')}, inference precision "
+           f"{backend['inference_precision']}, CPU {backend.get('cpu', '?')})"
+           if backend.get("inference_precision") else ""),
         f"mode        : {_MODE_TEXT[result.mode]}",
         f"instances   : {s['instances']} x processes {s['processes']}, batch {s['batch']}, "
         f"shape {'x'.join(map(str, s['shape']))}, intra-op threads "
-        f"{s['threads'] if s['threads'] else 'ORT default'}",
+        f"{s['threads'] if s['threads'] else 'the runtime default'}",
         f"run         : {run}, {s['warmup']} warm-up calls per instance (not measured)",
         "=== results ===",
         f"throughput  : {result.throughput_ips:.2f} images/s ({result.calls} calls x batch "

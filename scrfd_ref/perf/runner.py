@@ -48,16 +48,17 @@ BARRIER_TIMEOUT_S = 600.0
 
 # ----------------------------------------------------------------------------- entry points
 
-def model_for_dtype(model: str | os.PathLike[str], dtype: str) -> Path:
-    """The model file to run for ``dtype``: the model itself for fp32 (or a non-ONNX
-    model such as a replay folder), else the cached conversion of
-    :func:`scrfd_ref.device.model_prep.prepare_model`."""
+def model_for_dtype(model: str | os.PathLike[str], dtype: str, backend: str = "ort") -> Path:
+    """The model file ``backend`` runs for ``dtype``: the model itself for fp32 (or a
+    non-ONNX model such as a replay folder), else the cached conversion of
+    :func:`scrfd_ref.device.model_prep.prepare_model` (OpenVINO: the fp32 file, or the
+    NNCF model for int8)."""
     path = Path(model)
     if dtype == "fp32" or path.suffix.lower() != ".onnx":
         return path
     from scrfd_ref.device.model_prep import prepare_model
 
-    return prepare_model(path, dtype=dtype)
+    return prepare_model(path, dtype=dtype, backend=backend)
 
 
 def run_perf(settings: PerfSettings) -> PerfResult:
@@ -67,7 +68,7 @@ def run_perf(settings: PerfSettings) -> PerfResult:
         InputError: bad settings, model or images.
         PerfError: a worker process or thread failed.
     """
-    model_file = model_for_dtype(settings.model, settings.dtype)
+    model_file = model_for_dtype(settings.model, settings.dtype, settings.backend)
     kind = "pipeline" if settings.pipeline else "bench"
     reports = _launch(kind, settings, str(model_file))
     return _assemble(settings.mode, settings, str(model_file), reports)

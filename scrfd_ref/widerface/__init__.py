@@ -1,7 +1,11 @@
 """WIDER FACE: official-protocol evaluation, PR-curve plots, dataset runs.
 
 * :mod:`scrfd_ref.widerface.evaluate`: ``evaluate``, ``evaluate_dir``, ``WiderResult``
-  (AP for easy / medium / hard, bit-identical to the official Python port);
+  (AP for easy / medium / hard, bit-identical to the official Python port); its data
+  types live in :mod:`scrfd_ref.widerface.result`;
+* :mod:`scrfd_ref.widerface.bootstrap`: confidence intervals of an AP and of the delta /
+  ratio of two prediction sets on the same images (paired image bootstrap), over the
+  weighted-sum engine of :mod:`scrfd_ref.widerface.resample`;
 * :mod:`scrfd_ref.widerface.plot`: ``plot_pr_curves`` (needs matplotlib);
 * :mod:`scrfd_ref.widerface.run`: running a detector over the val images.
 

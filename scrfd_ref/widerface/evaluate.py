@@ -27,7 +27,10 @@ extension is not built), the greedy recall state per setting with ``np.unique`` 
 prediction recalls a box iff it is the first one matched to it, since a counted box is
 only ever set to "recalled"), and the 1000-threshold accumulation with ``searchsorted`` +
 ``bincount`` + ``cumsum``. Counts are exact integers, so every precision, recall and AP
-equals the literal loop-for-loop computation bit for bit.
+equals the literal loop-for-loop computation bit for bit. The work is split in two:
+:func:`match_predictions` (steps 1-4, per prediction: :class:`Matching`) and
+:func:`evaluate_matching` (the sums over images), so the image bootstrap
+(:mod:`scrfd_ref.widerface.bootstrap`) reweights the very same matches.
 
 Defined behaviour where the official tools divide by zero (no NaN ever leaves this
 module):
@@ -52,9 +55,7 @@ confidences), and the true range is what "min-max normalisation" means otherwise
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,13 @@ import numpy as np
 from scrfd_ref.core.errors import InputError, ScrfdRefError
 from scrfd_ref.formats.ground_truth import GroundTruth
 from scrfd_ref.formats.wider_txt import list_event_dirs, read_prediction_dir
+from scrfd_ref.widerface.result import (  # noqa: F401 - re-exported
+    IOU_THRESHOLD,
+    THRESH_NUM,
+    Matching,
+    PRCurve,
+    WiderResult,
+)
 
 try:  # the compiled kernel is optional; the numpy twin is the fallback
     from scrfd_ref.widerface._eval_kernel import best_overlaps as _cython_best_overlaps
@@ -70,78 +78,7 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
 
 HAVE_KERNEL = _cython_best_overlaps is not None
 KERNELS: tuple[str, ...] = ("auto", "cython", "numpy")
-THRESH_NUM = 1000
-IOU_THRESHOLD = 0.5
 _PAIR_CHUNK = 1 << 18  # numpy twin: at most this many (prediction, box) pairs at once
-
-
-@dataclass(frozen=True, eq=False)
-class PRCurve:
-    """The 1000-point curve of one setting (index ``t``: threshold ``1 - (t + 1) / 1000``).
-
-    Attributes:
-        thresholds: ``(T,)`` float64 score thresholds, descending.
-        proposals: ``(T,)`` int64 predictions counted at each threshold (summed over images).
-        recalled: ``(T,)`` int64 counted boxes recalled at each threshold.
-        precision: ``(T,)`` float64 ``recalled / proposals`` (0.0 where no proposals).
-        recall: ``(T,)`` float64 ``recalled / faces`` (0.0 when no counted faces).
-    """
-
-    thresholds: np.ndarray
-    proposals: np.ndarray
-    recalled: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class WiderResult:
-    """AP per setting and everything needed to report or plot it.
-
-    Attributes:
-        ap: setting -> AP (Python float, full precision).
-        curves: setting -> :class:`PRCurve`.
-        faces: setting -> number of counted faces.
-        images: number of evaluated images.
-        predictions: number of predictions over the evaluated images.
-        events: evaluated events, in ground-truth order.
-        missing: ``(event, name)`` of images without a prediction file (only non-empty with
-            ``allow_missing``).
-        kernel: ``"cython"`` or ``"numpy"``, the path that computed it.
-        settings: setting names, in report order (``("all",)`` for a ground truth
-            without the easy / medium / hard lists).
-        inverted: predictions with a negative width or height (evaluated as they are).
-        iou_threshold: the match threshold used.
-        thresh_num: the number of score thresholds used.
-    """
-
-    ap: Mapping[str, float]
-    curves: Mapping[str, PRCurve]
-    faces: Mapping[str, int]
-    images: int
-    predictions: int
-    events: tuple[str, ...]
-    missing: tuple[tuple[str, str], ...] = ()
-    kernel: str = "numpy"
-    settings: tuple[str, ...] = ("easy", "medium", "hard")
-    iou_threshold: float = IOU_THRESHOLD
-    thresh_num: int = THRESH_NUM
-    inverted: int = 0
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict: ``{"easy": ap, "medium": ap, "hard": ap, "images": n, ...}``."""
-        d: dict = {s: float(self.ap[s]) for s in self.settings}
-        d.update(images=self.images, predictions=self.predictions, events=list(self.events),
-                 faces={s: int(self.faces[s]) for s in self.settings},
-                 missing=len(self.missing),
-                 missing_first=["/".join(k) for k in self.missing[:10]],
-                 iou_threshold=self.iou_threshold, thresholds=self.thresh_num,
-                 kernel=self.kernel, settings=list(self.settings), inverted=self.inverted)
-        return d
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """:meth:`to_dict` as JSON text; floats are written with full (round-trip) precision."""
-        return json.dumps(self.to_dict(), indent=indent)
 
 
 def thresholds(thresh_num: int = THRESH_NUM) -> np.ndarray:
@@ -266,34 +203,18 @@ def _check_values(p: np.ndarray, keys: Sequence[tuple[str, str]], img: np.ndarra
                          f"too large")
 
 
-def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth, *,
-             events: Iterable[str] | None = None,
-             images: Iterable[tuple[str, str]] | None = None,
-             allow_missing: bool = False, kernel: str = "auto",
-             iou_threshold: float = IOU_THRESHOLD,
-             thresh_num: int = THRESH_NUM) -> WiderResult:
-    """Official-protocol AP for every setting of ``gt`` (see the module docstring).
+def match_predictions(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth, *,
+                      events: Iterable[str] | None = None,
+                      images: Iterable[tuple[str, str]] | None = None,
+                      allow_missing: bool = False, kernel: str = "auto",
+                      iou_threshold: float = IOU_THRESHOLD,
+                      thresh_num: int = THRESH_NUM) -> Matching:
+    """Steps 1-4 of the protocol (sort, normalise, match, threshold index) per prediction.
 
-    Args:
-        predictions: ``{(event, name): (n, 5) x y w h score}`` in any row order; names
-            without ``.jpg``. Entries of images outside the selection are ignored.
-        gt: the ground truth.
-        events: evaluate only these events (``None``: all events of ``gt``).
-        images: evaluate only these ``(event, name)`` images (within ``events``).
-        allow_missing: treat an evaluated image without an entry in ``predictions`` as
-            having no detections; otherwise that is an error.
-        kernel: ``"auto"`` (Cython when built), ``"cython"`` or ``"numpy"``; same result.
-        iou_threshold: match threshold (official: 0.5).
-        thresh_num: number of score thresholds (official: 1000).
+    Arguments, checks and errors as :func:`evaluate`, which sums the result over images.
 
     Returns:
-        :class:`WiderResult`.
-
-    Raises:
-        InputError: unknown events or images, predictions for images not in the ground
-            truth, missing predictions (count and first names) without ``allow_missing``,
-            or malformed prediction arrays (image named).
-        ScrfdRefError: ``kernel="cython"`` without the built extension.
+        :class:`Matching`.
     """
     used = _pick_kernel(kernel)
     sub = gt.select(events, images) if (events is not None or images is not None) else gt
@@ -342,19 +263,16 @@ def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth,
     thr = thresholds(thresh_num)
     t0 = thresh_num - np.searchsorted(thr[::-1], score, side="right")
 
-    def counts(mask: np.ndarray) -> np.ndarray:
-        return np.cumsum(np.bincount(t0[mask], minlength=thresh_num + 1))[:thresh_num]
-
-    aps: dict[str, float] = {}
-    curves: dict[str, PRCurve] = {}
-    faces: dict[str, int] = {}
+    proposals: dict[str, np.ndarray] = {}
+    recalled: dict[str, np.ndarray] = {}
+    faces: dict[str, np.ndarray] = {}
     for s in sub.settings:
         per_img = [img.counted[s] for img in sub.images]
         counted = np.zeros(g.shape[0], dtype=bool)
         if per_img:
             sizes = np.array([a.size for a in per_img], dtype=np.int64)
             counted[np.concatenate(per_img) + np.repeat(gt_off[:-1], sizes)] = True
-        n_faces = int(counted.sum())
+        faces[s] = np.array([a.size for a in per_img], dtype=np.int64)
         on_counted = hit.copy()
         on_counted[hit] = counted[best[hit]]
         proposal = evaluated & ~(hit & ~on_counted)
@@ -362,8 +280,68 @@ def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth,
         _, first = np.unique(best[cand], return_index=True)
         recalls = np.zeros(p.shape[0], dtype=bool)
         recalls[cand[first]] = True
-        prop_c = counts(proposal)
-        rec_c = counts(recalls)
+        proposals[s] = proposal
+        recalled[s] = recalls
+    for a in (img_of_pred, t0, *proposals.values(), *recalled.values(), *faces.values()):
+        a.setflags(write=False)
+    return Matching(keys=tuple(keys), events=sub.events, settings=tuple(sub.settings),
+                    missing=tuple(missing), kernel=used, image=img_of_pred, t0=t0,
+                    proposal=proposals, recalls=recalled, faces=faces,
+                    thresh_num=int(thresh_num), iou_threshold=float(iou_threshold),
+                    inverted=n_inverted)
+
+
+def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth, *,
+             events: Iterable[str] | None = None,
+             images: Iterable[tuple[str, str]] | None = None,
+             allow_missing: bool = False, kernel: str = "auto",
+             iou_threshold: float = IOU_THRESHOLD,
+             thresh_num: int = THRESH_NUM) -> WiderResult:
+    """Official-protocol AP for every setting of ``gt`` (see the module docstring).
+
+    Args:
+        predictions: ``{(event, name): (n, 5) x y w h score}`` in any row order; names
+            without ``.jpg``. Entries of images outside the selection are ignored.
+        gt: the ground truth.
+        events: evaluate only these events (``None``: all events of ``gt``).
+        images: evaluate only these ``(event, name)`` images (within ``events``).
+        allow_missing: treat an evaluated image without an entry in ``predictions`` as
+            having no detections; otherwise that is an error.
+        kernel: ``"auto"`` (Cython when built), ``"cython"`` or ``"numpy"``; same result.
+        iou_threshold: match threshold (official: 0.5).
+        thresh_num: number of score thresholds (official: 1000).
+
+    Returns:
+        :class:`WiderResult`.
+
+    Raises:
+        InputError: unknown events or images, predictions for images not in the ground
+            truth, missing predictions (count and first names) without ``allow_missing``,
+            or malformed prediction arrays (image named).
+        ScrfdRefError: ``kernel="cython"`` without the built extension.
+    """
+    return evaluate_matching(match_predictions(predictions, gt, events=events, images=images,
+                                               allow_missing=allow_missing, kernel=kernel,
+                                               iou_threshold=iou_threshold,
+                                               thresh_num=thresh_num))
+
+
+def evaluate_matching(m: Matching) -> WiderResult:
+    """Steps 4-5 of the protocol: sum the matches of :func:`match_predictions` over the
+    images (counts per threshold), precision, recall and AP per setting."""
+    thresh_num = m.thresh_num
+    thr = thresholds(thresh_num)
+
+    def counts(mask: np.ndarray) -> np.ndarray:
+        return np.cumsum(np.bincount(m.t0[mask], minlength=thresh_num + 1))[:thresh_num]
+
+    aps: dict[str, float] = {}
+    curves: dict[str, PRCurve] = {}
+    faces: dict[str, int] = {}
+    for s in m.settings:
+        n_faces = int(m.faces[s].sum())
+        prop_c = counts(m.proposal[s])
+        rec_c = counts(m.recalls[s])
         with np.errstate(all="ignore"):
             precision = np.where(prop_c > 0, rec_c / np.maximum(prop_c, 1).astype(np.float64),
                                  0.0)
@@ -375,11 +353,11 @@ def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth,
         aps[s] = voc_ap(recall, precision)
         faces[s] = n_faces
     return WiderResult(ap=aps, curves=curves,
-                       faces=faces, images=len(keys),
-                       predictions=int(p.shape[0]), events=sub.events,
-                       missing=tuple(missing), kernel=used, settings=tuple(sub.settings),
-                       iou_threshold=float(iou_threshold), thresh_num=int(thresh_num),
-                       inverted=n_inverted)
+                       faces=faces, images=len(m.keys),
+                       predictions=int(m.t0.size), events=m.events,
+                       missing=m.missing, kernel=m.kernel, settings=m.settings,
+                       iou_threshold=m.iou_threshold, thresh_num=int(thresh_num),
+                       inverted=m.inverted)
 
 
 def evaluate_dir(pred_dir: str | Path, gt: GroundTruth, *, events: Iterable[str] | None = None,
@@ -395,6 +373,22 @@ def evaluate_dir(pred_dir: str | Path, gt: GroundTruth, *, events: Iterable[str]
         InputError: malformed files, missing predictions (see :func:`evaluate`), unknown
             event folders.
     """
+    preds = read_predictions_for(pred_dir, gt, events=events, allow_missing=allow_missing)
+    chosen = list(dict.fromkeys(events)) if events is not None else None
+    return evaluate(preds, gt, events=chosen, allow_missing=allow_missing, kernel=kernel)
+
+
+def read_predictions_for(pred_dir: str | Path, gt: GroundTruth, *,
+                         events: Iterable[str] | None = None,
+                         allow_missing: bool = False) -> dict[tuple[str, str], np.ndarray]:
+    """The prediction files of ``pred_dir`` that :func:`evaluate_dir` evaluates against ``gt``.
+
+    Same checks as :func:`evaluate_dir` (unknown events, event folders not in ``gt`` in
+    full mode, absent event folders unless ``allow_missing``, malformed files).
+
+    Returns:
+        ``{(event, name): (n, 5) float64}``.
+    """
     root = Path(pred_dir)
     chosen = list(dict.fromkeys(events)) if events is not None else list(gt.events)
     unknown_ev = [e for e in chosen if e not in gt.events]
@@ -405,6 +399,4 @@ def evaluate_dir(pred_dir: str | Path, gt: GroundTruth, *, events: Iterable[str]
         if extra:
             raise InputError(f"{root}: event folder(s) not in the ground truth: "
                              f"{', '.join(extra[:5])}")
-    preds = read_prediction_dir(root, chosen, missing_ok=allow_missing)
-    return evaluate(preds, gt, events=chosen if events is not None else None,
-                    allow_missing=allow_missing, kernel=kernel)
+    return read_prediction_dir(root, chosen, missing_ok=allow_missing)

@@ -115,7 +115,8 @@ def run_dataset(detector: "Detector", items: Sequence[ImageItem], out_dir: str |
     out = Path(out_dir)
     check_headers(items)
     run = open_run(out, RUN_MANIFEST, "wider-run", run_identity(detector, items),
-                   overwrite=overwrite, run_files=prediction_files)
+                   overwrite=overwrite, run_files=prediction_files,
+                   outputs=[f"{it.event}/{it.name}.txt" for it in items])
     todo = [it for it in items if not (resume and run.resumed
                                        and (out / it.event / f"{it.name}.txt").is_file())]
     clock = StageClock()

@@ -1,8 +1,10 @@
 """Level 3: WIDER FACE AP (official protocol) of the device vs the fp32 reference.
 
 Both runs use the same profile and images; the gates bound the AP drop per setting
-(reference - device) and the MLPerf-style ratio device / reference. A reference AP of 0
-leaves the ratio unmeasured, which fails its gate.
+(reference - device) and the MLPerf-style ratio device / reference, each judged on its
+95% paired-bootstrap interval: pass or fail only when the whole interval is on one side of
+the limit, inconclusive (the images cannot decide) when it straddles it. A setting without
+faces among the images leaves both unmeasured: inconclusive, never a pass.
 """
 from __future__ import annotations
 
@@ -12,16 +14,18 @@ from scrfd_ref.conformance.checks import check_ap, worst_images
 from scrfd_ref.conformance.report import overlay_picture, plot_pr_comparison
 
 
-def test_wider_ap_within_gate(device_spec, ap_pair, device_run, reference_run, gates,
+def test_wider_ap_within_gate(device_spec, ap_pair, ap_paired, device_run, reference_run, gates,
                               conformance_report, pytestconfig, wider_images_dir, judge):
     ref, dev = ap_pair
     print(f"\n{device_spec.id}: AP " + ", ".join(
-        f"{s} device {dev.ap[s]:.4f} reference {ref.ap[s]:.4f}" for s in ref.settings))
+        f"{s} device {dev.ap[s]:.4f} reference {ref.ap[s]:.4f} (ratio {ap_paired[s].ratio:.4f}"
+        f" [{ap_paired[s].ratio_interval.low:.4f}, {ap_paired[s].ratio_interval.high:.4f}])"
+        for s in ref.settings))
     folder = pytestconfig.getoption("--report")
     if folder:
         _pictures(Path(folder), device_spec, ref, dev, device_run, reference_run, gates,
                   wider_images_dir, conformance_report)
-    judge(check_ap(ref, dev, gates, device_spec.dtype))
+    judge(check_ap(ref, dev, gates, device_spec.dtype, paired=ap_paired))
 
 
 def _pictures(folder, spec, ref, dev, device_run, reference_run, gates, images_dir, report):

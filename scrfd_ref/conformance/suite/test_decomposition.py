@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from scrfd_ref.conformance.decomposition import decompose, markdown_table
+from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.formats import datadir as data_mod
 
 VARIANT = "500m_bnkps"
@@ -25,7 +26,7 @@ def steps(pytestconfig, variant_file, eval_items, ground_truth):
     model = variant_file(VARIANT)
     from scrfd_ref.device.model_prep import prepare_model
 
-    lower = {d: prepare_model(model, dtype=d) for d in ("fp16", "int8")}
+    lower = {d: prepare_model(model, dtype=d) for d in DTYPES if d != "fp32"}
     return decompose(model, eval_items, ground_truth, models_by_dtype=lower)
 
 
@@ -34,8 +35,8 @@ def test_ap_decomposition(steps, conformance_report, gates):
     print("\n" + table)
     conformance_report.sections["decomposition"] = {
         "variant": VARIANT, "markdown": table,
-        "steps": [{"label": s.label, "dtype": s.dtype, "profile": s.profile.to_dict(), **s.ap}
-                  for s in steps]}
+        "steps": [{"label": s.label, "dtype": s.dtype, "profile": s.profile.to_dict(), **s.ap,
+                   "delta": s.delta, "delta_interval": s.delta_interval} for s in steps]}
     fp32 = [s for s in steps if s.dtype == "fp32"]
     published, device_fp32 = fp32[0].ap, fp32[-1].ap
     assert fp32[0].profile.name == "widerface-eval" and fp32[-1].profile.name == "device-flow"

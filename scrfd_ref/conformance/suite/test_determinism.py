@@ -16,6 +16,9 @@ from scrfd_ref.conformance.runs import run_device
 from scrfd_ref.core.profiles import get_profile
 
 VARIANT = "500m_bnkps"
+
+#: two runs of the reference model over a WIDER event: the full tier
+pytestmark = pytest.mark.acceptance
 EVENT = "19--Couple"
 
 

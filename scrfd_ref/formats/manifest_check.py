@@ -1,0 +1,92 @@
+"""What a run manifest read from disk must satisfy before a command uses it.
+
+A manifest is a file anyone can edit (or damage): :func:`manifest_problem` checks the type
+of every field the commands read, and that a recorded profile is one the reference can
+rebuild; :func:`nesting_depth` measures how deeply a parsed JSON document nests without
+recursing, so a hostile file is refused before recursive code (comparisons, messages)
+walks it. :func:`scrfd_ref.formats.manifest.read_manifest` raises the problem with the
+file's path.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from scrfd_ref.core.errors import InputError
+
+#: deepest nesting a manifest may have (a real one has 4 levels)
+MAX_DEPTH = 32
+#: identity fields that are text (or null) when present
+_TEXT_FIELDS = ("variant", "dtype", "output_dtype", "backend", "model", "model_sha256",
+                "device_model_sha256", "image_list_sha256", "inputs_sha256")
+
+
+def nesting_depth(doc: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply lists and objects nest in ``doc`` (0 for a scalar), without recursion;
+    the walk stops once ``limit`` is passed."""
+    deepest = 0
+    todo = [(doc, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                break
+            todo.extend((v, depth + 1) for v in value)
+    return deepest
+
+
+def _json_type(value: Any) -> str:
+    """``a list``, ``an object``, ... : how a JSON value reads in a message."""
+    if isinstance(value, bool):
+        return "true/false"
+    for kind, name in ((dict, "an object"), (list, "a list"), (str, "a string"),
+                       ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def manifest_problem(doc: Mapping[str, Any]) -> str | None:
+    """What is wrong with the fields of a parsed manifest that the commands use, or None.
+
+    Checks the type of each (``identity.profile`` an object the reference can rebuild a
+    profile from, text where text is expected, ``outputs`` a list of relative paths, the
+    counts non-negative integers, ``landmarks`` true / false).
+    """
+    from scrfd_ref.core.profiles import profile_from_dict
+
+    identity = doc["identity"]
+    for key in ("profile", "vdsp_params", "source"):
+        value = identity.get(key)
+        if value is not None and not isinstance(value, dict):
+            return f"identity.{key} must be a JSON object, got {_json_type(value)}"
+    for key in _TEXT_FIELDS:
+        value = identity.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"identity.{key} must be text, got {_json_type(value)}"
+    if identity.get("profile") is not None:
+        try:
+            profile_from_dict(identity["profile"])
+        except InputError as exc:
+            return f"identity.profile: {exc}"
+    outputs = doc.get("outputs")
+    if outputs is not None and not (isinstance(outputs, list) and all(
+            isinstance(o, str) and o and not os.path.isabs(o) for o in outputs)):
+        return "outputs must be a list of paths relative to the folder"
+    for key in ("images", "files", "written"):
+        value = doc.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            return f"{key} must be a count (an integer >= 0), got {json.dumps(value)[:40]}"
+    if doc.get("landmarks") is not None and not isinstance(doc.get("landmarks"), bool):
+        return f"landmarks must be true or false, got {_json_type(doc['landmarks'])}"
+    image_list = doc.get("image_list")
+    if image_list is not None and not (isinstance(image_list, list)
+                                       and all(isinstance(n, str) for n in image_list)):
+        return "image_list must be a list of names"
+    return None
