@@ -7,7 +7,7 @@ the boxes that count in that setting; the other boxes are "don't care").
 Read with :func:`read_wider_mat`; :mod:`scrfd_ref.formats.ground_truth_txt` takes the
 per-setting indices of a text ground truth from the same setting files.
 
-Every ``.mat`` file is parsed in a forked child process (:func:`_guarded`), so a
+Every ``.mat`` file is parsed in a child process (:func:`_guarded`), so a
 ``scipy.io.loadmat`` crash on a corrupt file becomes an InputError.
 
 The types and constants come from :mod:`scrfd_ref.formats.ground_truth`, which
@@ -28,13 +28,55 @@ if TYPE_CHECKING:
     from scrfd_ref.formats.ground_truth import GroundTruth, GroundTruthImage
 
 
+#: seconds a .mat read may take in its child process before it is called stuck
+READ_TIMEOUT_S = 300.0
+_CRASHED = ("not a readable MATLAB .mat file (the .mat reader crashed on it: truncated or "
+            "corrupt?)")
+
+
+def _single_threaded() -> bool:
+    """True when this process has one OS thread (Linux ``/proc``): only then is a plain
+    fork safe. A runtime's native threads (ONNX Runtime's pool, OpenVINO's TBB workers)
+    may hold a lock at the fork, and the child deadlocks on it (seen: a .mat read hung
+    after an OpenVINO run)."""
+    import os
+
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def _guarded(fn, path: Path):
-    """``fn(path)`` in a forked child process, so a reader crash cannot take this process.
+    """``fn(path)`` in a child process (:func:`_guarded_many` of one call)."""
+    return _guarded_many([(fn, path)])[0]
+
+
+def _call_all(calls):
+    """Each ``fn(path)`` of ``calls``: ``("ok", result)`` or ``("error", kind, text)`` for
+    the project's own errors (any other exception propagates)."""
+    from scrfd_ref.core.errors import ScrfdRefError
+
+    out = []
+    for fn, path in calls:
+        try:
+            out.append(("ok", fn(Path(path))))
+        except ScrfdRefError as exc:
+            out.append(("error", type(exc).__name__, str(exc)))
+    return out
+
+
+def _guarded_many(calls: Sequence[tuple]) -> list:
+    """``[fn(path) for fn, path in calls]`` in one child process, so a reader crash cannot
+    take this process.
 
     ``scipy.io.loadmat`` can die of a segmentation fault on a corrupt file (seen with a
     single changed byte); the child's death becomes an InputError naming the file. The
-    parsed result comes back pickled (the flat lists and arrays of :func:`_read_face_mat`,
-    a few ms). Where ``fork`` is unavailable the reader runs in this process.
+    parsed results come back pickled (the flat lists and arrays of :func:`_read_face_mat`,
+    a few ms). The child is a fork of this process when it has no other thread (fast),
+    else a fresh interpreter (``python -c``, about a second: a fork of a multi-threaded
+    process can deadlock). The first error, in call order, is raised. Outside POSIX the
+    readers run in this process.
     """
     import multiprocessing
     import os
@@ -43,18 +85,56 @@ def _guarded(fn, path: Path):
 
     import scipy.io  # noqa: F401 - imported here, before the fork, never in the child
 
-    if os.name != "posix" or not path.is_file():
-        return fn(path)
+    if os.name != "posix":
+        return [fn(Path(p)) for fn, p in calls]
     try:
-        ctx = multiprocessing.get_context("fork")
-    except ValueError:  # pragma: no cover - a platform without fork
-        return fn(path)
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        try:
-            return pool.submit(fn, path).result()
-        except BrokenProcessPool:
-            raise InputError(f"{path}: not a readable MATLAB .mat file (the .mat reader "
-                             "crashed on it: truncated or corrupt?)") from None
+        if _single_threaded():
+            with ProcessPoolExecutor(max_workers=1,
+                                     mp_context=multiprocessing.get_context("fork")) as pool:
+                try:
+                    results = pool.submit(_call_all, calls).result(timeout=READ_TIMEOUT_S)
+                except BrokenProcessPool:
+                    raise InputError(f"{Path(calls[0][1])}: {_CRASHED}") from None
+        else:
+            results = _in_fresh_interpreter(calls, Path(calls[0][1]))
+    except InputError:
+        if len(calls) == 1:
+            raise
+        # one of the files crashed the reader: read them one by one to name it
+        return [_guarded(fn, Path(p)) for fn, p in calls]
+    out = []
+    for res in results:
+        if res[0] == "error":
+            raise {"DataMissingError": DataMissingError}.get(res[1], InputError)(res[2])
+        out.append(res[1])
+    return out
+
+
+_CHILD = """
+import pickle, sys
+from pathlib import Path
+from scrfd_ref.formats import ground_truth_mat as m
+calls = [(getattr(m, n), Path(p)) for n, p in zip(sys.argv[1::2], sys.argv[2::2])]
+sys.stdout.buffer.write(pickle.dumps(m._call_all(calls)))
+"""
+
+
+def _in_fresh_interpreter(calls: Sequence[tuple], where) -> list:
+    """:func:`_call_all` of ``calls`` (readers of this module, by name) in ``python -c``;
+    its crash or hang an InputError naming ``where``."""
+    import pickle
+    import subprocess
+    import sys
+
+    argv = [x for fn, p in calls for x in (fn.__name__, str(p))]
+    try:
+        res = subprocess.run([sys.executable, "-c", _CHILD, *argv], capture_output=True,
+                             timeout=READ_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{where}: the .mat reader took over {READ_TIMEOUT_S:g} s") from None
+    if res.returncode != 0 or not res.stdout:
+        raise InputError(f"{where}: {_CRASHED}")
+    return pickle.loads(res.stdout)   # written by our own child process above
 
 
 def _loadmat(path: Path) -> dict:
@@ -198,11 +278,12 @@ def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
 
     folder = Path(gt_dir)
     face_path = folder / FACE_MAT
-    events, names, boxes = _guarded(_read_face_mat, face_path)
+    setting_paths = [folder / SETTING_MAT.format(s) for s in SETTINGS]
+    face, *settings = _guarded_many([(_read_face_mat, face_path)]
+                                    + [(_read_setting_mat, p) for p in setting_paths])
+    events, names, boxes = face
     counted: dict[str, list[list[np.ndarray]]] = {}
-    for s in SETTINGS:
-        spath = folder / SETTING_MAT.format(s)
-        s_events, s_names, lists = _guarded(_read_setting_mat, spath)
+    for s, spath, (s_events, s_names, lists) in zip(SETTINGS, setting_paths, settings):
         if len(lists) != len(events):
             raise InputError(f"{spath}: gt_list has {len(lists)} events but {face_path.name} "
                              f"has {len(events)}")

@@ -26,7 +26,7 @@ from scrfd_ref.core.errors import DataMissingError, InputError
 from scrfd_ref.formats.ground_truth_mat import (
     _check_unique,
     _counted_from_1based,
-    _guarded,
+    _guarded_many,
     _read_setting_mat,
 )
 
@@ -129,9 +129,9 @@ def read_wider_txt(txt_path: str | Path,
             raise DataMissingError(f"{path}: setting files given for {', '.join(setting_mats)} "
                                    f"but not for {', '.join(missing)} (give all three or none)")
         nbox = {k: b.shape[0] for k, (_, _, b) in zip(keys, entries)}
-        for s in SETTINGS:
-            spath = Path(setting_mats[s])
-            s_events, s_names, lists = _guarded(_read_setting_mat, spath)
+        spaths = [Path(setting_mats[s]) for s in SETTINGS]
+        read = _guarded_many([(_read_setting_mat, p) for p in spaths])
+        for s, spath, (s_events, s_names, lists) in zip(SETTINGS, spaths, read):
             if s_events is None or s_names is None:
                 raise InputError(f"{spath}: needs event_list and file_list to be matched to {path}")
             if len(s_events) != len(lists) or any(len(a) != len(b) for a, b in
