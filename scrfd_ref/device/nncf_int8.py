@@ -92,10 +92,10 @@ def nncf_model(src: str | Path, *, input_size: tuple[int, int] = (640, 640),
     src = Path(src)
     if not src.is_file():
         raise DataMissingError(f"model file not found: {src}")
-    nncf = _nncf()
     recipe = recipe or QuantRecipe()
     count = recipe.calib_count if num_calibration is None else num_calibration
-    images = _calibration_list(calibration_images, count)
+    images = _calibration_list(calibration_images, count)   # input checks before the extra
+    nncf = _nncf()
     profile = recipe.calibration_profile(tuple(input_size))
     settings = {"format": FORMAT_VERSION, "nncf": NNCF_SETTINGS,
                 "calibration_profile": profile.to_dict(), "subset_size": len(images)}
