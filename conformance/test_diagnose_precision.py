@@ -5,14 +5,14 @@ tests make them) on three 16-image subsets of WIDER val: 16 images spread over o
 each (Parade, Interview, Family_Group; never an int8 calibration image), not only the
 first images the fault tests diagnose. The devices are the rows of :data:`DEVICES` (ONNX
 Runtime fp32, fp16 and int8 with the default recipe, the emulated fp16- and bf16-storage
-devices; a third-party runtime's builds are more rows). Every dump is diagnosed as each
+devices, and a third-party compiler's: OpenVINO fp32, native bf16 and NNCF int8). Every dump is diagnosed as each
 dtype of :data:`~scrfd_ref.core.dtypes.DTYPES` in turn:
 
 - at its true dtype nothing is named a cause and its noise level fits that dtype;
 - claimed as a more precise dtype (more significand bits: fp32 > fp16 > bf16 > int8) its
-  noise still fits its true dtype; where the claimed dtype's gates fail it (they should:
-  it is noisier than the claim) the precision hypothesis names the true dtype, e.g. "the
-  device computes in bf16, not fp16";
+  noise still fits its true dtype, and the precision hypothesis names the true dtype, e.g.
+  "the device computes in bf16, not fp16": a cause where the claimed dtype's gates fail
+  it (they mostly do: it is noisier than the claim), an observation where they do not;
 - claimed as a less precise dtype it passes that dtype's gates and nothing is named;
 - no correction or preprocessing hypothesis that could count (each is nonsense on an
   honest device) comes within 3 dB of the margin ``diagnose_min_gain_db``.
@@ -52,12 +52,45 @@ def _ort(name: str):
     return build
 
 
+def _openvino(dtype: str):
+    """A third-party compiler's build: OpenVINO at its precision hint (fp32, native bf16)
+    or NNCF int8."""
+    def build(model: Path, size) -> tuple[str, Path, dict]:
+        return "openvino", prepare_model(model, layout="device", dtype=dtype, input_size=size,
+                                         backend="openvino"), {}
+    return build
+
+
 #: honest device -> (its true dtype, its build: (model, input size) -> (backend, model
-#: file, options)); a third-party runtime's builds are more rows
+#: file, options))
 DEVICES = {"ort-fp32": ("fp32", _ort("fp32")), "ort-fp16": ("fp16", _ort("fp16")),
            "ort-int8": ("int8", _ort("int8")),
            "fp16-storage": ("fp16", _ort("fp16-storage")),
-           "bf16-storage": ("bf16", _ort("bf16-storage"))}
+           "bf16-storage": ("bf16", _ort("bf16-storage")),
+           "openvino-fp32": ("fp32", _openvino("fp32")),
+           "openvino-bf16": ("bf16", _openvino("bf16")),
+           "openvino-int8": ("int8", _openvino("int8"))}
+
+
+def _left_out(device: str, require_data: bool) -> str | None:
+    """Why ``device`` cannot be built here (None: it can): the OpenVINO extra missing (a
+    failure under --require-data, CI installs it for this tier) or a dtype this CPU lacks
+    (native bf16: an allowed skip)."""
+    if not device.startswith("openvino-"):
+        return None
+    from scrfd_ref.conformance.runs import dtype_unavailable
+    from scrfd_ref.core.errors import BackendUnavailable
+
+    try:
+        import scrfd_ref.backends.openvino as ov
+
+        ov.core()
+    except BackendUnavailable as exc:
+        if require_data:
+            pytest.fail(f"--require-data: the OpenVINO devices need the extra: {exc}",
+                        pytrace=False)
+        return str(exc)
+    return dtype_unavailable("openvino", DEVICES[device][0])
 
 
 def _bits(dtype: str) -> int:
@@ -84,6 +117,8 @@ def dumps(tmp_path_factory, pytestconfig, variant_file, wider_images_dir):
     model = variant_file(VARIANT)
     profile = get_profile("device-flow")
     root = tmp_path_factory.mktemp("precision")
+    left_out = {d: why for d in DEVICES
+                if (why := _left_out(d, pytestconfig.getoption("--require-data")))}
     out: dict[str, dict[str, Path]] = {}
     for subset, event in SUBSETS.items():
         images = root / subset / "images"
@@ -93,12 +128,15 @@ def dumps(tmp_path_factory, pytestconfig, variant_file, wider_images_dir):
         datalist = root / subset / "datalist.txt"
         image2npz(images, root / subset / "npz", datalist, progress=False)
         for name, (dtype, build) in DEVICES.items():
+            if name in left_out:
+                continue
             backend, path, opts = build(model, profile.input_size)
             with get_backend(backend, path, dtype=dtype, **opts) as b:
                 dump(b, datalist, root / subset / name, profile, progress=False,
                      dtype=output_dtype(dtype), meta={"variant": VARIANT, "dtype": dtype})
             out.setdefault(subset, {})[name] = root / subset / name
-    return {"dumps": out, "model": model, "profile": profile, "images": wider_images_dir}
+    return {"dumps": out, "model": model, "profile": profile, "images": wider_images_dir,
+            "left_out": left_out}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +145,7 @@ def diagnosed(dumps, gates):
     subset."""
     from scrfd_ref.conformance.diagnose_run import ReferenceSet, diagnose_outputs
 
-    out = {}
+    out = {"left_out": dumps["left_out"]}
     for subset, by_device in dumps["dumps"].items():
         refs = ReferenceSet(dumps["model"], dumps["profile"])
         for name, folder in by_device.items():
@@ -127,10 +165,18 @@ def _said(result) -> str:
     return "\n".join(result.lines())
 
 
+def _result(diagnosed, subset: str, device: str, claimed: str):
+    """The diagnosis of ``device``'s dump claimed as ``claimed`` (a skip, with the reason,
+    for a device this machine cannot build)."""
+    if device in diagnosed["left_out"]:
+        pytest.skip(f"{device} not built here: {diagnosed['left_out'][device]}")
+    return diagnosed[(subset, device, claimed)]
+
+
 @pytest.mark.parametrize(("subset", "device"), [(s, d) for s in SUBSETS for d in DEVICES])
 def test_an_honest_device_at_its_dtype_gets_no_cause(diagnosed, subset, device):
     true = DEVICES[device][0]
-    result = diagnosed[(subset, device, true)]
+    result = _result(diagnosed, subset, device, true)
     assert not result.causes, _said(result)
     assert result.precision is not None and result.precision.fits(true), _said(result)
 
@@ -139,17 +185,20 @@ def test_an_honest_device_at_its_dtype_gets_no_cause(diagnosed, subset, device):
 def test_a_device_claimed_more_precise_is_named_by_its_arithmetic(diagnosed, subset, device,
                                                                   claimed):
     true = DEVICES[device][0]
-    result = diagnosed[(subset, device, claimed)]
+    result = _result(diagnosed, subset, device, claimed)
     assert result.precision is not None and result.precision.best == true, _said(result)
-    assert result.failed, f"{device} passes the {claimed} gates:\n{_said(result)}"
-    named = [c for c in result.causes if c.name == "precision"]
+    # noisier than the claim, it usually fails the claimed gates and the arithmetic is the
+    # cause; a good int8 recipe may meet bf16's gates on 16 images (NNCF on 20--Family_Group:
+    # 8.8 dB under honest bf16), and then the arithmetic is an observation
+    named = [c for c in (result.causes if result.failed else result.observations)
+             if c.name == "precision"]
     assert [c.text for c in named] == [f"the device computes in {true}, not {claimed}"], \
         _said(result)
 
 
 @pytest.mark.parametrize(("subset", "device", "claimed"), _cases(lambda c, t: c < t))
 def test_a_device_claimed_less_precise_passes(diagnosed, subset, device, claimed):
-    result = diagnosed[(subset, device, claimed)]
+    result = _result(diagnosed, subset, device, claimed)
     assert not result.failed and not result.causes, _said(result)
 
 
@@ -157,7 +206,7 @@ def test_a_device_claimed_less_precise_passes(diagnosed, subset, device, claimed
 def test_no_nonsense_hypothesis_comes_near_the_margin(diagnosed, subset, device):
     """Every correction and preprocessing hypothesis is nonsense on an honest device: none
     that could count (a fit on enough anchors) gains within 3 dB of the margin."""
-    result = diagnosed[(subset, device, DEVICES[device][0])]
+    result = _result(diagnosed, subset, device, DEVICES[device][0])
     near = [c for c in result.ranked
             if c.counts(result.min_gain_db - NONSENSE_SLACK, result.min_anchors)]
     assert not near, "\n".join(c.describe(result.min_anchors) for c in near)

@@ -9,19 +9,16 @@ the file).
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dump_files import honest_dump, run_suite
 
 from scrfd_ref.cli import main
 from scrfd_ref.conformance.faults import Fault, inject
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENT = "19--Couple"
-TESTS = ["conformance/test_heads.py", "conformance/test_detections.py", "conformance/test_ap.py"]
 
 pytestmark = pytest.mark.data
 
@@ -29,14 +26,7 @@ pytestmark = pytest.mark.data
 @pytest.fixture(scope="module")
 def good_dump(tmp_path_factory, wider_images_dir, data_root, need):
     need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
-    root = tmp_path_factory.mktemp("dump")
-    datalist = root / "datalist.txt"
-    assert main(["--data-dir", str(data_root), "image2npz", "--dataset-path",
-                 str(wider_images_dir), "--target-path", str(root / "npz"), "--text-path",
-                 str(datalist), "--events", EVENT, "-q"]) == 0
-    assert main(["--data-dir", str(data_root), "dump", "-m", "500m_bnkps", "--dtype", "fp32",
-                 "--datalist", str(datalist), "--out", str(root / "out"), "-q"]) == 0
-    return root / "out"
+    return honest_dump(tmp_path_factory.mktemp("dump"), data_root, wider_images_dir, EVENT)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +35,7 @@ def ref_cache(tmp_path_factory):
 
 
 def _suite(folder: Path, ref_cache: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SCRFD_DATA": str(data_root)}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", *TESTS, "--device-outputs", str(folder),
-         "--ref-cache", str(ref_cache), "-p", "no:cacheprovider", "-q", "--no-header", *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return run_suite(folder, data_root, "--ref-cache", str(ref_cache), *extra)
 
 
 @pytest.mark.acceptance  # runs the suite in a subprocess (minutes)

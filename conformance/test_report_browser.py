@@ -11,19 +11,12 @@ to report.html. Skipped where no Chromium is installed, with the install line.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from dump_files import honest_dump, run_suite
 
-from scrfd_ref.cli import main
 from scrfd_ref.conformance.faults import Fault, inject
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENT = "19--Couple"
-TESTS = ["conformance/test_heads.py", "conformance/test_detections.py", "conformance/test_ap.py"]
 DEVICE = "replay-fp32-500m_bnkps"
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.data]
@@ -37,15 +30,10 @@ def dumps(tmp_path_factory, wider_images_dir, data_root, need):
     browser.require_browser()
     need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
     root = tmp_path_factory.mktemp("dump")
-    datalist = root / "datalist.txt"
-    assert main(["--data-dir", str(data_root), "image2npz", "--dataset-path",
-                 str(wider_images_dir), "--target-path", str(root / "npz"), "--text-path",
-                 str(datalist), "--events", EVENT, "-q"]) == 0
-    assert main(["--data-dir", str(data_root), "dump", "-m", "500m_bnkps", "--dtype", "fp32",
-                 "--datalist", str(datalist), "--out", str(root / "out"), "-q"]) == 0
-    broken = inject(root / "out", root / "scaled",
+    honest = honest_dump(root, data_root, wider_images_dir, EVENT)
+    broken = inject(honest, root / "scaled",
                     Fault("scale_head", kind="bbox", stride=16, magnitude=1.5))
-    return {"passing": root / "out", "failing": broken}
+    return {"passing": honest, "failing": broken}
 
 
 @pytest.mark.parametrize("case", ["passing", "failing"])
@@ -53,11 +41,8 @@ def test_report_html_of_a_real_run_in_chromium(case, dumps, data_root, tmp_path_
     import browser
 
     rep = tmp_path_factory.mktemp(f"report-{case}")
-    env = {**os.environ, "SCRFD_DATA": str(data_root)}
-    res = subprocess.run(
-        [sys.executable, "-m", "pytest", *TESTS, "--device-outputs", str(dumps[case]),
-         "--report", str(rep), "--html", str(rep / "pytest.html"), "-p", "no:cacheprovider",
-         "-q", "--no-header"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    res = run_suite(dumps[case], data_root, "--report", str(rep), "--html",
+                    str(rep / "pytest.html"))
     assert (res.returncode == 0) == (case == "passing"), res.stdout[-3000:] + res.stderr[-2000:]
     page = rep / "report.html"
     assert f"scrfd-ref report: {page}" in res.stdout

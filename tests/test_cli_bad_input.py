@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import pytest
 from cli_workspace import build_workspace
+from dump_files import write_npz_bomb
 
 WS = "{ws}"
 
@@ -226,23 +227,10 @@ def _cut_dump(keep: int) -> Callable[[Path], None]:
 def _npz_bomb(ws: Path) -> None:
     """``dump/output_000000.npz`` whose ``output_0`` header declares 256 MiB of float32
     (deflated zeros: the file stays small)."""
-    import zipfile
-
     p = ws / "dump" / "output_000000.npz"
     with np.load(p) as z:
-        arrays = {k: z[k] for k in z.files}
-    shape = (1, 2, 8192, 4096)
-    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for k, a in arrays.items():
-            with zf.open(f"{k}.npy", "w", force_zip64=True) as f:
-                if k != "output_0":
-                    np.lib.format.write_array(f, a)
-                    continue
-                np.lib.format.write_array_header_2_0(
-                    f, {"descr": "<f4", "fortran_order": False, "shape": shape})
-                chunk = bytes(1 << 24)
-                for _ in range(int(np.prod(shape)) * 4 // len(chunk)):
-                    f.write(chunk)
+        arrays = [(k, z[k]) for k in z.files]
+    write_npz_bomb(p, arrays, "output_0", (1, 2, 8192, 4096))
 
 
 def _exif_rotated_original(ws: Path) -> None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from dump_files import write_npz_bomb
 from PIL import Image
 
 from scrfd_ref.core.errors import InputError, UsageError
@@ -95,18 +95,8 @@ def test_overwrite_never_follows_a_manifest_outside_its_folder(tmp_path):
 
 def _bomb(path: Path, shape: tuple[int, ...]) -> None:
     """An output npz whose ``output_0`` declares ``shape`` float32 of zeros (deflated)."""
-    arrays = _device_outputs()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for i, a in enumerate(arrays):
-            with zf.open(f"output_{i}.npy", "w", force_zip64=True) as f:
-                if i:
-                    np.lib.format.write_array(f, a)
-                    continue
-                np.lib.format.write_array_header_2_0(
-                    f, {"descr": "<f4", "fortran_order": False, "shape": shape})
-                chunk = bytes(1 << 24)
-                for _ in range(int(np.prod(shape)) * 4 // len(chunk)):
-                    f.write(chunk)
+    arrays = [(f"output_{i}", a) for i, a in enumerate(_device_outputs())]
+    write_npz_bomb(path, arrays, "output_0", shape)
 
 
 def test_an_npz_declaring_more_than_heads_hold_is_refused_before_inflating(tmp_path):

@@ -16,8 +16,9 @@ backend hides OpenCV's differences from ONNX Runtime so that both return the sam
   :func:`~scrfd_ref.backends.base.stack_outputs` (OpenCV would otherwise run the batch
   and silently merge it into one image's worth of anchors).
 
-OpenCV 5 has two ONNX engines. ``engine="auto"`` tries the new engine (dynamic shapes,
-fp16 weights) and falls back to the classic one; the engine that loaded is in
+OpenCV 5.0 has two ONNX engines (5.1 only the new one). ``engine="auto"`` tries the new
+engine (dynamic shapes, fp16 weights) and falls back to the classic one where it exists;
+the engine that loaded is in
 :meth:`OpenCVBackend.info`. (With OpenCV 5.0.0 the new engine runs all five shared
 models in fp32 and fp16; the classic one runs only the static scrfd_500m_bnkps in fp32:
 it rejects the dynamic exports' ``Shape`` ops and fp16 weights.) A model is probed once at construction on a zero blob, so a
@@ -200,6 +201,17 @@ def _cv2_reason(exc: BaseException) -> str:
     return useful[-1][:300]
 
 
+def engine_ids() -> dict[str, int]:
+    """The ONNX engines of the installed OpenCV: ``{"new": id, "classic": id}``. OpenCV 5.0
+    names them ENGINE_NEW / ENGINE_CLASSIC; 5.1 keeps only the new one, as ENGINE_OPENCV."""
+    import cv2
+
+    dnn = cv2.dnn
+    found = {"new": getattr(dnn, "ENGINE_NEW", getattr(dnn, "ENGINE_OPENCV", None)),
+             "classic": getattr(dnn, "ENGINE_CLASSIC", None)}
+    return {name: ident for name, ident in found.items() if ident is not None}
+
+
 def _load_net(path: Path | None, data: bytes, engine: str, probe: np.ndarray,
               label: str) -> tuple[Any, str]:
     """Load (and probe-run) the model with the requested engine(s); return net and engine.
@@ -209,8 +221,11 @@ def _load_net(path: Path | None, data: bytes, engine: str, probe: np.ndarray,
     """
     import cv2
 
-    candidates = {"new": cv2.dnn.ENGINE_NEW, "classic": cv2.dnn.ENGINE_CLASSIC}
-    tried = ["new", "classic"] if engine == "auto" else [engine]
+    candidates = engine_ids()
+    if engine not in ("auto", *candidates):
+        raise BackendUnavailable(f"opencv {cv2.__version__} has no {engine} engine (OpenCV 5.1 "
+                                 "removed the classic one); use engine 'new' or 'auto'")
+    tried = [e for e in ("new", "classic") if e in candidates] if engine == "auto" else [engine]
     reasons = []
     with _model_file(path, data) as file:
         for name in tried:

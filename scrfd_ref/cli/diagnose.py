@@ -27,7 +27,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     head, values clipped at a constant, NaN / Inf, int8 outputs never dequantized, the
     preprocessing (the reference re-run with each variant, compared on the same
     foreground anchors), and the precision: which dtype's honest device (fp32, fp16 and
-    bf16 storage, int8 default recipe, run on the same images) the device's noise level
+    bf16 storage, int8 default recipe and, with the OpenVINO extra, NNCF int8, run on the
+    same images) the device's noise level
     matches. A cause is named when undoing it raises the foreground SNR by the gates'
     diagnose_min_gain_db (a fit on one head needs diagnose_min_fg_anchors foreground
     anchors), or when the claimed dtype's noise level does not fit within

@@ -409,11 +409,5 @@ def diagnose(reference: Sequence[Heads], device: Sequence[Heads], *, fg_floor: f
         found += [c for c in hypotheses(p) if c is not None]
     ranked = sorted(found, key=lambda c: -c.gain_db)
     causes = [c for c in ranked if c.counts(min_gain_db, min_anchors)]
-    named = precision.cause() if precision is not None else None
-    if named is not None:
-        causes.append(named)
-    observations: list[Cause] = []
-    if verdict is not None and not verdict.failed:
-        observations, causes = causes, []
-    return Diagnosis(causes, [c for c in ranked if c.gain_db > 0], min_gain_db,
-                     len(reference), verdict, observations, ranked, precision, min_anchors)
+    return Diagnosis.judged(causes, [c for c in ranked if c.gain_db > 0], min_gain_db,
+                            len(reference), verdict, precision, ranked, min_anchors)

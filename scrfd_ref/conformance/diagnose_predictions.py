@@ -391,11 +391,5 @@ def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profi
                 min_matched=int(gates.value(dtype, "detections", "diagnose_pred_min_matched")),
                 floor=gates.value(dtype, "heads", "fg_score_floor"),
                 iou_match=gates.value(dtype, "detections", "iou_match"))
-    named = precision.cause() if precision is not None else None
-    if named is not None:
-        causes.append(named)
-    observations: list[Cause] = []
-    if verdict is not None and not verdict.failed:
-        observations, causes = causes, []
-    return Diagnosis(causes, [c for c in closest if c.gain_db > 0], min_gain_db, len(items),
-                     verdict, observations, closest, precision), facts
+    return Diagnosis.judged(causes, [c for c in closest if c.gain_db > 0], min_gain_db,
+                            len(items), verdict, precision, closest), facts

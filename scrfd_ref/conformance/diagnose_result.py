@@ -168,6 +168,23 @@ class Diagnosis:
     precision: Any = None
     min_anchors: int = 0
 
+    @classmethod
+    def judged(cls, causes: list[Cause], closest: list[Cause], min_gain_db: float,
+               images: int, verdict: Verdict | None, precision: Any = None,
+               ranked: list[Cause] | None = None, min_anchors: int = 0) -> "Diagnosis":
+        """The diagnosis of ``causes`` (corrections that count, best first): the precision
+        hypothesis's cause appended where it names one; for a device whose ``verdict``
+        passed, all of them become observations."""
+        causes = list(causes)
+        named = precision.cause() if precision is not None else None
+        if named is not None:
+            causes.append(named)
+        observations: list[Cause] = []
+        if verdict is not None and not verdict.failed:
+            observations, causes = causes, []
+        return cls(causes, closest, min_gain_db, images, verdict, observations,
+                   list(ranked or []), precision, min_anchors)
+
     @property
     def failed(self) -> bool:
         """True when the device failed its gates, or a cause was named without judging."""
