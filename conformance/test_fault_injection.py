@@ -378,10 +378,18 @@ def test_diagnose_names_a_scaled_channel(world, results, fault, base):
     head, channel = CHANNEL_FAULTS[fault]
     if CONTROLS[base] == "int8" and head.startswith("kps") and not result.causes:
         # int8 noise caps the landmark head's match: the right channel is the closest
-        # hypothesis (gain about 8 dB) but below the 10 dB margin, a finding
-        top = result.closest[0]
-        assert (top.name, top.params.get("channel")) == ("channel_affine", channel)
-        pytest.xfail(f"{fault.label} on int8: closest, gain {top.gain_db:.1f} dB < margin")
+        # hypothesis resting on enough anchors, either below the 10 dB margin (ORT int8:
+        # about 8 dB) or above it on a device that still passes the int8 gates on these
+        # 16 images (OpenVINO NNCF int8: 11 dB), an observation there; a finding
+        top = next(c for c in result.closest if c.counts(0.0, result.min_anchors))
+        assert (top.name, top.params.get("channel")) == ("channel_affine", channel), \
+            "\n".join(result.lines())
+        if top.counts(result.min_gain_db, result.min_anchors):
+            assert not result.failed and top in result.observations, "\n".join(result.lines())
+            why = f"passes the int8 gates; an observation (gain {top.gain_db:.1f} dB)"
+        else:
+            why = f"closest, gain {top.gain_db:.1f} dB < margin"
+        pytest.xfail(f"{fault.label} on {base}: {why}")
     assert result.causes, "\n".join(result.lines())
     top = result.causes[0]
     assert (top.name, top.heads, top.params.get("channel")) == ("channel_affine", [head],
