@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from scrfd_ref.backends import get_backend
+from scrfd_ref.conformance.fixtures_data import openvino_left_out
 from scrfd_ref.core.dtypes import DTYPES, dtype_spec, output_dtype
 from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.device.emulate import RUN_OPTIONS, emulated_model
@@ -73,24 +74,10 @@ DEVICES = {"ort-fp32": ("fp32", _ort("fp32")), "ort-fp16": ("fp16", _ort("fp16")
 
 
 def _left_out(device: str, require_data: bool) -> str | None:
-    """Why ``device`` cannot be built here (None: it can): the OpenVINO extra missing (a
-    failure under --require-data, CI installs it for this tier) or a dtype this CPU lacks
-    (native bf16: an allowed skip)."""
+    """Why ``device`` cannot be built here (None: it can)."""
     if not device.startswith("openvino-"):
         return None
-    from scrfd_ref.conformance.runs import dtype_unavailable
-    from scrfd_ref.core.errors import BackendUnavailable
-
-    try:
-        import scrfd_ref.backends.openvino as ov
-
-        ov.core()
-    except BackendUnavailable as exc:
-        if require_data:
-            pytest.fail(f"--require-data: the OpenVINO devices need the extra: {exc}",
-                        pytrace=False)
-        return str(exc)
-    return dtype_unavailable("openvino", DEVICES[device][0])
+    return openvino_left_out(DEVICES[device][0], require_data)
 
 
 def _bits(dtype: str) -> int:

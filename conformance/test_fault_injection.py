@@ -29,11 +29,12 @@ import pytest
 from scrfd_ref.backends import get_backend
 from scrfd_ref.conformance.checks import ap_bootstrap, run_all
 from scrfd_ref.conformance.faults import Fault, inject
+from scrfd_ref.conformance.fixtures_data import openvino_left_out
 from scrfd_ref.conformance.gates import DTYPES, declared
 from scrfd_ref.conformance.int8_recipes import RECIPES
-from scrfd_ref.conformance.runs import dtype_unavailable, replay_images, run_device
+from scrfd_ref.conformance.runs import replay_images, run_device
 from scrfd_ref.core.dtypes import output_dtype
-from scrfd_ref.core.errors import BackendUnavailable, InputError
+from scrfd_ref.core.errors import InputError
 from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.device.emulate import RUN_OPTIONS, emulated_model
 from scrfd_ref.device.flow import dump, image2npz
@@ -108,21 +109,12 @@ def _device_model(model: Path, name: str, size) -> tuple[str, Path, dict]:
 
 
 def _left_out(name: str, require_data: bool) -> str | None:
-    """Why a third-party control cannot be made here (None: it can). A dtype this CPU
-    lacks (OpenVINO bf16 without AVX512_BF16 / AMX) is an allowed case; a missing
-    OpenVINO is one only outside --require-data."""
+    """Why a third-party control cannot be made here (None: it can): OpenVINO bf16 without
+    AVX512_BF16 / AMX is an allowed case; a missing OpenVINO one only outside
+    --require-data."""
     if name not in THIRD_PARTY:
         return None
-    try:
-        import scrfd_ref.backends.openvino as ov
-
-        ov.core()
-    except BackendUnavailable as exc:
-        if require_data:
-            pytest.fail(f"--require-data: the third-party controls need OpenVINO: {exc}",
-                        pytrace=False)
-        return str(exc)
-    return dtype_unavailable("openvino", CONTROLS[name])
+    return openvino_left_out(CONTROLS[name], require_data)
 
 
 @pytest.fixture(scope="module")
