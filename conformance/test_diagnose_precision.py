@@ -5,8 +5,8 @@ tests make them) on three 16-image subsets of WIDER val: 16 images spread over o
 each (Parade, Interview, Family_Group; never an int8 calibration image), not only the
 first images the fault tests diagnose. The devices are the rows of :data:`DEVICES` (ONNX
 Runtime fp32, fp16 and int8 with the default recipe, the emulated fp16- and bf16-storage
-devices, and a third-party compiler's: OpenVINO fp32, native bf16 and NNCF int8). Every dump is diagnosed as each
-dtype of :data:`~scrfd_ref.core.dtypes.DTYPES` in turn:
+devices, and a third-party compiler's: OpenVINO fp32, native bf16 and NNCF int8). Every
+dump is diagnosed as each dtype of :data:`~scrfd_ref.core.dtypes.DTYPES` in turn:
 
 - at its true dtype nothing is named a cause and its noise level fits that dtype;
 - claimed as a more precise dtype (more significand bits: fp32 > fp16 > bf16 > int8) its

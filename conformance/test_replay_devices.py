@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from dump_files import honest_dump, run_suite
 
-from scrfd_ref.cli import main
 from scrfd_ref.conformance.faults import Fault, inject
 
 EVENT = "19--Couple"
@@ -110,13 +109,7 @@ def four_image_dump(tmp_path_factory, wider_images_dir, data_root):
     (root / "images" / EVENT).mkdir(parents=True)
     for p in images:
         shutil.copy(p, root / "images" / EVENT / p.name)
-    datalist = root / "datalist.txt"
-    assert main(["--data-dir", str(data_root), "image2npz", "--dataset-path",
-                 str(root / "images"), "--target-path", str(root / "npz"), "--text-path",
-                 str(datalist), "-q"]) == 0
-    assert main(["--data-dir", str(data_root), "dump", "-m", "500m_bnkps", "--dtype", "fp32",
-                 "--datalist", str(datalist), "--out", str(root / "out"), "-q"]) == 0
-    return root / "out"
+    return honest_dump(root, data_root, root / "images", None)
 
 
 @pytest.mark.acceptance

@@ -18,13 +18,15 @@ SUITE = ("conformance/test_heads.py", "conformance/test_detections.py",
          "conformance/test_ap.py")
 
 
-def honest_dump(root: Path, data_root: Path, images_dir: Path, event: str) -> Path:
-    """``root/out``: ``scrfd-ref dump`` of ``event``'s images (500m_bnkps fp32, device
-    layout) over ``image2npz`` inputs, as a device team makes one; the datalist beside."""
+def honest_dump(root: Path, data_root: Path, images_dir: Path, event: str | None) -> Path:
+    """``root/out``: ``scrfd-ref dump`` of ``event``'s images (None: every image under
+    ``images_dir``; 500m_bnkps fp32, device layout) over ``image2npz`` inputs, as a device
+    team makes one; the datalist beside."""
     datalist = root / "datalist.txt"
+    events = ["--events", event] if event is not None else []
     assert main(["--data-dir", str(data_root), "image2npz", "--dataset-path",
                  str(images_dir), "--target-path", str(root / "npz"), "--text-path",
-                 str(datalist), "--events", event, "-q"]) == 0
+                 str(datalist), *events, "-q"]) == 0
     assert main(["--data-dir", str(data_root), "dump", "-m", "500m_bnkps", "--dtype", "fp32",
                  "--datalist", str(datalist), "--out", str(root / "out"), "-q"]) == 0
     return root / "out"

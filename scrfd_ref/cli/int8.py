@@ -104,14 +104,9 @@ _INSTALL_HINT = "NNCF runs on OpenVINO, an optional extra: pip install -e '.[ope
 
 def _third_party_missing(names: list[str]) -> list[str]:
     """The third-party recipes among ``names`` whose libraries are not installed."""
-    if not names:
-        return []
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        return names
-    return []
+    from scrfd_ref.device.nncf_int8 import nncf_missing
+
+    return names if names and nncf_missing() else []
 
 
 def register(sub: argparse._SubParsersAction) -> None:

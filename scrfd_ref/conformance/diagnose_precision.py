@@ -84,19 +84,13 @@ def _nncf_int8(model: Path) -> tuple[str, Path, dict[str, Any]]:
     return "openvino", prepare_model(model, dtype="int8", backend="openvino"), {"dtype": "int8"}
 
 
-def _have_nncf() -> bool:
-    """True when the OpenVINO extra (openvino and nncf) is installed."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
-
-
 def honest_devices() -> tuple[HonestDevice, ...]:
     """One honest device per declared dtype (module docstring), and, where the OpenVINO
     extra is installed, OpenVINO's NNCF int8 as a second int8 device: int8 noise depends
     on the recipe (NNCF's foreground SNR is 0.2-6.1 dB above the default recipe's on
     500m_bnkps), so an honest int8 device fits when it is near either."""
     from scrfd_ref.core.dtypes import SPECS
+    from scrfd_ref.device.nncf_int8 import nncf_missing
 
     out = []
     for spec in SPECS:
@@ -108,7 +102,7 @@ def honest_devices() -> tuple[HonestDevice, ...]:
         else:
             out.append(HonestDevice(f"ort {spec.name} (default recipe)", spec.name,
                                     _converted(spec.name)))
-    if _have_nncf():
+    if nncf_missing() is None:
         out.append(HonestDevice("openvino NNCF int8", "int8", _nncf_int8))
     return tuple(out)
 

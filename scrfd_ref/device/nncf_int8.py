@@ -56,6 +56,16 @@ def _nncf() -> Any:
     return nncf
 
 
+def nncf_missing() -> str | None:
+    """Why NNCF int8 cannot run here (openvino or nncf not installed, with the install
+    line), or None when the OpenVINO extra is installed."""
+    try:
+        _nncf()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape an NNCF int8 model."""
     import nncf
