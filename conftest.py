@@ -1,8 +1,8 @@
 """The checkout's pytest configuration.
 
 Options, markers, hooks and fixtures come from the scrfd-ref plugin
-(``scrfd_ref.conformance.plugin``, registered by the package's ``pytest11`` entry point);
-this file only makes the test helpers of ``tests/`` (the WIDER oracle, the insightface
+(``scrfd_ref.pytest_plugin.options``, registered by the package's ``pytest11`` entry point);
+this file only makes the test helpers of ``tests/helpers/`` (the WIDER oracle, the insightface
 WIDER-test transcription, the CLI workspace) importable by every suite, and loads the
 plugin when the package is used without being installed.
 """
@@ -10,7 +10,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests" / "helpers"))
 
-if not any(ep.value == "scrfd_ref.conformance.plugin" for ep in entry_points(group="pytest11")):
-    pytest_plugins = ["scrfd_ref.conformance.plugin"]
+if not any(ep.value == "scrfd_ref.pytest_plugin.options" for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["scrfd_ref.pytest_plugin.options"]

@@ -25,7 +25,7 @@ from scrfd_ref.widerface.evaluate import evaluate
 
 KERNELS = ["numpy", pytest.param("cython", marks=pytest.mark.skipif(
     not ev.HAVE_KERNEL, reason="the Cython evaluation kernel is not built (python setup.py "
-                               "build_ext --inplace); tests/test_kernels_built.py fails in CI"))]
+                               "build_ext --inplace); tests/core/test_kernels_built.py fails in CI"))]
 KERNEL_NAMES = ["numpy"] + (["cython"] if ev.HAVE_KERNEL else [])
 GROUP = "wider-eval-full-val"
 

@@ -15,7 +15,7 @@ import pytest
 
 from scrfd_ref.backends.ort import OrtBackend
 from scrfd_ref.detector import Detector
-from scrfd_ref.device.onnx_tools import export_device_layout
+from scrfd_ref.device.export import export_device_layout
 from scrfd_ref.formats.images import read_image
 
 pytestmark = pytest.mark.data

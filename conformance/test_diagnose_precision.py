@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from scrfd_ref.backends import get_backend
-from scrfd_ref.conformance.fixtures_data import openvino_left_out
 from scrfd_ref.core.dtypes import DTYPES, dtype_spec, output_dtype
 from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.device.emulate import RUN_OPTIONS, emulated_model
 from scrfd_ref.device.flow import dump, image2npz
-from scrfd_ref.device.model_prep import prepare_model
+from scrfd_ref.pytest_plugin.fixtures_data import openvino_left_out
+from scrfd_ref.quantize.prepare import prepare_model
 
 pytestmark = pytest.mark.acceptance
 
@@ -86,8 +86,8 @@ def _bits(dtype: str) -> int:
 
 
 def _subset_items(images_dir: Path, event: str):
-    from scrfd_ref.formats.dataset import list_images
     from scrfd_ref.formats.datadir import project_file
+    from scrfd_ref.formats.dataset import list_images
 
     calib = {ln.strip() for ln in project_file("calibration_images.txt").read_text()
              .splitlines() if ln.strip() and not ln.startswith("#")}
@@ -130,7 +130,7 @@ def dumps(tmp_path_factory, pytestconfig, variant_file, wider_images_dir):
 def diagnosed(dumps, gates):
     """``{(subset, device, claimed dtype): Diagnosis}``, the reference side run once per
     subset."""
-    from scrfd_ref.conformance.diagnose_run import ReferenceSet, diagnose_outputs
+    from scrfd_ref.diagnose.run import ReferenceSet, diagnose_outputs
 
     out = {"left_out": dumps["left_out"]}
     for subset, by_device in dumps["dumps"].items():

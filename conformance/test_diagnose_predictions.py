@@ -18,11 +18,11 @@ from __future__ import annotations
 import pytest
 
 from scrfd_ref.backends import get_backend
-from scrfd_ref.conformance.diagnose_predictions import ReferenceRuns, diagnose_predictions
 from scrfd_ref.core.dtypes import DTYPES, dtype_spec
 from scrfd_ref.core.profiles import get_profile
-from scrfd_ref.device.quantize import convert_model
+from scrfd_ref.diagnose.predictions import ReferenceRuns, diagnose_predictions
 from scrfd_ref.formats.dataset import list_images
+from scrfd_ref.quantize.convert import convert_model
 
 pytestmark = pytest.mark.acceptance
 

@@ -29,7 +29,6 @@ import pytest
 from scrfd_ref.backends import get_backend
 from scrfd_ref.conformance.checks import ap_bootstrap, run_all
 from scrfd_ref.conformance.faults import Fault, inject
-from scrfd_ref.conformance.fixtures_data import openvino_left_out
 from scrfd_ref.conformance.gates import DTYPES, declared
 from scrfd_ref.conformance.int8_recipes import RECIPES
 from scrfd_ref.conformance.runs import replay_images, run_device
@@ -38,7 +37,8 @@ from scrfd_ref.core.errors import InputError
 from scrfd_ref.core.profiles import get_profile
 from scrfd_ref.device.emulate import RUN_OPTIONS, emulated_model
 from scrfd_ref.device.flow import dump, image2npz
-from scrfd_ref.device.model_prep import prepare_model
+from scrfd_ref.pytest_plugin.fixtures_data import openvino_left_out
+from scrfd_ref.quantize.prepare import prepare_model
 from scrfd_ref.widerface.evaluate import evaluate
 
 VARIANT = "500m_bnkps"
@@ -298,7 +298,7 @@ MORE_IMAGES = 32
 
 
 def _diagnose(world, folder: Path, dtype: str, count: int = 16):
-    from scrfd_ref.conformance.diagnose_run import ReferenceSet, diagnose_outputs
+    from scrfd_ref.diagnose.run import ReferenceSet, diagnose_outputs
 
     if "diagnose_refs" not in world:     # the reference side, run once for every dump
         world["diagnose_refs"] = ReferenceSet(world["model"], world["profile"])

@@ -100,7 +100,7 @@ def four_image_dump(tmp_path_factory, wider_images_dir, data_root):
     enough for stride 32 (a device team's smoke dump)."""
     import shutil
 
-    from scrfd_ref.device.calibration import calibration_keys
+    from scrfd_ref.quantize.calibration import calibration_keys
 
     root = tmp_path_factory.mktemp("four")
     held_out = set(calibration_keys())

@@ -14,21 +14,14 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "scrfd_ref"
-ALLOWED: dict[str, set[str]] = {
-    "core": {"core"},
-    "formats": {"core", "formats"},
-    "backends": {"core", "formats", "backends"},
-    "detector": {"core", "formats", "backends"},
-    "widerface": {"core", "formats", "backends", "detector", "widerface"},
-    "device": {"core", "formats", "backends", "detector", "device"},
-    "perf": {"core", "formats", "backends", "detector", "device", "perf"},
-    "conformance": {"core", "formats", "backends", "detector", "widerface", "device",
-                    "conformance"},
-    "cli": {"core", "formats", "backends", "detector", "widerface", "device", "conformance",
-            "perf", "cli"},
-    "root": {"core", "formats", "backends", "detector", "widerface", "device", "conformance",
-             "perf", "cli"},
-}
+# the layers, lowest first: a layer imports only itself and the layers before it
+# (docs/architecture.md draws the same list; every package of scrfd_ref must be in it).
+# "suite" is the conformance suite's test modules (scrfd_ref/conformance/suite/): they live
+# under conformance so that `pytest --pyargs scrfd_ref.conformance` finds them, and run on
+# top of the pytest plugin, so they sit above it.
+LAYERS = ("core", "formats", "backends", "detector", "widerface", "device", "quantize", "perf",
+          "conformance", "diagnose", "report", "pytest_plugin", "suite", "cli", "root")
+ALLOWED: dict[str, set[str]] = {layer: set(LAYERS[:i + 1]) for i, layer in enumerate(LAYERS)}
 MAX_LINES = 420
 
 
@@ -38,6 +31,8 @@ def layer_of(module: str) -> str:
         raise ValueError(module)
     if len(parts) == 1 or parts[1] == "__init__":
         return "root"
+    if parts[1:3] == ["conformance", "suite"]:
+        return "suite"
     return parts[1]
 
 
@@ -120,4 +115,80 @@ def test_the_public_api_and_entry_points_resolve():
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
     assert callable(scripts["scrfd-ref"].load())
     plugins = [ep for ep in entry_points(group="pytest11") if ep.name == "scrfd_ref"]
-    assert plugins and plugins[0].value == "scrfd_ref.conformance.plugin"
+    assert plugins and plugins[0].value == "scrfd_ref.pytest_plugin.options"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (function-level imports included)."""
+    known = {m for m, _ in modules()}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules():
+        targets = set()
+        for _, target in imports_of(module, path):
+            # "from scrfd_ref.pkg import name" may name a module of pkg or an attribute
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted.
+
+    A package's ``__init__`` counts as its own module: a circle through it is a circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def test_no_import_circles():
+    circles = import_circles(import_graph())
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_finder_would_catch_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_circles(graph) == [["a", "b", "c"]]
+
+
+def test_every_package_is_a_declared_layer_with_a_docstring():
+    """A new subpackage must be placed in LAYERS (and the architecture doc) and say, in its
+    ``__init__`` docstring, what it holds and what it may import."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        name = init.parent.name
+        assert name in LAYERS, f"scrfd_ref/{name}/ is in no layer of LAYERS"
+        assert f"`scrfd_ref/{name}/`" in doc, f"docs/architecture.md does not list {name}/"
+        text = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(text.split()) >= 15 and "import" in text, \
+            f"scrfd_ref/{name}/__init__.py: a docstring saying what it holds and may import"

@@ -38,8 +38,8 @@ def test_installed_wheel_runs_the_suite_from_another_folder(tmp_path, data_root,
     names = zipfile.ZipFile(wheel).namelist()
     assert "scrfd_ref/_data/gates.toml" in names, "the default gates ship in the wheel"
     assert "scrfd_ref/conformance/suite/test_heads.py" in names
-    assert {"scrfd_ref/conformance/templates/_base.html.j2",
-            "scrfd_ref/conformance/templates/report.html.j2"} <= set(names), \
+    assert {"scrfd_ref/report/templates/_base.html.j2",
+            "scrfd_ref/report/templates/report.html.j2"} <= set(names), \
         "the report.html templates ship in the wheel"
     site = tmp_path / "site"
     res = _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",

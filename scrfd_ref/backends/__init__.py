@@ -6,6 +6,8 @@ Built in: ``ort`` (ONNX Runtime CPU, or its CUDA / TensorRT providers), ``opencv
 (cv2.dnn), ``gpu`` (ONNX Runtime CUDA), ``replay`` (saved device outputs) and
 ``openvino`` (OpenVINO's CPU plugin; an optional extra, ``pip install -e '.[openvino]'``,
 imported only when used).
+
+May import ``core`` and ``formats`` only: a backend produces heads, it never judges.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ How to verify on a GPU machine::
     python -c "import onnxruntime as o; print(o.get_available_providers())"
     #  -> [..., 'CUDAExecutionProvider', 'CPUExecutionProvider']
     nvidia-smi                              # the GPU is visible
-    python -m pytest tests/test_opencv_backend.py -k gpu -q   # no longer skipped
+    python -m pytest tests/backends/test_opencv_backend.py -k gpu -q   # no longer skipped
     python -c "from scrfd_ref.backends import get_backend; \\
         b = get_backend('gpu', 'scrfd_500m_bnkps.onnx'); print(b.info())"
 

@@ -2,7 +2,7 @@
 compiler as a device.
 
 The model is an ONNX file (any SCRFD layout) or an OpenVINO IR (``.xml`` beside its
-``.bin``; the NNCF int8 models of :mod:`scrfd_ref.device.nncf_int8`), compiled for the CPU
+``.bin``; the NNCF int8 models of :mod:`scrfd_ref.quantize.nncf_int8`), compiled for the CPU
 plugin with the dtype's inference precision:
 
 - ``fp32``: ``INFERENCE_PRECISION_HINT=f32``: exact fp32 arithmetic on any CPU (OpenVINO's

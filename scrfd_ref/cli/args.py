@@ -263,7 +263,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--dtype`` of the commands that run a model (detect, wider-run):
     the model is converted for the backend and dtype (cached), see
-    :func:`scrfd_ref.device.model_prep.prepare_model`."""
+    :func:`scrfd_ref.quantize.prepare.prepare_model`."""
     from scrfd_ref.core.dtypes import DTYPES
 
     p.add_argument("--backend", "-B", default="ort",
@@ -346,7 +346,7 @@ def make_detector(args: argparse.Namespace, default_profile: str):
     """Build a :class:`~scrfd_ref.detector.Detector` from parsed detect-like options."""
     from scrfd_ref.backends import get_backend
     from scrfd_ref.detector import Detector
-    from scrfd_ref.device.model_prep import prepare_model
+    from scrfd_ref.quantize.prepare import prepare_model
 
     source = resolve_model(args.model, args.data_dir)
     name, options = backend_options(args)

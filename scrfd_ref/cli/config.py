@@ -80,15 +80,15 @@ def _calibration_images(args: argparse.Namespace, recipe, count: int) -> list[Pa
         print(f"scrfd-ref quantize: notice: {len(found)} calibration image(s) in "
               f"{display(root)}, fewer than the {count} asked for; using them all",
               file=sys.stderr)
-    from scrfd_ref.device.calibration import choose_calibration_images
+    from scrfd_ref.quantize.calibration import choose_calibration_images
 
     return choose_calibration_images(found, count)
 
 
 def _recipe_of(args: argparse.Namespace, build):
-    """The int8 :class:`~scrfd_ref.device.quantize.QuantRecipe`: the YAML's (or the
+    """The int8 :class:`~scrfd_ref.quantize.convert.QuantRecipe`: the YAML's (or the
     project's default), with --method / --percentile / --calib-count on top."""
-    from scrfd_ref.device.quantize import QuantRecipe
+    from scrfd_ref.quantize.convert import QuantRecipe
 
     recipe = QuantRecipe.from_build_yaml(build) if build is not None else QuantRecipe()
     changes = {}
@@ -152,8 +152,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from scrfd_ref.cli.args import resolve_model
     from scrfd_ref.device.config_lint import check_config
     from scrfd_ref.device.model_summary import conversion_summary
-    from scrfd_ref.device.quantize import convert_model
     from scrfd_ref.formats.files import atomic_write
+    from scrfd_ref.quantize.convert import convert_model
 
     model = resolve_model(args.model, args.data_dir)
     if args.method == "nncf":
@@ -209,8 +209,8 @@ def _quantize_nncf(args: argparse.Namespace, model: Path) -> int:
     import json
     import shutil
 
-    from scrfd_ref.device.nncf_int8 import nncf_model
     from scrfd_ref.formats.files import atomic_write, make_dir, write_text
+    from scrfd_ref.quantize.nncf_int8 import nncf_model
 
     wrong = [opt for opt, given in (("--build-yaml", args.build_yaml),
                                     ("--percentile", args.percentile is not None),
@@ -264,10 +264,10 @@ def _print_record(converted: Path, report: str | None, model: Path) -> None:
     """The float nodes, int8 share and latency of an int8 conversion; --report files."""
     import json
 
-    from scrfd_ref.conformance.report_html_int8 import render_quantize_html
-    from scrfd_ref.device.int8_report import report_markdown
-    from scrfd_ref.device.quantize import conversion_record
     from scrfd_ref.formats.files import make_dir, write_text
+    from scrfd_ref.quantize.convert import conversion_record
+    from scrfd_ref.quantize.int8_report import report_markdown
+    from scrfd_ref.report.html_int8 import render_quantize_html
 
     record = conversion_record(converted)
     if record is None:
@@ -299,7 +299,7 @@ def _print_record(converted: Path, report: str | None, model: Path) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``check-config`` and ``quantize`` to the main parser."""
-    from scrfd_ref.device.quantize import CALIBRATION_METHODS
+    from scrfd_ref.quantize.convert import CALIBRATION_METHODS
 
     p = add_command(sub, "check-config", cmd_check_config)
     p.add_argument("--model", "-m", default=None,

@@ -36,11 +36,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     outputs are the raw NCHW maps the vendor compiles: score (B,2,H,W) logits, bbox
     (B,8,H,W), kps (B,20,H,W). OUT must not be IN.
     """
-    from scrfd_ref.device.onnx_tools import (
-        describe_model,
-        export_device_layout,
-        save_model,
-    )
+    from scrfd_ref.device.export import export_device_layout
+    from scrfd_ref.device.onnx_tools import describe_model, save_model
 
     src = input_file(args.input, "IN.onnx", "ONNX model")
     output_file(args.output, "OUT.onnx", inputs=[src])
@@ -94,7 +91,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     )
     from scrfd_ref.core.dtypes import output_dtype
     from scrfd_ref.device.flow import dump
-    from scrfd_ref.device.model_prep import file_digest, prepare_model
+    from scrfd_ref.quantize.prepare import file_digest, prepare_model
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
     output_dir(args.out, "--out", inputs=[datalist])

@@ -41,17 +41,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     With --predictions (WIDER files only) the device is judged with its dtype's
     detection, size-bucket and collapse gates, and the hypotheses are changes of the
     reference pipeline tested on detections (module
-    scrfd_ref.conformance.diagnose_predictions): another profile, score threshold, NMS,
+    scrfd_ref.diagnose.predictions): another profile, score threshold, NMS,
     integer rounding, boxes not mapped back, the preprocessing variants and the input
     size (margin diagnose_pred_min_gain_db), and the precision: the score and box jitter
     of matched detections against the honest devices' (margin
     diagnose_pred_precision_margin_db, at least diagnose_pred_min_matched pairs).
     """
     from scrfd_ref.cli.args import read_vdsp_option, resolve_model
-    from scrfd_ref.conformance.diagnose_run import diagnose_outputs
     from scrfd_ref.conformance.gates import Gates
     from scrfd_ref.core.profiles import get_profile
     from scrfd_ref.device.flow import decode_profile, dump_source
+    from scrfd_ref.diagnose.run import diagnose_outputs
     from scrfd_ref.formats.vdsp import apply_vdsp
 
     if args.predictions:
@@ -126,10 +126,10 @@ def _diagnose_predictions(args: argparse.Namespace) -> int:
     on the device's WIDER prediction files alone."""
     from scrfd_ref.backends import get_backend
     from scrfd_ref.cli.args import read_vdsp_option, resolve_model
-    from scrfd_ref.conformance.diagnose_predictions import diagnose_predictions
     from scrfd_ref.conformance.gates import Gates
     from scrfd_ref.core.errors import InputError
     from scrfd_ref.core.profiles import get_profile, profile_from_dict
+    from scrfd_ref.diagnose.predictions import diagnose_predictions
     from scrfd_ref.formats.dataset import list_images
     from scrfd_ref.formats.manifest import RUN_MANIFEST, read_source
     from scrfd_ref.formats.vdsp import apply_vdsp
@@ -182,8 +182,8 @@ def _diagnose_predictions(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``diagnose`` to the main parser."""
     from scrfd_ref.cli.args import add_command
-    from scrfd_ref.conformance.diagnose_run import DEFAULT_IMAGES
     from scrfd_ref.core.profiles import PROFILES
+    from scrfd_ref.diagnose.run import DEFAULT_IMAGES
 
     p = add_command(sub, "diagnose", cmd_diagnose)
     what = p.add_mutually_exclusive_group(required=True)

@@ -38,9 +38,9 @@ def cmd_int8_ap(args: argparse.Namespace) -> int:
         measure_recipes,
         table_markdown,
     )
-    from scrfd_ref.conformance.report_html_int8 import render_int8_ap_html
     from scrfd_ref.formats.datadir import data_dir, widerface_dir
     from scrfd_ref.formats.ground_truth import load_ground_truth
+    from scrfd_ref.report.html_int8 import render_int8_ap_html
 
     asked = args.recipes or ",".join(known_recipes())
     recipes = unique([r.strip() for r in asked.split(",") if r.strip()], "--recipes")
@@ -104,7 +104,7 @@ _INSTALL_HINT = "NNCF runs on OpenVINO, an optional extra: pip install -e '.[ope
 
 def _third_party_missing(names: list[str]) -> list[str]:
     """The third-party recipes among ``names`` whose libraries are not installed."""
-    from scrfd_ref.device.nncf_int8 import nncf_missing
+    from scrfd_ref.quantize.nncf_int8 import nncf_missing
 
     return names if names and nncf_missing() else []
 

@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "plugin")
     p.add_argument("--dtype", default="fp32", choices=DTYPES,
                    help="model precision (default fp32); fp16 / bf16 / int8 convert the fp32 "
-                        "ONNX file first for ort (cached by scrfd_ref.device.quantize; bf16 is "
+                        "ONNX file first for ort (cached by scrfd_ref.quantize.convert; bf16 is "
                         "the storage emulation); openvino computes fp32 / bf16 itself and runs "
                         "the NNCF model for int8")
     p.add_argument("--providers", default=None,

@@ -29,6 +29,9 @@ from scrfd_ref.core.detections import Detections
 from scrfd_ref.core.heads import Heads
 from scrfd_ref.core.nms import box_iou
 
+#: SNR of a head that matches exactly (dB); keeps gains finite
+SNR_CAP = 80.0
+
 
 def head_names(heads: Heads) -> list[str]:
     """``score_8 .. bbox_32 [.. kps_32]`` in the standard output order."""

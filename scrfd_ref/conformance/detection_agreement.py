@@ -1,6 +1,6 @@
 """How well two sets of WIDER prediction rows agree: the one-to-one matching of their boxes,
 the pooled detection mismatch and its agreement in dB (the match of
-:mod:`scrfd_ref.conformance.diagnose_predictions`), and the jitter of the matched pairs
+:mod:`scrfd_ref.diagnose.predictions`), and the jitter of the matched pairs
 (score and box, the noise level the precision hypothesis compares with honest devices').
 Arrays in, numbers out.
 """
@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from scrfd_ref.conformance.diagnose_result import SNR_CAP
+from scrfd_ref.conformance.compare import SNR_CAP
 from scrfd_ref.core.nms import box_area
 
 #: the smallest mismatch told apart (agreement capped at 40 dB)

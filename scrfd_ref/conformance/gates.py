@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from scrfd_ref.core.dtypes import DTYPES
-from scrfd_ref.core.errors import InputError, did_you_mean
 from scrfd_ref.conformance.verdicts import (  # noqa: F401 - re-exported
     VERDICTS,
     GateResult,
     judged,
     worst_verdict,
 )
+from scrfd_ref.core.dtypes import DTYPES
+from scrfd_ref.core.errors import InputError, did_you_mean
 from scrfd_ref.formats.datadir import project_file
 
 DEFAULT_GATES = project_file("gates.toml")

@@ -1,7 +1,7 @@
 """What each int8 recipe keeps of fp32 WIDER AP, measured on images calibration never saw.
 
 :func:`measure_recipes` converts one fp32 model with each recipe of :data:`RECIPES`
-(:func:`scrfd_ref.device.quantize.convert_model`, cached), runs the fp32 model and every
+(:func:`scrfd_ref.quantize.convert.convert_model`, cached), runs the fp32 model and every
 int8 model over the held-out WIDER val images (every shared image except the committed
 calibration list, :func:`held_out_items`) with the ``widerface-eval`` profile (threshold
 0.02, the official protocol's ranking) and evaluates each with the official protocol
@@ -11,13 +11,13 @@ x86 CPUs without VNNI; :mod:`scrfd_ref.backends.ort`).
 
 The recipes: ``minmax``, ``entropy`` and ``percentile`` (99.999) calibration, every
 weighted node int8; ``default``: percentile plus the automatic mixed-precision search
-(:mod:`scrfd_ref.device.mixed_precision`), what ``scrfd-ref quantize`` writes with no
+(:mod:`scrfd_ref.quantize.mixed_precision`), what ``scrfd-ref quantize`` writes with no
 other option. All of them keep the head outputs and the flattening tail in float
-(:mod:`scrfd_ref.device.int8_build`).
+(:mod:`scrfd_ref.quantize.int8_build`).
 
 ``nncf`` is a recognised third-party post-training quantizer beside them: OpenVINO's NNCF
 with its defaults, calibrated on the same images with the same profile
-(:mod:`scrfd_ref.device.nncf_int8`) and run by OpenVINO's CPU plugin (int8 kernels, VNNI
+(:mod:`scrfd_ref.quantize.nncf_int8`) and run by OpenVINO's CPU plugin (int8 kernels, VNNI
 where the CPU has it; the optional extra ``pip install -e '.[openvino]'``).
 
 ``scrfd-ref int8-ap`` prints the table and writes it as JSON and Markdown.
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scrfd_ref.device.quantize import QuantRecipe
+from scrfd_ref.quantize.convert import QuantRecipe
 
 #: recipe name -> the recipe (``default`` is :class:`QuantRecipe`'s defaults)
 RECIPES: dict[str, QuantRecipe] = {
@@ -83,8 +83,8 @@ class RecipeRow:
 def held_out_items(images_dir: Path, ground_truth: Any) -> list[Any]:
     """Every WIDER val image under ``images_dir`` whose event the ground truth has, except
     the committed calibration images."""
-    from scrfd_ref.device.calibration import calibration_keys
     from scrfd_ref.formats.dataset import list_images
+    from scrfd_ref.quantize.calibration import calibration_keys
 
     events = [p.name for p in sorted(Path(images_dir).iterdir())
               if p.is_dir() and p.name in ground_truth.events]
@@ -189,7 +189,7 @@ def measure_recipes(model: Path, recipes: Sequence[str], items: Sequence[Any],
     each row with the interval of its ratio to fp32; ``differences`` (a list) receives the
     :class:`RecipeDifference` of every pair of recipes."""
     from scrfd_ref.core.errors import InputError
-    from scrfd_ref.device.quantize import conversion_record, convert_model
+    from scrfd_ref.quantize.convert import conversion_record, convert_model
 
     unknown = [r for r in recipes if r not in known_recipes()]
     if unknown:
@@ -212,7 +212,7 @@ def measure_recipes(model: Path, recipes: Sequence[str], items: Sequence[Any],
         t0 = time.perf_counter()
         runner = THIRD_PARTY.get(name, "ort")
         if name in THIRD_PARTY:
-            from scrfd_ref.device.nncf_int8 import nncf_model
+            from scrfd_ref.quantize.nncf_int8 import nncf_model
 
             converted = nncf_model(model, input_size=input_size, cache=cache_dir,
                                    progress=progress)

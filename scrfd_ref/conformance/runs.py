@@ -146,7 +146,7 @@ class DeviceSpec:
 def open_backend(spec: DeviceSpec, model: Path | None, *, cache: Path | None = None,
                  recipe: Any = None) -> Backend:
     """Build the backend of ``spec``: the model converted to its dtype (cached), or replay;
-    ``recipe``: the int8 :class:`~scrfd_ref.device.quantize.QuantRecipe` (a build YAML's).
+    ``recipe``: the int8 :class:`~scrfd_ref.quantize.convert.QuantRecipe` (a build YAML's).
 
     Raises BackendUnavailable (a one-line reason) when the combination cannot run here.
     """
@@ -154,7 +154,7 @@ def open_backend(spec: DeviceSpec, model: Path | None, *, cache: Path | None = N
         return get_backend("replay", spec.outputs_dir, dtype=spec.dtype, partial=spec.partial)
     if model is None:
         raise BackendUnavailable(data_mod.missing_model_reason(spec.variant))
-    from scrfd_ref.device.model_prep import prepare_model
+    from scrfd_ref.quantize.prepare import prepare_model
 
     path = prepare_model(model, dtype=spec.dtype, cache=cache, backend=spec.backend,
                          recipe=recipe if spec.dtype == "int8" else None)
@@ -300,7 +300,7 @@ def run_key(model: Path, spec: DeviceSpec, profile: Profile, items: Sequence[Ima
     """Cache key of a run: model bytes, device, profile, image list, library versions."""
     import onnxruntime
 
-    from scrfd_ref.device.model_prep import file_digest
+    from scrfd_ref.quantize.prepare import file_digest
 
     h = hashlib.sha256()
     for part in (file_digest(model), spec.id, json.dumps(profile.to_dict(), sort_keys=True),

@@ -21,7 +21,7 @@ when IoU <= thr; the device flow uses it too); ``mmcv`` is what insightface's WI
 script actually runs (mmdet ``multiclass_nms`` -> mmcv CUDA ``nms(offset=0)``: no "+1",
 suppress when ``inter > thr * union``), with mmdet's strict ``score > score_thr``. The
 widerface-eval profile reproduces that script bit for bit (checked against an
-independent transcription, ``tests/insightface_wider_transcript.py``).
+independent transcription, ``tests/helpers/insightface_wider_transcript.py``).
 
 Letterbox kinds (``preprocess.letterbox_geometry`` implements them):
 

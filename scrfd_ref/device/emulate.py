@@ -85,9 +85,9 @@ def round_storage(model, emulation: str = "fp16-storage"):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     if emulation == "bf16-storage":   # Cast to BFLOAT16 exists from opset 13 on
-        from scrfd_ref.device.quantize_write import _upgrade_opset
+        from scrfd_ref.device.model_files import upgrade_opset
 
-        m = _upgrade_opset(m, Path(m.graph.name or "model"), BF16_OPSET)
+        m = upgrade_opset(m, Path(m.graph.name or "model"), BF16_OPSET)
     floats = _float_tensors(m)
     g = m.graph
     for init in g.initializer:
@@ -133,9 +133,8 @@ def emulated_model(src: str | Path, emulation: str = "fp16-storage",
     """The ``emulation`` of ``src`` (an ONNX file, any layout), cached by content hash
     (run it with :data:`RUN_OPTIONS`)."""
     from scrfd_ref.core.errors import InputError
+    from scrfd_ref.device.model_files import cached_model_ok, load_checked_model
     from scrfd_ref.device.onnx_tools import save_model
-    from scrfd_ref.device.quantize_write import cached_model_ok
-    from scrfd_ref.device.quantize_write import _load_model
 
     if emulation not in EMULATIONS:
         raise InputError(f"emulation {emulation!r} is not one of {', '.join(EMULATIONS)}")
@@ -145,5 +144,5 @@ def emulated_model(src: str | Path, emulation: str = "fp16-storage",
     key = hashlib.sha256(f"{file_digest(src)}|{emulation}|v2".encode()).hexdigest()[:16]
     target = data_mod.cache_dir(cache) / f"{src.stem}.{emulation}.{key}.onnx"
     if not cached_model_ok(target):
-        save_model(round_storage(_load_model(src), emulation), target)
+        save_model(round_storage(load_checked_model(src), emulation), target)
     return target

@@ -10,26 +10,34 @@ the raw NCHW map the vendor flow compiles: scores as logits ``(B, 2, H, W)``, bo
 ``(B, 8, H, W)``, landmarks ``(B, 20, H, W)``, named ``score_8 ... kps_32`` in the order
 scores, boxes, landmarks (strides 8, 16, 32 each). :func:`drop_landmark_outputs` and
 :func:`fix_input_size` are the other two rewrites. Like everything in
-:mod:`scrfd_ref.device.onnx_tools` (which finds the heads and re-exports these
-functions), they work on copies: no function changes the ``onnx.ModelProto`` it is given.
+:mod:`scrfd_ref.device.onnx_tools` (which finds the heads), they work on copies: no function changes the ``onnx.ModelProto`` it is given.
 
-Output pruning (:func:`_keep_outputs`) also serves onnx_tools, which runs the pruned
-graph to measure the heads' raw maps. The helpers of :mod:`scrfd_ref.device.onnx_tools`
-are imported inside the functions that use them, so either module can be imported first
-without an import cycle.
+This module builds on :mod:`scrfd_ref.device.onnx_tools` (head finding, output pruning
+with :func:`~scrfd_ref.device.onnx_tools.keep_outputs`); onnx_tools imports nothing from here.
 """
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Sequence
 
 import onnx
-from onnx import TensorProto, helper, shape_inference
+from onnx import helper, shape_inference
 
 from scrfd_ref.core.errors import InputError, LayoutError
-
-if TYPE_CHECKING:
-    from scrfd_ref.device.onnx_tools import Dim, HeadOutput, ModelOrPath
+from scrfd_ref.device.onnx_tools import (
+    Dim,
+    HeadOutput,
+    ModelOrPath,
+    _check_size,
+    _find_heads,
+    _graph_label,
+    _image_input,
+    _resolve,
+    _run_zeros,
+    _value_shape,
+    keep_outputs,
+    replace_field,
+)
 
 
 def fix_input_size(model: onnx.ModelProto, input_size: tuple[int, int]) -> onnx.ModelProto:
@@ -44,7 +52,6 @@ def fix_input_size(model: onnx.ModelProto, input_size: tuple[int, int]) -> onnx.
         InputError: the size is not a positive multiple of 32, or the model cannot run
             at that size (e.g. a static export with resize sizes baked in).
     """
-    from scrfd_ref.device.onnx_tools import _graph_label
 
     return _fix_input_size(model, input_size, _graph_label(model))
 
@@ -66,7 +73,6 @@ def export_device_layout(model_or_path: ModelOrPath, *,
         LayoutError: the graph does not end in SCRFD heads (see
             :func:`~scrfd_ref.device.onnx_tools.find_heads`).
     """
-    from scrfd_ref.device.onnx_tools import _find_heads, _image_input, _resolve, _value_shape
 
     model, label = _resolve(model_or_path)
     if input_size is not None:
@@ -78,10 +84,10 @@ def export_device_layout(model_or_path: ModelOrPath, *,
         raise LayoutError(f"{label}: the input is named {image.name!r}, which the device "
                           f"layout needs for an output")
     input_shape = _value_shape(image) or (None,) * 4
-    pruned = _keep_outputs(model, [h.map_name for h in heads])
+    pruned = keep_outputs(model, [h.map_name for h in heads])
     _rename_tensors(pruned.graph, {h.map_name: h.device_name for h in heads})
-    _replace(pruned.graph.output, [_map_value_info(h, input_shape) for h in heads])
-    _replace(pruned.graph.value_info,
+    replace_field(pruned.graph.output, [_map_value_info(h, input_shape) for h in heads])
+    replace_field(pruned.graph.value_info,
              [v for v in pruned.graph.value_info if v.name not in {h.device_name for h in heads}])
     return pruned
 
@@ -95,58 +101,18 @@ def drop_landmark_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         LayoutError: the graph does not end in SCRFD heads.
     """
-    from scrfd_ref.device.onnx_tools import _find_heads, _graph_label
 
     label = _graph_label(model)
     heads = _find_heads(model, label, None)
     landmark_outputs = {h.output_name for h in heads if h.kind == "kps"}
     kept = [o for o in model.graph.output if o.name not in landmark_outputs]
-    pruned = _keep_outputs(model, [o.name for o in kept])
+    pruned = keep_outputs(model, [o.name for o in kept])
     del pruned.graph.output[:]
     pruned.graph.output.extend(kept)
     return pruned
 
 
 # ----------------------------------------------------------------------------- internals
-
-def _keep_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """Copy of ``model`` whose outputs are the tensors ``names`` (no declared shapes), with
-    nodes, initializers and value_info that no longer feed any output removed.
-
-    The graph is assumed topologically sorted (the ONNX rule) and free of subgraphs.
-    """
-    names = list(dict.fromkeys(names))
-    needed = set(names)
-    kept: list[onnx.NodeProto] = []
-    for node in reversed(model.graph.node):
-        if needed.intersection(node.output):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-    kept.reverse()
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*g.value_info, *g.output, *g.input]}
-    inits = [t for t in g.initializer if t.name in needed]
-    init_names = {t.name for t in g.initializer}
-    inputs = [i for i in g.input if i.name not in init_names or i.name in needed]
-    value_info = [v for v in g.value_info if v.name in needed and v.name not in names]
-    _replace(g.node, kept)
-    _replace(g.initializer, inits)
-    _replace(g.input, inputs)
-    _replace(g.value_info, value_info)
-    _replace(g.output, [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), None)
-                        for n in names])
-    return out
-
-
-def _replace(field_: object, items: Iterable) -> None:
-    """Replace the contents of a repeated protobuf field by copies of ``items``."""
-    copies = [type(i).FromString(i.SerializeToString()) for i in items]
-    del field_[:]  # type: ignore[index]
-    field_.extend(copies)  # type: ignore[attr-defined]
-
 
 def _tensor_names(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name used in ``graph`` (node inputs/outputs, initializers, inputs)."""
@@ -193,7 +159,6 @@ def _map_value_info(head: HeadOutput, input_shape: Sequence[Dim]) -> onnx.ValueI
 def _fix_input_size(model: onnx.ModelProto, input_size: tuple[int, int],
                     label: str) -> onnx.ModelProto:
     """:func:`fix_input_size` with ``label`` (file or graph) in error messages."""
-    from scrfd_ref.device.onnx_tools import _check_size, _image_input, _run_zeros, _value_shape
 
     w, h = _check_size(input_size, label)
     fixed = onnx.ModelProto()

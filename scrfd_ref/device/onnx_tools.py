@@ -1,8 +1,9 @@
 """Read and inspect SCRFD ONNX files (seed-flow.md sections 1-2).
 
 Loading, saving, describing a model and finding its heads live here; the rewrites into
-the device layout (:func:`export_device_layout`, :func:`drop_landmark_outputs`,
-:func:`fix_input_size`) live in :mod:`scrfd_ref.device.export` and are re-exported here.
+the device layout (``export_device_layout``, ``drop_landmark_outputs``, ``fix_input_size``)
+live in :mod:`scrfd_ref.device.export`, which builds on this module; output pruning
+(:func:`keep_outputs`) serves both.
 
 Heads are found by structure and shape, never by output name or order: the tail is
 walked back from each output through flattening ops (:data:`TAIL_OPS`) to the raw map,
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Iterable, Literal, Sequence, Union
 
 import numpy as np
 import onnx
@@ -29,15 +30,6 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
 from scrfd_ref.core.errors import InputError, LayoutError
-
-# export imports this module's helpers inside its functions, never at import time, so
-# importing it here (output pruning, and the rewrites to re-export) makes no import cycle
-from scrfd_ref.device.export import (
-    _keep_outputs,
-    drop_landmark_outputs,
-    export_device_layout,
-    fix_input_size,
-)
 
 STRIDES: tuple[int, ...] = (8, 16, 32)
 #: Head kinds in output order, with the channel count of their raw map (2 anchors x C).
@@ -196,6 +188,46 @@ def find_heads(model_or_path: ModelOrPath, *,
 
 # ----------------------------------------------------------------------------- internals
 
+def keep_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """Copy of ``model`` whose outputs are the tensors ``names`` (no declared shapes), with
+    nodes, initializers and value_info that no longer feed any output removed.
+
+    The graph is assumed topologically sorted (the ONNX rule) and free of subgraphs.
+    """
+    names = list(dict.fromkeys(names))
+    needed = set(names)
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    kept.reverse()
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*g.value_info, *g.output, *g.input]}
+    inits = [t for t in g.initializer if t.name in needed]
+    init_names = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in init_names or i.name in needed]
+    value_info = [v for v in g.value_info if v.name in needed and v.name not in names]
+    replace_field(g.node, kept)
+    replace_field(g.initializer, inits)
+    replace_field(g.input, inputs)
+    replace_field(g.value_info, value_info)
+    replace_field(g.output, [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), None)
+                        for n in names])
+    return out
+
+
+def replace_field(field_: object, items: Iterable) -> None:
+    """Replace the contents of a repeated protobuf field by copies of ``items``."""
+    copies = [type(i).FromString(i.SerializeToString()) for i in items]
+    del field_[:]  # type: ignore[index]
+    field_.extend(copies)  # type: ignore[attr-defined]
+
+
+
 def _resolve(model_or_path: ModelOrPath) -> tuple[onnx.ModelProto, str]:
     """``(model, label for messages)`` from a ModelProto or a path."""
     if isinstance(model_or_path, onnx.ModelProto):
@@ -337,7 +369,7 @@ def _find_heads(model: onnx.ModelProto, label: str,
     if len(set(map_names)) != len(map_names):
         raise fail("several outputs come from the same tensor")
     size = _probe_size(model, probe_size, label)
-    maps = _run_zeros(_keep_outputs(model, map_names), size, label)
+    maps = _run_zeros(keep_outputs(model, map_names), size, label)
     heads = []
     for out, (map_name, ops) in tails.items():
         shape = maps[map_name].shape
@@ -361,5 +393,5 @@ def _find_heads(model: onnx.ModelProto, label: str,
 
 
 __all__ = ["KIND_MAP_CHANNELS", "PROBE_SIZE", "STRIDES", "TAIL_OPS", "Dim", "HeadOutput",
-           "ModelInfo", "ModelOrPath", "describe_model", "drop_landmark_outputs",
-           "export_device_layout", "find_heads", "fix_input_size", "load_model", "save_model"]
+           "ModelInfo", "ModelOrPath", "describe_model", "find_heads", "keep_outputs",
+           "load_model", "replace_field", "save_model"]

@@ -10,9 +10,8 @@ per-setting indices of a text ground truth from the same setting files.
 Every ``.mat`` file is parsed in a child process (:func:`_guarded`), so a
 ``scipy.io.loadmat`` crash on a corrupt file becomes an InputError.
 
-The types and constants come from :mod:`scrfd_ref.formats.ground_truth`, which
-re-exports this module's public readers; they are imported inside the functions that
-need them, so either module can be imported first without an import cycle.
+The types and constants come from :mod:`scrfd_ref.formats.ground_truth_types`;
+:mod:`scrfd_ref.formats.ground_truth` re-exports the public readers.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import numpy as np
 from scrfd_ref.core.errors import DataMissingError, InputError
 
 if TYPE_CHECKING:
-    from scrfd_ref.formats.ground_truth import GroundTruth, GroundTruthImage
+    from scrfd_ref.formats.ground_truth_types import GroundTruth, GroundTruthImage
 
 
 #: seconds a .mat read may take in its child process before it is called stuck
@@ -251,7 +250,7 @@ def _counted_from_1based(idx: np.ndarray, n: int, path: Path, where: str) -> np.
 
 def setting_mat_paths(folder: Path) -> dict[str, Path]:
     """``{setting: folder/wider_<setting>_val.mat}`` for the settings whose file exists."""
-    from scrfd_ref.formats.ground_truth import SETTING_MAT, SETTINGS
+    from scrfd_ref.formats.ground_truth_types import SETTING_MAT, SETTINGS
 
     return {s: folder / SETTING_MAT.format(s) for s in SETTINGS
             if (folder / SETTING_MAT.format(s)).is_file()}
@@ -268,7 +267,7 @@ def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
         InputError: truncated / corrupt file, missing key, or mismatched event or image
             counts (or names) between the files; the message names the file.
     """
-    from scrfd_ref.formats.ground_truth import (
+    from scrfd_ref.formats.ground_truth_types import (
         FACE_MAT,
         SETTING_MAT,
         SETTINGS,

@@ -10,9 +10,8 @@ hard split, so the ground truth has one setting, ``all`` (every box counted), an
 :attr:`~scrfd_ref.formats.ground_truth.GroundTruth.note` says why.
 Read with :func:`read_wider_txt`.
 
-The types and constants come from :mod:`scrfd_ref.formats.ground_truth`, which
-re-exports :func:`read_wider_txt`; they are imported inside it, so either module can be
-imported first without an import cycle.
+The types and constants come from :mod:`scrfd_ref.formats.ground_truth_types`;
+:mod:`scrfd_ref.formats.ground_truth` re-exports the public readers.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from scrfd_ref.formats.ground_truth_mat import (
 )
 
 if TYPE_CHECKING:
-    from scrfd_ref.formats.ground_truth import GroundTruth
+    from scrfd_ref.formats.ground_truth_types import GroundTruth
 
 
 def _parse_txt(path: Path) -> list[tuple[str, str, np.ndarray]]:
@@ -116,7 +115,7 @@ def read_wider_txt(txt_path: str | Path,
         InputError: malformed text (file and line named), duplicate image, setting files
             that miss images or disagree on box counts, only some of the three settings.
     """
-    from scrfd_ref.formats.ground_truth import ALL_FACES, SETTINGS, GroundTruth, make_image
+    from scrfd_ref.formats.ground_truth_types import ALL_FACES, SETTINGS, GroundTruth, make_image
 
     path = Path(txt_path)
     entries = _parse_txt(path)

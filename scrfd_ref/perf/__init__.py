@@ -1,4 +1,8 @@
-"""perf: vamp-style throughput and latency runs (see :mod:`scrfd_ref.perf.runner`)."""
+"""perf: vamp-style throughput and latency runs: settings, instances, the pipelined
+executor, the process / thread runner (:mod:`scrfd_ref.perf.runner`), statistics, results
+and summaries. May import ``core``, ``formats``, ``backends``, ``detector``, ``widerface``,
+``device`` and ``quantize`` (the model of a dtype); never conformance or anything above it.
+"""
 from scrfd_ref.perf.pipeline import default_image_paths, pipeline_images
 from scrfd_ref.perf.result import PerfResult, format_summary, library_versions
 from scrfd_ref.perf.runner import compare_with_bare, model_for_dtype, run_bare, run_perf

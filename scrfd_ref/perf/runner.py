@@ -51,12 +51,12 @@ BARRIER_TIMEOUT_S = 600.0
 def model_for_dtype(model: str | os.PathLike[str], dtype: str, backend: str = "ort") -> Path:
     """The model file ``backend`` runs for ``dtype``: the model itself for fp32 (or a
     non-ONNX model such as a replay folder), else the cached conversion of
-    :func:`scrfd_ref.device.model_prep.prepare_model` (OpenVINO: the fp32 file, or the
+    :func:`scrfd_ref.quantize.prepare.prepare_model` (OpenVINO: the fp32 file, or the
     NNCF model for int8)."""
     path = Path(model)
     if dtype == "fp32" or path.suffix.lower() != ".onnx":
         return path
-    from scrfd_ref.device.model_prep import prepare_model
+    from scrfd_ref.quantize.prepare import prepare_model
 
     return prepare_model(path, dtype=dtype, backend=backend)
 

@@ -33,7 +33,7 @@ class PerfSettings:
         backend: backend registry name (``ort``, ``replay``, plugins).
         backend_options: extra keyword options for the backend factory.
         dtype: ``fp32``, ``fp16`` or ``int8``; an ``.onnx`` model is converted with
-            :func:`scrfd_ref.device.quantize.convert_model` when not fp32 (cached).
+            :func:`scrfd_ref.quantize.convert.convert_model` when not fp32 (cached).
         instances: concurrent instances (threads, one backend each) per process.
         processes: OS processes (spawned), each with ``instances`` instances.
         batch: images per call.

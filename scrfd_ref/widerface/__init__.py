@@ -11,5 +11,7 @@
 
 Import from the modules (``from scrfd_ref.widerface.evaluate import evaluate``); the
 package re-exports nothing, so the name ``evaluate`` always means the module here.
+
+May import ``core``, ``formats``, ``backends`` and ``detector``; it knows nothing of gates.
 """
 from __future__ import annotations

@@ -34,7 +34,7 @@ renormalise per resample:
   it): variance that is an artefact of resampling, not of the images;
 * on an image multiset that keeps the images holding the extreme scores, the official tool
   itself uses exactly this normalisation, so such a weighting equals the official
-  evaluation of the images repeated (``tests/test_bootstrap.py`` checks it against an
+  evaluation of the images repeated (``tests/widerface/test_bootstrap.py`` checks it against an
   independently built duplicated ground truth);
 * it keeps a resample a pure reweighting of fixed per-image counts, which is what makes
   1000 resamples cost a few evaluations.

@@ -24,7 +24,7 @@ def steps(pytestconfig, variant_file, eval_items, ground_truth):
     if pytestconfig.getoption("--device-outputs"):
         pytest.skip("the decomposition runs the variant's models, not a replay folder")
     model = variant_file(VARIANT)
-    from scrfd_ref.device.model_prep import prepare_model
+    from scrfd_ref.quantize.prepare import prepare_model
 
     lower = {d: prepare_model(model, dtype=d) for d in DTYPES if d != "fp32"}
     return decompose(model, eval_items, ground_truth, models_by_dtype=lower)

@@ -1,0 +1,313 @@
+"""The session hooks of the scrfd-ref pytest plugin (registered by
+:mod:`scrfd_ref.pytest_plugin.options`): the gates and the device folder checked before any
+test runs, the conformance matrix and its tiers, the not-run summary, the perf table and
+the conformance report.
+
+The reference is never a device (benchmarks still time it). What the matrix leaves out,
+and why, is decided in one place (:func:`scrfd_ref.conformance.runs.plan_matrix`: the
+allowed cases of the conventions page) and printed once at the end of the session; under
+``--require-data`` anything else that cannot run fails.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scrfd_ref.formats import datadir as data_mod
+from scrfd_ref.formats.datadir import SHARED_EVENTS, SHARED_MODEL_FILES  # noqa: F401
+from scrfd_ref.pytest_plugin.options import DEFAULT_BACKENDS
+
+REPORT_KEY = pytest.StashKey["object"]()
+GATES_KEY = pytest.StashKey[object]()
+SOURCE_KEY = pytest.StashKey[object]()
+PLAN_KEY = pytest.StashKey[dict]()
+VDSP_KEY = pytest.StashKey[object]()
+RECIPE_KEY = pytest.StashKey[object]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from scrfd_ref.conformance.gates import Gates
+    from scrfd_ref.core.errors import ScrfdRefError
+    from scrfd_ref.device.flow import dump_source
+    from scrfd_ref.report.document import ConformanceReport
+
+    config.stash[REPORT_KEY] = ConformanceReport()
+    config.stash[PERF_KEY] = []
+    try:  # a bad --gates file or device folder stops the session before any test runs
+        _check_options(config)
+        config.stash[GATES_KEY] = Gates.load(config.getoption("--gates"))
+        outputs = config.getoption("--device-outputs")
+        if outputs:
+            folder = Path(outputs)
+            if not folder.is_dir():
+                raise pytest.UsageError(f"--device-outputs {folder}: no such folder")
+            config.stash[SOURCE_KEY] = dump_source(
+                folder, allow_incomplete=config.getoption("--allow-incomplete"),
+                option="--device-outputs")
+            _check_dump_options(config, folder, config.stash[SOURCE_KEY])
+        _read_device_configs(config)
+    except ScrfdRefError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Every scrfd-ref option with a fixed set of values checked before collection: a
+    typo stops the session with one line naming the closest valid value (pytest's usage
+    exit 4), never a traceback during collection."""
+    from scrfd_ref.backends import available_backends
+    from scrfd_ref.core.dtypes import DTYPES
+    from scrfd_ref.core.errors import did_you_mean
+    from scrfd_ref.core.profiles import PROFILES
+
+    for option, known, what in (("--dtype", list(DTYPES), "a dtype"),
+                                ("--variant", list(data_mod.VARIANTS), "a variant"),
+                                ("--backend", None, "an available backend")):
+        for value in config.getoption(option) or ():
+            known = known if known is not None else list(available_backends())
+            if value not in known:
+                raise pytest.UsageError(f"{option} {value}: not {what}"
+                                        + did_you_mean(value, known))
+    profile = config.getoption("--profile")
+    if profile and profile not in PROFILES:
+        raise pytest.UsageError(f"--profile {profile}: not a profile"
+                                + did_you_mean(profile, sorted(PROFILES)))
+    heads = config.getoption("--head-images")
+    if heads < 1:
+        raise pytest.UsageError(f"--head-images {heads}: expected an integer >= 1 (the number "
+                                "of images whose raw heads are compared)")
+
+
+def _check_dump_options(config: pytest.Config, folder: Path, source) -> None:
+    """A --device-outputs folder against the options and its own manifest: the variant
+    and dtype must be known, a --dtype other than the recorded one needs --force-dtype,
+    and a complete dump must still hold every image it recorded, in the recorded order."""
+    from scrfd_ref.formats.device_outputs import check_recorded
+
+    meta = source.identity
+    dtypes = config.getoption("--dtype")
+    if not (config.getoption("--variant") or meta.get("variant")) or not (
+            dtypes or meta.get("dtype") or meta.get("output_dtype")):
+        raise pytest.UsageError(f"--device-outputs {folder}: no scrfd_dump.json saying the "
+                                "variant and dtype; pass --variant and --dtype")
+    recorded = meta.get("dtype")
+    if dtypes and recorded and dtypes[0] != recorded and not config.getoption("--force-dtype"):
+        raise pytest.UsageError(
+            f"--dtype {dtypes[0]}: the dump's manifest {folder / 'scrfd_dump.json'} records "
+            f"dtype {recorded}; drop --dtype, or pass --force-dtype to judge it as "
+            f"{dtypes[0]} anyway")
+    check_recorded(folder, partial=not (source.manifest or {}).get("complete", True))
+
+
+def _read_device_configs(config: pytest.Config) -> None:
+    """Read ``--vdsp-params`` and ``--build-yaml`` (refused files stop the session)."""
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.formats.build_yaml import read_build_yaml
+    from scrfd_ref.formats.vdsp import apply_vdsp, read_vdsp_params
+    from scrfd_ref.quantize.convert import QuantRecipe
+
+    if config.getoption("--vdsp-params"):
+        vdsp = read_vdsp_params(config.getoption("--vdsp-params"))
+        apply_vdsp(get_profile(config.getoption("--profile") or "device-flow"), vdsp)
+        config.stash[VDSP_KEY] = vdsp
+    if config.getoption("--build-yaml"):
+        build = read_build_yaml(config.getoption("--build-yaml"))
+        config.stash[RECIPE_KEY] = (build, QuantRecipe.from_build_yaml(build))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Notices the user must see once: gates taken from the defaults, dump provenance."""
+    lines = []
+    gates = config.stash.get(GATES_KEY, None)
+    if gates is not None and gates.notice():
+        lines.append(f"scrfd-ref: notice: {gates.notice()}")
+    source = config.stash.get(SOURCE_KEY, None)
+    if source is not None and source.notice:
+        lines.append(f"scrfd-ref: notice: {source.notice}")
+    vdsp = config.stash.get(VDSP_KEY, None)
+    if vdsp is not None:
+        lines.append(f"scrfd-ref: preprocessing from vdsp params {vdsp.source} (sha256 "
+                     f"{vdsp.sha256[:12]})")
+    built = config.stash.get(RECIPE_KEY, None)
+    if built is not None:
+        build, recipe = built
+        lines.append(f"scrfd-ref: int8 devices follow build YAML {build.source}: "
+                     f"{recipe.method}, {'per channel' if recipe.per_channel else 'per tensor'}"
+                     f", {recipe.calib_count} calibration images")
+        if build.unsupported:
+            lines.append("scrfd-ref: warning: build YAML keys not understood (ignored): "
+                         + ", ".join(build.unsupported))
+    return lines
+
+
+def _xdist_worker(config: pytest.Config) -> str | None:
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks refuse to time under pytest-xdist (workers share the cores)."""
+    xdist = _xdist_worker(config) is not None or bool(getattr(config.option, "numprocesses", 0))
+    if not xdist or config.getoption("benchmark_disable", default=False):
+        return
+    skip = pytest.mark.skip(reason="benchmarks do not time under pytest-xdist (workers share "
+                                   "cores and skew every number): run `pytest benchmarks/ "
+                                   "-p no:xdist`, or add --benchmark-disable to only execute them")
+    for item in items:
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
+PERF_KEY = pytest.StashKey[list]()
+#: (device, level, messages) of every inconclusive level of the session
+INCONCLUSIVE_KEY = pytest.StashKey[list]()
+#: the user property that marks a test report as an inconclusive verdict
+VERDICT_PROPERTY = "scrfd_ref_verdict"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """An inconclusive verdict's report carries its message as it is (no "Failed:"
+    prefix, no traceback), so the JUnit XML failure message starts with INCONCLUSIVE."""
+    report = yield
+    if (report.when == "call" and report.failed and call.excinfo is not None
+            and dict(item.user_properties).get(VERDICT_PROPERTY) == "inconclusive"):
+        report.longrepr = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
+    return report
+
+
+def pytest_report_teststatus(report, config: pytest.Config):
+    """A conformance test that ends inconclusive (the images cannot decide) is reported in
+    its own category: ``I`` / ``INCONCLUSIVE`` and "N inconclusive" in the summary line,
+    never counted as "failed" (pytest's exit status is still non-zero: it is not evidence
+    of conformance; the JUnit XML keeps it as a failure whose message starts with
+    INCONCLUSIVE)."""
+    if report.when == "call" and report.failed and \
+            dict(report.user_properties).get(VERDICT_PROPERTY) == "inconclusive":
+        return "inconclusive", "I", "INCONCLUSIVE"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """What was not run here and why (once), the inconclusive verdicts with what the
+    images lack, then a vamp-style table of every perf run of the session
+    (benchmarks/test_bench_vamp.py)."""
+    tr = terminalreporter
+    left_out = not_run_lines(config)
+    if left_out:
+        tr.section("scrfd-ref: not run here (allowed; see conftest.py / plan_matrix)")
+        for line in left_out:
+            tr.write_line(f"- {line}")
+    undecided = config.stash.get(INCONCLUSIVE_KEY, [])
+    if undecided:
+        accepted = config.getoption("--accept-inconclusive")
+        tr.section("scrfd-ref: inconclusive (the images cannot decide; not a device failure)"
+                   + (": ACCEPTED by --accept-inconclusive, not evidence of conformance"
+                      if accepted else ""), yellow=True)
+        for device, level, lines in undecided:
+            for line in lines:
+                tr.write_line(f"- {device} {level}: {line}")
+    rows = config.stash.get(PERF_KEY, [])
+    if not rows:
+        return
+    tr.section("scrfd-ref perf (vamp-style)")
+    tr.write_line(f"{'device':<24} {'i':>2} {'p':>2} {'b':>3} {'shape':>11} {'img/s':>9} "
+                  f"{'mean ms':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8}")
+    for r in rows:
+        lat = r["latency_ms"]
+        tr.write_line(f"{r['device']:<24} {r['instances']:>2} {r['processes']:>2} {r['batch']:>3} "
+                      f"{r['shape']:>11} {r['throughput_ips']:>9.2f} {lat['mean']:>8.2f} "
+                      f"{lat['p50']:>8.2f} {lat['p90']:>8.2f} {lat['p95']:>8.2f} {lat['p99']:>8.2f}")
+    if any(r.get("quick") for r in rows):
+        tr.write_line("(quick mode: --benchmark-disable ran 2 calls per instance; numbers are "
+                      "not measurements)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    folder = session.config.getoption("--report")
+    report = session.config.stash.get(REPORT_KEY, None)
+    if not folder or report is None:
+        return
+    worker = _xdist_worker(session.config)
+    if worker is not None:
+        report.write_partial(folder, worker)
+    elif report.devices or any(Path(folder).glob(".partial-*.json")):
+        js, md, html = report.write(folder)
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"scrfd-ref report: {html} (open in a browser), {md} and {js}")
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+
+def _dump_meta(config: pytest.Config) -> dict:
+    """The identity the --device-outputs folder's manifest recorded ({} without one)."""
+    source = config.stash.get(SOURCE_KEY, None)
+    return source.identity if source is not None else {}
+
+
+def device_specs(config: pytest.Config, include_reference: bool = False) -> list:
+    """The devices this session checks, from --backend/--dtype/--variant/--device-outputs
+    (planned once per session; what is left out is remembered for the summary)."""
+    plans = config.stash.setdefault(PLAN_KEY, {})
+    if include_reference not in plans:
+        plans[include_reference] = _plan(config, include_reference)
+    return plans[include_reference].specs
+
+
+def _plan(config: pytest.Config, include_reference: bool):
+    """The matrix of the options (checked when the session started: :func:`_check_options`,
+    :func:`_check_dump_options`)."""
+    from scrfd_ref.backends import available_backends
+    from scrfd_ref.conformance.runs import DeviceSpec, MatrixPlan, plan_matrix
+    from scrfd_ref.core.dtypes import DTYPES
+
+    variants = config.getoption("--variant") or list(data_mod.VARIANTS)
+    dtypes = config.getoption("--dtype")
+    outputs = config.getoption("--device-outputs")
+    if outputs:
+        meta = _dump_meta(config)
+        variant = (config.getoption("--variant") or [meta.get("variant")])[0]
+        dtype = (dtypes or [meta.get("dtype") or meta.get("output_dtype")])[0]
+        source = config.stash.get(SOURCE_KEY, None)
+        partial = bool(source is not None and source.manifest is not None
+                       and source.manifest.get("complete") is False)
+        return MatrixPlan([DeviceSpec("replay", dtype, variant, Path(outputs), partial)], [])
+    backends = config.getoption("--backend")
+    if backends is None:
+        backends = list(DEFAULT_BACKENDS) + [b for b in available_backends()
+                                             if b not in DEFAULT_BACKENDS and b != "replay"]
+    return plan_matrix(variants, backends, list(dtypes or DTYPES),
+                       data_mod.data_dir(config.getoption("--data-dir")),
+                       require_data=config.getoption("--require-data"),
+                       include_reference=include_reference)
+
+
+#: the devices of the default tier when the user narrows nothing: one variant, the two
+#: float precisions below fp32 on ONNX Runtime, whose models build in a second (the int8
+#: model's calibration and mixed-precision search take minutes: it and the rest of the
+#: matrix are marked ``acceptance``)
+DEFAULT_TIER: tuple[tuple[str, str, str], ...] = (
+    ("ort", "fp32", "500m_bnkps"), ("ort", "fp16", "500m_bnkps"), ("ort", "bf16", "500m_bnkps"))
+NARROWING = ("--backend", "--dtype", "--variant", "--device-outputs")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device_spec" in metafunc.fixturenames:
+        # comparisons never take the reference as a device; benchmarks may time it
+        compares = {"reference_run", "device_run"} & set(metafunc.fixturenames)
+        specs = device_specs(metafunc.config, include_reference=not compares)
+        narrowed = any(metafunc.config.getoption(o) for o in NARROWING)
+        params = [pytest.param(s, id=s.id, marks=() if narrowed or
+                               (s.backend, s.dtype, s.variant) in DEFAULT_TIER
+                               else pytest.mark.acceptance) for s in specs]
+        metafunc.parametrize("device_spec", params, scope="session")
+
+
+def not_run_lines(config: pytest.Config) -> list[str]:
+    """What the conformance matrix left out and why, each once (allowed cases only)."""
+    lines: list[str] = []
+    for plan in config.stash.get(PLAN_KEY, {}).values():
+        lines += [x for x in plan.not_run if x not in lines]
+    return lines
+
