@@ -41,7 +41,7 @@ def _suite(folder: Path, ref_cache: Path, data_root: Path, *extra: str) -> subpr
 def test_dump_folder_passes(good_dump, ref_cache, data_root, tmp_path):
     res = _suite(good_dump, ref_cache, data_root, "--report", str(tmp_path / "rep"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert "6 passed" in res.stdout
+    assert "7 passed" in res.stdout   # 6 device tests + the session verdict row
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "replay-fp32-500m_bnkps" in md and "**FAIL**" not in md
 

@@ -66,4 +66,5 @@ def test_installed_wheel_runs_the_suite_from_another_folder(tmp_path, data_root,
                 "-p", "no:cacheprovider", "-q"], cwd=elsewhere, env=env)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
-    assert "6 passed" in out and "failed" not in out
+    assert "7 passed" in out and "failed" not in out   # 6 + the session verdict row
+    assert "PASS, 1 device: 1 pass" in out

@@ -4,7 +4,9 @@
 gate in :mod:`scrfd_ref.conformance.gates` without running anything: every problem (unknown section
 or gate with the closest valid name, a value of the wrong type or out of range, a missing
 justification) is listed, exit 1; a file that leaves gates out is fine, and the gates
-taken from the defaults are named. ``scrfd-ref gates list`` prints the declaration.
+taken from the defaults are named. A valid file is compared with the shipped one: every limit
+that differs is listed with the shipped and the used value, looser or tighter
+(:mod:`scrfd_ref.conformance.gates_disclosure`). ``scrfd-ref gates list`` prints the declaration.
 """
 from __future__ import annotations
 
@@ -30,9 +32,14 @@ def cmd_gates_check(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"scrfd-ref gates check: error: {exc}", file=sys.stderr)
         return 1
+    from scrfd_ref.conformance.gates_disclosure import disclose
+
     bounds = sum(1 for g in declared() if g.kind != "param") * len(DTYPES)
-    print(f"{display(path)}: ok ({bounds} bounds and their parameters for "
-          f"{', '.join(DTYPES)})")
+    disclosure = disclose(gates)
+    print(f"{display(path)}: valid ({bounds} bounds and their parameters for "
+          f"{', '.join(DTYPES)}); sha256 {disclosure.sha256[:16]}; {disclosure.banner()}")
+    for change in disclosure.changes:
+        print(f"  {change.line()}")
     notice = gates.notice()
     if notice:
         print(f"notice: {notice}")

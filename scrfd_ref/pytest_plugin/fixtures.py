@@ -275,7 +275,8 @@ def judge(device_spec, conformance_report, request, pytestconfig):
     INCONCLUSIVE with what the images lack and reported in its own category (the summary
     line says "inconclusive", never "failed"), unless ``--accept-inconclusive``, which
     lets it pass and lists it at the end as accepted, not as evidence."""
-    from scrfd_ref.pytest_plugin.session import INCONCLUSIVE_KEY, VERDICT_PROPERTY
+    from scrfd_ref.pytest_plugin.session import INCONCLUSIVE_KEY
+    from scrfd_ref.pytest_plugin.verdict import VERDICT_PROPERTY
 
     def _judge(result) -> None:
         conformance_report.record(device_spec.id, result.level, result.rows, result.metrics,

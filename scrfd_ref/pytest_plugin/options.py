@@ -120,6 +120,9 @@ def pytest_configure(config: pytest.Config) -> None:
                  "scrfd_ref.pytest_plugin.fixtures"):
         if not config.pluginmanager.has_plugin(name):
             config.pluginmanager.register(importlib.import_module(name), name)
+    verdict = importlib.import_module("scrfd_ref.pytest_plugin.verdict")
+    if not config.pluginmanager.has_plugin(verdict.PLUGIN_NAME):
+        config.pluginmanager.register(verdict.SessionVerdictPlugin(config), verdict.PLUGIN_NAME)
     # pytest-html, when installed and active: verdicts and report.html in its page
     extras = "scrfd_ref.pytest_plugin.html_extras"
     if (config.pluginmanager.hasplugin("html")

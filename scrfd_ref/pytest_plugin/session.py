@@ -17,6 +17,7 @@ import pytest
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.datadir import SHARED_EVENTS, SHARED_MODEL_FILES  # noqa: F401
 from scrfd_ref.pytest_plugin.options import DEFAULT_BACKENDS
+from scrfd_ref.pytest_plugin.verdict import VERDICT_PROPERTY
 
 REPORT_KEY = pytest.StashKey["object"]()
 GATES_KEY = pytest.StashKey[object]()
@@ -160,18 +161,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 PERF_KEY = pytest.StashKey[list]()
 #: (device, level, messages) of every inconclusive level of the session
 INCONCLUSIVE_KEY = pytest.StashKey[list]()
-#: the user property that marks a test report as an inconclusive verdict
-VERDICT_PROPERTY = "scrfd_ref_verdict"
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """An inconclusive verdict's report carries its message as it is (no "Failed:"
     prefix, no traceback), so the JUnit XML failure message starts with INCONCLUSIVE."""
+    from scrfd_ref.pytest_plugin.verdict import DEVICE_PROPERTY, device_of
+
     report = yield
     if (report.when == "call" and report.failed and call.excinfo is not None
             and dict(item.user_properties).get(VERDICT_PROPERTY) == "inconclusive"):
         report.longrepr = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
+    device = device_of(item)
+    if device is not None:     # whose test this is: the session verdict counts it
+        report.user_properties.append((DEVICE_PROPERTY, device))
     return report
 
 
@@ -192,6 +196,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     images lack, then a vamp-style table of every perf run of the session
     (benchmarks/test_bench_vamp.py)."""
     tr = terminalreporter
+    result = config.stash.get(SESSION_VERDICT_KEY, None)
+    if result is not None:
+        tr.section("scrfd-ref session verdict", green=result.passed, red=not result.passed)
+        tr.write_line(f"{result.headline()}: {result.reason}")
+        for d in result.devices:
+            if d.state != "pass" or d.reasons:
+                tr.write_line(f"- {d.device}: {d.state}"
+                              + (f": {'; '.join(d.reasons)}" if d.reasons else ""))
     left_out = not_run_lines(config)
     if left_out:
         tr.section("scrfd-ref: not run here (allowed; see conftest.py / plan_matrix)")
@@ -222,19 +234,49 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                       "not measurements)")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    folder = session.config.getoption("--report")
-    report = session.config.stash.get(REPORT_KEY, None)
-    if not folder or report is None:
+    """The session verdict (:mod:`scrfd_ref.pytest_plugin.verdict`), computed once on the
+    controller before any reporter writes (JUnit, pytest-html, the terminal summary), then
+    the report with it. An xdist worker only saves its records for the controller."""
+    from scrfd_ref.pytest_plugin import verdict as session_verdict
+
+    config = session.config
+    folder = config.getoption("--report")
+    report = config.stash.get(REPORT_KEY, None)
+    if report is None:
         return
-    worker = _xdist_worker(session.config)
-    if worker is not None:
-        report.write_partial(folder, worker)
-    elif report.devices or any(Path(folder).glob(".partial-*.json")):
+    if _xdist_worker(config) is not None:
+        if folder:
+            report.write_partial(folder, _xdist_worker(config))
+        return
+    if folder:
+        report.collect_partials(folder)
+    if not session_verdict.is_conformance_session(config):
+        return
+    result = session_verdict.compute(session, report, plan_not_run(config))
+    config.stash[SESSION_VERDICT_KEY] = result
+    session_verdict.emit(session, result)
+    report.session = result.to_dict()
+    if folder:
         js, md, html = report.write(folder)
-        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        tr = config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
             tr.write_line(f"scrfd-ref report: {html} (open in a browser), {md} and {js}")
+
+
+SESSION_VERDICT_KEY = pytest.StashKey[object]()
+
+
+def plan_not_run(config: pytest.Config) -> list[str]:
+    """What the matrix plan left out, and why (planned here when this process did not
+    collect: the xdist controller)."""
+    if not config.stash.get(PLAN_KEY, {}):
+        try:
+            device_specs(config)
+        except Exception:  # noqa: BLE001 - a plan that cannot be made leaves nothing out
+            return []
+    return not_run_lines(config)
 
 
 # ----------------------------------------------------------------------------- the matrix

@@ -1,5 +1,6 @@
 """Conformance reports: ``report.json``, ``report.md``, ``report.html`` (one self-contained
-page, :mod:`scrfd_ref.report.html`), PR curves and worst-image overlays.
+page, :mod:`scrfd_ref.report.html`); the pictures they link come from
+:mod:`scrfd_ref.report.pictures`.
 
 The suite records, per device and level, the measured metrics and the gate rows
 (:class:`~scrfd_ref.conformance.gates.GateResult`). :class:`ConformanceReport` collects them;
@@ -20,7 +21,7 @@ import numpy as np
 
 from scrfd_ref import __version__
 from scrfd_ref.conformance.gates import GateResult, worst_verdict
-from scrfd_ref.formats.files import atomic_write, write_bytes, write_text
+from scrfd_ref.formats.files import write_text
 
 LEVEL_ORDER = ("heads", "detections", "ap", "collapse")
 
@@ -59,6 +60,9 @@ class ConformanceReport:
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the session verdict (:class:`~scrfd_ref.conformance.session_verdict.SessionVerdict`
+    #: as a dict), set once the session has ended
+    session: dict[str, Any] | None = None
 
     def device(self, device_id: str, spec: dict[str, Any] | None = None,
                info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -92,7 +96,16 @@ class ConformanceReport:
                                      for lv in levels.values()])
             devices[k] = {**rec, "verdict": verdict, "passed": verdict == "pass",
                           "artifacts": self.artifacts.get(k, {})}
-        return _clean({"meta": self.meta, "devices": devices, "sections": self.sections})
+        doc = {"meta": self.meta, "devices": devices, "sections": self.sections}
+        if self.session is not None:
+            doc["session"] = self.session
+        return _clean(doc)
+
+    def collect_partials(self, folder: str | Path) -> None:
+        """Fold in (and remove) the partial reports xdist workers saved in ``folder``."""
+        for part in sorted(Path(folder).glob(".partial-*.json")):
+            self.merge(json.loads(part.read_text()))
+            part.unlink()
 
     def merge(self, other: dict[str, Any]) -> None:
         """Fold in a partial report written by another xdist worker."""
@@ -109,9 +122,7 @@ class ConformanceReport:
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        for part in sorted(out.glob(".partial-*.json")):
-            self.merge(json.loads(part.read_text()))
-            part.unlink()
+        self.collect_partials(out)
         self.meta.setdefault("written", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         doc = self.to_dict()
         text = json.dumps(doc, indent=1) + "\n"
@@ -164,6 +175,20 @@ def render_markdown(doc: dict[str, Any]) -> str:
     """The human summary: per-device gate table, AP table, failed gates, worst images."""
     meta = doc.get("meta", {})
     lines = ["# scrfd-ref conformance report", ""]
+    session = doc.get("session")
+    if isinstance(session, dict) and session.get("verdict"):
+        lines += [f"**Verdict: {session.get('headline', session['verdict'])}**: "
+                  f"{session.get('reason', '')}", ""]
+        for d in session.get("devices", []):
+            if d.get("state") in ("error", "not run"):
+                lines.append(f"- `{d['device']}` **{d['state'].upper()}**: "
+                             + "; ".join(d.get("reasons") or ["no reason recorded"]))
+        if session.get("accepted_inconclusive"):
+            lines.append("- accepted by --accept-inconclusive (not evidence of conformance): "
+                         + ", ".join(f"`{x}`" for x in session["accepted_inconclusive"]))
+        for x in session.get("left_out", []):
+            lines.append(f"- left out by the plan: {x}")
+        lines.append("")
     if meta:
         lines += [f"- profile: `{meta.get('profile', {}).get('name', '?')}`, gates: "
                   f"`{meta.get('gates', '?')}`, images: {meta.get('images', '?')} "
@@ -239,45 +264,3 @@ def render_markdown(doc: dict[str, Any]) -> str:
         for k, a in arts:
             lines.append(f"- `{k}`: " + ", ".join(f"[{kind}]({Path(p).name})" for kind, p in a.items()))
     return "\n".join(lines) + "\n"
-
-
-def plot_pr_comparison(reference: Any, device: Any, path: str | Path, title: str) -> Path:
-    """Reference (dashed) and device (solid) PR curves of the three settings in one figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for s, colour in zip(reference.settings, ("tab:green", "tab:orange", "tab:red")):
-        for res, style, who in ((reference, "--", "fp32 ref"), (device, "-", "device")):
-            c = res.curves[s]
-            ax.plot(c.recall, c.precision, style, color=colour,
-                    label=f"{s} {who} AP {res.ap[s]:.4f}")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    p = Path(path)
-    with atomic_write(p, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return p
-
-
-def overlay_picture(image_path: str | Path, reference: Any, device: Any, path: str | Path,
-                    caption: str) -> Path:
-    """The image with reference boxes (green) and device boxes (red) drawn, as PNG."""
-    import cv2
-
-    from scrfd_ref.formats.images import encode_image, read_image
-    from scrfd_ref.formats.pictures import draw_detections
-
-    img = draw_detections(read_image(image_path), reference, colour=(0, 200, 0), label=False)
-    img = draw_detections(img, device, colour=(0, 0, 255), label=False)
-    cv2.putText(img, caption, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
-    return write_bytes(Path(path), encode_image(img, ".png"))

@@ -212,6 +212,28 @@ def _decomposition(section: Any) -> dict[str, Any] | None:
     return {"variant": str(section.get("variant", "")), "steps": steps}
 
 
+#: the colour (CSS class) of each session verdict: only PASS is green
+SESSION_CSS = {"PASS": "pass", "INCONCLUSIVE": "inconclusive"}
+
+
+def session_view(session: Any) -> dict[str, Any] | None:
+    """The session verdict for the banner (None for a report written without one): the
+    word, its colour, the headline and reason, and every device not judged or not passed
+    with its reason."""
+    if not isinstance(session, Mapping) or "verdict" not in session:
+        return None
+    word = str(session["verdict"])
+    unjudged = [{"id": str(d.get("device", "?")), "state": str(d.get("state", "?")),
+                 "reasons": [str(r) for r in d.get("reasons") or []]}
+                for d in session.get("devices") or []
+                if isinstance(d, Mapping) and d.get("state") in ("error", "not run")]
+    return {"word": word, "css": SESSION_CSS.get(word, "fail"),
+            "headline": str(session.get("headline", word)),
+            "reason": str(session.get("reason", "")), "unjudged": unjudged,
+            "left_out": [str(x) for x in session.get("left_out") or []],
+            "accepted": [str(x) for x in session.get("accepted_inconclusive") or []]}
+
+
 def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """Everything ``report.html.j2`` renders, from the ``report.json`` document."""
     meta = doc.get("meta") or {}
@@ -234,8 +256,10 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     others = [{"name": str(n), "markdown": str(s.get("markdown", ""))}
               for n, s in sections.items() if n not in ("likely_causes", "decomposition")
               and isinstance(s, Mapping) and s.get("markdown")]
+    session = session_view(doc.get("session"))
+    verdict = combine(d["verdict"] for d in devices) if devices else "none"
     return {
-        "verdict": combine(d["verdict"] for d in devices) if devices else "none",
+        "verdict": session["css"] if session else verdict, "session": session,
         "tally": tally, "devices": devices, "levels": levels, "matrix": _matrix(devices),
         "ap_rows": ap_rows,
         "ap_settings": ordered([c for r in ap_rows for c in r["cells"]], SETTINGS),

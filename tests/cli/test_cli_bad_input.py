@@ -31,6 +31,9 @@ import pytest
 from cli_workspace import build_workspace
 from dump_files import write_npz_bomb
 
+#: the gates file the checkout ships (data/ is copied into the wheel as scrfd_ref/_data)
+SHIPPED_GATES = Path(__file__).resolve().parents[2] / "data" / "gates.toml"
+
 WS = "{ws}"
 
 
@@ -753,6 +756,17 @@ CASES = [
          r"FILE .*none\.toml: gates file not found"),
     Case("gates-partial-ok", ("gates", "check", f"{WS}/g.toml"), 0, r"leaves out \d+ gate",
          setup=_write("g.toml", "[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n")),
+    # a valid file that loosens limits is valid, and says which limits it loosens
+    Case("gates-looser-listed", ("gates", "check", f"{WS}/g.toml"), 0,
+         r"custom gates: 2 limits looser than shipped, 1 tighter(.|\n)*"
+         r"fp16\.heads\.snr_db_min: 35 -> 10 \(looser\)(.|\n)*"
+         r"fp16\.detections\.recall_min: [0-9.]+ -> 1 \(tighter\)(.|\n)*"
+         r"fp16\.detections\.mean_iou_min: 0\.99 -> 0\.7 \(looser\)",
+         setup=_write("g.toml", "[fp16.heads]\nsnr_db_min = { value = 10, why = 'x' }\n"
+                      "[fp16.detections]\nmean_iou_min = { value = 0.7, why = 'x' }\n"
+                      "recall_min = { value = 1.0, why = 'x' }\n")),
+    Case("gates-shipped-file", ("gates", "check", str(SHIPPED_GATES)), 0,
+         r"gates\.toml: valid .*; shipped gates"),
     # ------------------------------------------------------------------ third pass (issue 28)
     # 1. --overwrite removes only the files a run's manifest lists, never an input
     Case("decode-overwrite-keeps-others-files", (*DECODE, "--out", WS, "--overwrite"), 2,
@@ -879,7 +893,7 @@ CASES = [
          stderr=r"1 of the 3 datalist line\(s\) have no output yet \(line 2\)",
          check=lambda ws: sorted(p.name for p in (ws / "p").glob("*/*.txt")) == [
              "1_a_1.txt", "2_b_1.txt"] or pytest.fail("expected 1_a_1 and 2_b_1 only")),
-    Case("gates-utf8-bom", ("gates", "check", f"{WS}/g.toml"), 0, r"g\.toml: ok",
+    Case("gates-utf8-bom", ("gates", "check", f"{WS}/g.toml"), 0, r"g\.toml: valid",
          setup=_write("g.toml", "\ufeff[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n")),
     Case("detect-vdsp-mean-nan", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
          r"--vdsp-params .*v\.json: OpConfig\.Mean: must be 3 finite numbers, got \[nan, "

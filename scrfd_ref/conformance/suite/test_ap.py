@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scrfd_ref.conformance.checks import check_ap, worst_images
-from scrfd_ref.report.document import overlay_picture, plot_pr_comparison
+from scrfd_ref.report.pictures import overlay_picture, plot_pr_comparison
 
 
 def test_wider_ap_within_gate(device_spec, ap_pair, ap_paired, device_run, reference_run, gates,

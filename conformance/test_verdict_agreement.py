@@ -1,0 +1,94 @@
+"""One verdict, said the same everywhere: the exit status, report.json, report.md,
+report.html and JUnit XML agree, for a run that passes, one that fails, and one that judged
+nothing (a mistyped ``--data-dir``: every test skipped), each run as a user runs the suite
+(a fresh interpreter, ``pytest conformance/... --device-outputs DIR``).
+
+The device is a 4-image honest dump of 19--Couple (fp32, made by ``scrfd-ref dump``); its
+faulty twin has stride-16 boxes scaled x2 (the fault library). Only the head checks run
+(seconds); the verdict's plumbing is the same for every level.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from dump_files import ROOT, honest_dump
+
+from scrfd_ref.conformance.faults import Fault, inject
+
+EVENT = "19--Couple"
+DEVICE = "replay-fp32-500m_bnkps"
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def small_dump(tmp_path_factory, wider_images_dir, data_root, need):
+    """An honest fp32 dump of the first 4 images of 19--Couple."""
+    import shutil
+
+    need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")
+    root = tmp_path_factory.mktemp("agree")
+    (root / "images" / EVENT).mkdir(parents=True)
+    for p in sorted((wider_images_dir / EVENT).glob("*.jpg"))[:4]:
+        shutil.copy(p, root / "images" / EVENT / p.name)
+    return honest_dump(root, data_root, root / "images", None)
+
+
+def _run(folder: Path, data_root: Path, out: Path, *extra: str) -> dict:
+    """The suite's head checks on ``folder``: exit status and what each file says."""
+    env = {k: v for k, v in os.environ.items() if k != "SCRFD_REQUIRE_DATA"}
+    env["SCRFD_DATA"] = str(data_root)
+    junit, report = out / "junit.xml", out / "rep"
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_heads.py", "--device-outputs",
+         str(folder), "-p", "no:cacheprovider", "-q", "--no-header", "--accept-inconclusive",
+         "--junitxml", str(junit), "--report", str(report), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    doc = json.loads((report / "report.json").read_text())
+    md = (report / "report.md").read_text()
+    html = (report / "report.html").read_text()
+    suite = ET.parse(junit).getroot().find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    row = next(tc for tc in suite.iter("testcase") if tc.get("name") == "session-verdict")
+    return {"rc": res.returncode, "out": res.stdout + res.stderr,
+            "json": doc["session"]["verdict"],
+            "md": re.search(r"\*\*Verdict: ([A-Z ]+?)[,*]", md).group(1),
+            "html": re.search(r'data-session="([A-Z ]+)"', html).group(1),
+            "junit": props["scrfd_ref_session_verdict"],
+            "junit_row_failed": row.find("failure") is not None, "doc": doc}
+
+
+def _agree(r: dict, verdict: str) -> None:
+    said = {k: r[k] for k in ("json", "md", "html", "junit")}
+    assert said == dict.fromkeys(said, verdict), (said, r["out"][-3000:])
+    assert (r["rc"] == 0) == (verdict == "PASS"), (r["rc"], r["out"][-3000:])
+    assert r["junit_row_failed"] == (verdict != "PASS")
+
+
+def test_a_passing_run_says_pass_everywhere(small_dump, data_root, tmp_path):
+    r = _run(small_dump, data_root, tmp_path)
+    _agree(r, "PASS")
+    assert f"{DEVICE}" in r["doc"]["devices"]
+
+
+def test_a_failing_run_says_fail_everywhere(small_dump, data_root, tmp_path):
+    broken = inject(small_dump, tmp_path / "scaled",
+                    Fault("scale_head", kind="bbox", stride=16, magnitude=2.0))
+    r = _run(broken, data_root, tmp_path)
+    _agree(r, "FAIL")
+    assert r["rc"] == 1
+
+
+def test_a_run_that_judged_nothing_is_not_a_pass(small_dump, data_root, tmp_path):
+    """A mistyped --data-dir skips every test: exit 1, "NOTHING JUDGED" with the reason."""
+    r = _run(small_dump, data_root, tmp_path, "--data-dir", str(tmp_path / "no-such-data"))
+    _agree(r, "NOTHING JUDGED")
+    assert r["rc"] == 1
+    assert "no-such-data" in r["doc"]["session"]["reason"], r["doc"]["session"]
