@@ -92,3 +92,32 @@ def test_a_run_that_judged_nothing_is_not_a_pass(small_dump, data_root, tmp_path
     _agree(r, "NOTHING JUDGED")
     assert r["rc"] == 1
     assert "no-such-data" in r["doc"]["session"]["reason"], r["doc"]["session"]
+
+
+def test_loosened_gates_are_disclosed_beside_the_verdict(small_dump, data_root, tmp_path):
+    """The faulty dump passes under a gates file that loosens the three head limits it
+    fails: the verdict says PASS, and every file says beside it which limits were
+    loosened (the issue's case: a scaled stride passing under custom gates, shown as a
+    plain PASS)."""
+    broken = inject(small_dump, tmp_path / "scaled",
+                    Fault("scale_head", kind="bbox", stride=16, magnitude=2.0))
+    gates = tmp_path / "loose.toml"
+    gates.write_text("[fp32.heads]\n"
+                     "snr_db_min = { value = -100, why = 'loosened' }\n"
+                     "within_tol_min = { value = 0, why = 'loosened' }\n"
+                     "fg_snr_db_min = { value = -100, why = 'loosened' }\n")
+    r = _run(broken, data_root, tmp_path, "--gates", str(gates))
+    _agree(r, "PASS")
+    disclosure = r["doc"]["meta"]["gates_disclosure"]
+    assert disclosure["banner"] == "custom gates: 3 limits looser than shipped"
+    assert {c["gate"] for c in disclosure["changes"]} == {
+        "fp32.heads.snr_db_min", "fp32.heads.within_tol_min", "fp32.heads.fg_snr_db_min"}
+    assert r["doc"]["meta"]["run"]["verdict_options"]["--gates"] == str(gates)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "**custom gates: 3 limits looser than shipped**" in md
+    assert "fp32.heads.snr_db_min: 60 -> -100 (looser)" in md
+    assert re.search(r'id="gates-banner">custom gates: 3 limits looser than shipped<', html)
+    prov = r["doc"]["devices"][DEVICE]["spec"]["provenance"]
+    assert prov["fault"]["label"] == "scale_head(bbox@16 2)" and prov["made_by_scrfd_ref"]
+    assert "not by hardware" in prov["label"] and "injected fault" in prov["label"]

@@ -269,6 +269,13 @@ def _compare_dir(args: argparse.Namespace) -> Path | None:
     if args.confidence is not None and not 0.0 < args.confidence < 1.0:
         raise UsageError(f"--confidence {args.confidence}: give a level strictly between 0 "
                          "and 1, e.g. 0.95")
+    from scrfd_ref.widerface.resample import MIN_TAIL_RESAMPLES, min_resamples
+
+    confidence = CONFIDENCE if args.confidence is None else args.confidence
+    if args.resamples is not None and args.resamples < min_resamples(confidence):
+        raise UsageError(f"--resamples {args.resamples}: too few for a {100 * confidence:g}% "
+                         f"interval; give at least {min_resamples(confidence)} (each end of "
+                         f"the interval {MIN_TAIL_RESAMPLES} resamples from the edge)")
     folder = input_dir(args.compare, "--compare", "prediction folder")
     if same_path(folder, args.pred):
         print("scrfd-ref eval: notice: --compare is the --pred folder: the delta is 0 and the "

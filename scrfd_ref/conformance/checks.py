@@ -329,6 +329,7 @@ def check_ap(reference: Any, device: Any, gates: Gates, dtype: str, *,
     """
     rows = []
     intervals: dict[str, dict[str, list]] = {}
+    min_images = int(gates.value(dtype, "ap", "min_images"))
     for s in reference.settings:
         ref_ap, dev_ap = float(reference.ap[s]), float(device.ap[s])
         measured = {"abs_delta": ref_ap - dev_ap} if reference.images else {}
@@ -337,6 +338,11 @@ def check_ap(reference: Any, device: Any, gates: Gates, dtype: str, *,
         lack = {}
         if not reference.images:
             lack = {m: "no image evaluated" for m in ("abs_delta", "ratio")}
+        elif reference.images < min_images:
+            lack = {m: f"only {reference.images} images: an AP over fewer than {min_images} "
+                       "means little (its interval would look like proof); judge AP on more "
+                       "images" for m in ("abs_delta", "ratio")}
+            measured = {}
         elif not reference.faces.get(s):
             lack = {m: f"no face of the {s} setting among these {reference.images} images; "
                        f"add images with {s} faces" for m in ("abs_delta", "ratio")}

@@ -94,6 +94,7 @@ class Fault:
         """JSON-ready parameters."""
         d = asdict(self)
         d["pair"] = list(self.pair)
+        d["label"] = self.label
         return d
 
 

@@ -129,6 +129,7 @@ ap          ap          ratio_min            0     inf   device AP / reference A
 ap          ap          bootstrap_confidence 0.5   0.9999  two-sided confidence of the AP intervals (paired image bootstrap)
 ap          ap          bootstrap_resamples  10    1e6   int: resamples of the images behind each AP interval
 ap          ap          bootstrap_seed       0     4294967295  int: seed of the resamples (same seed, same intervals)
+ap          ap          min_images           1     inf   int: fewer images judged: the AP gates are inconclusive (too few to mean anything)
 """
 
 
@@ -249,6 +250,22 @@ def _parse(raw: Mapping[str, Any], p: Path) -> tuple[dict, list[str]]:
     return table, problems
 
 
+def _bootstrap_problems(table: Mapping[str, Any]) -> list[str]:
+    """An AP interval needs enough resamples for its confidence (widerface.resample)."""
+    from scrfd_ref.widerface.resample import min_resamples
+
+    out = []
+    for dtype, levels in table.items():
+        ap = levels.get("ap", {})
+        if "bootstrap_resamples" in ap:
+            conf = ap["bootstrap_confidence"].value if "bootstrap_confidence" in ap else 0.95
+            need = min_resamples(conf)
+            if ap["bootstrap_resamples"].value < need:
+                out.append(f"[{dtype}.ap] bootstrap_resamples: {ap['bootstrap_resamples'].value:g}"
+                           f" are too few for a {100 * conf:g}% interval (at least {need})")
+    return out
+
+
 def _read(p: Path) -> Mapping[str, Any]:
     try:
         text = p.read_text(encoding="utf-8-sig")  # a UTF-8 BOM (Windows editors) is skipped
@@ -291,6 +308,7 @@ class Gates:
         """
         p = Path(path) if path else DEFAULT_GATES
         table, problems = _parse(_read(p), p)
+        problems += _bootstrap_problems(table)
         if problems:
             raise InputError(f"{p}: " + (problems[0] if len(problems) == 1 else
                                          f"{len(problems)} problems:\n  " + "\n  ".join(problems)))

@@ -10,12 +10,11 @@ a verdict has no single direction). The file's sha256 identifies it exactly.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from scrfd_ref.conformance.gates import DECLARED, DEFAULT_GATES, DTYPES, Gates
+from scrfd_ref.formats.files import file_digest
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,6 @@ class GatesDisclosure:
                 "changes": [asdict(c) for c in self.changes]}
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (hex)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def direction(kind: str, shipped: float, used: float) -> str:
     """``looser`` / ``tighter`` for a bound (``min``: lower is looser; ``max``: higher is
     looser), ``changed`` for a parameter."""
@@ -110,8 +104,8 @@ def disclose(gates: Gates, shipped: Gates | None = None) -> GatesDisclosure:
         shipped: the shipped gates (default: loaded from ``data/gates.toml``).
     """
     shipped = shipped or Gates.load(DEFAULT_GATES)
-    digest = file_sha256(gates.source)
-    same_bytes = digest == file_sha256(shipped.source)
+    digest = file_digest(gates.source)
+    same_bytes = digest == file_digest(shipped.source)
     changes = []
     for dtype in DTYPES:
         for g in DECLARED:

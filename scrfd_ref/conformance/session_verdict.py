@@ -44,6 +44,7 @@ class PhaseOutcome:
         outcome: ``passed``, ``failed`` or ``skipped``.
         message: the first line of the failure or skip reason.
         inconclusive: the failure is an inconclusive verdict, not a failure.
+        seconds: how long the phase took.
     """
 
     device: str
@@ -52,6 +53,7 @@ class PhaseOutcome:
     outcome: str
     message: str = ""
     inconclusive: bool = False
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class DeviceOutcome:
         levels: level -> verdict of the levels it was judged on.
         reasons: why it errored, was not run, or failed outside a level.
         tests: how many tests of it ran.
+        seconds: the time its tests took (every phase).
     """
 
     device: str
@@ -71,6 +74,7 @@ class DeviceOutcome:
     levels: Mapping[str, str] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
     tests: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,8 @@ class SessionVerdict:
     def from_dict(cls, doc: Mapping[str, Any]) -> "SessionVerdict":
         """Inverse of :meth:`to_dict`."""
         devices = tuple(DeviceOutcome(d["device"], d["state"], dict(d.get("levels", {})),
-                                      tuple(d.get("reasons", ())), int(d.get("tests", 0)))
+                                      tuple(d.get("reasons", ())), int(d.get("tests", 0)),
+                                      float(d.get("seconds", 0.0)))
                         for d in doc.get("devices", ()))
         return cls(doc["verdict"], doc.get("reason", ""), devices,
                    tuple(doc.get("left_out", ())), tuple(doc.get("accepted_inconclusive", ())))
@@ -132,6 +137,14 @@ class SessionVerdict:
 def device_outcome(device: str, outcomes: Sequence[PhaseOutcome],
                    levels: Mapping[str, str]) -> DeviceOutcome:
     """The state of one device from its tests' outcomes and its recorded level verdicts."""
+    from dataclasses import replace
+
+    seconds = round(sum(o.seconds for o in outcomes), 3)
+    return replace(_state(device, outcomes, levels), seconds=seconds)
+
+
+def _state(device: str, outcomes: Sequence[PhaseOutcome],
+           levels: Mapping[str, str]) -> DeviceOutcome:
     tests = {o.test for o in outcomes}
     errors = [o for o in outcomes if o.outcome == "failed" and o.when != "call"]
     failed_calls = [o for o in outcomes if o.outcome == "failed" and o.when == "call"

@@ -219,12 +219,53 @@ def device_run(device_spec, variant_model, conformance_profile, conformance_set,
             except ScrfdRefError as exc:
                 pytest.fail(f"{device_spec.id}: {exc}", pytrace=False)
     run = run_cache.runs[device_spec.id]
+    events = sorted({k.split("/", 1)[0] for k in run.detections})
+    left_out = _left_out_of_dump(index, items)
     conformance_report.device(device_spec.id, spec={"backend": device_spec.backend,
                                                     "dtype": device_spec.dtype,
                                                     "variant": device_spec.variant,
-                                                    "images": len(run.detections)},
+                                                    "images": len(run.detections),
+                                                    "events": events,
+                                                    "left_out": left_out,
+                                                    "provenance": _provenance(
+                                                        device_spec, variant_model,
+                                                        pytestconfig)},
                               info=run.info)
     return run
+
+
+def _left_out_of_dump(index, items) -> dict | None:
+    """The dump's images that were not judged, and why (None: not a dump, or none)."""
+    from scrfd_ref.quantize.calibration import calibration_keys
+
+    if index is None:
+        return None
+    judged = {it.name for it in items}
+    left = [name for name in index if name not in judged]
+    if not left:
+        return None
+    calibration = {k.split("/", 1)[1] for k in calibration_keys()}
+    why = []
+    n_cal = sum(1 for name in left if name in calibration)
+    if n_cal:
+        why.append(f"{n_cal} int8 calibration image{'s' * (n_cal != 1)} (never judged: "
+                   "calibration and evaluation never share an image)")
+    if len(left) - n_cal:
+        why.append(f"{len(left) - n_cal} not among the data folder's WIDER val images")
+    return {"count": len(left), "why": "; ".join(why), "images": left[:20]}
+
+
+def _provenance(device_spec, model: Path, config: pytest.Config) -> dict:
+    """Where the device's outputs come from (:mod:`scrfd_ref.conformance.provenance`)."""
+    from scrfd_ref.conformance.provenance import replay_provenance, run_provenance
+    from scrfd_ref.formats.files import file_digest
+
+    if device_spec.outputs_dir is not None:
+        source = config.stash.get(SOURCE_KEY, None)
+        return replay_provenance(source.manifest if source is not None else None,
+                                 str(device_spec.outputs_dir))
+    return run_provenance(device_spec.backend, device_spec.dtype, Path(model).name,
+                          file_digest(model))
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from scrfd_ref.core.errors import ScrfdRefError
     from scrfd_ref.device.flow import dump_source
     from scrfd_ref.report.document import ConformanceReport
+    from scrfd_ref.report.run_record import VERDICT_OPTIONS, now_utc, run_record
 
     config.stash[REPORT_KEY] = ConformanceReport()
+    given = {o: config.getoption(o, default=None) for o in VERDICT_OPTIONS}
+    config.stash[REPORT_KEY].meta["run"] = run_record(
+        ["pytest", *config.invocation_params.args], given, now_utc())
     config.stash[PERF_KEY] = []
     try:  # a bad --gates file or device folder stops the session before any test runs
         _check_options(config)
@@ -258,6 +262,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config.stash[SESSION_VERDICT_KEY] = result
     session_verdict.emit(session, result)
     report.session = result.to_dict()
+    _finish_record(config, report, int(session.exitstatus))
     if folder:
         js, md, html = report.write(folder)
         tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -266,6 +271,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 SESSION_VERDICT_KEY = pytest.StashKey[object]()
+
+
+def _finish_record(config: pytest.Config, report, exit_status: int) -> None:
+    """End time, exit status, seconds per level, and the gates disclosure (every limit
+    that differs from the shipped file) in the report."""
+    from scrfd_ref.conformance.gates_disclosure import disclose
+    from scrfd_ref.pytest_plugin.verdict import test_seconds
+    from scrfd_ref.report.run_record import now_utc
+
+    run = report.meta.setdefault("run", {})
+    run.update(finished=now_utc(), exit_status=exit_status)
+    seconds = test_seconds(config)
+    for rec in report.devices.values():
+        for level in rec.get("levels", {}).values():
+            if level.get("test") in seconds:
+                level["seconds"] = round(seconds[level["test"]], 3)
+    gates = config.stash.get(GATES_KEY, None)
+    if gates is not None:
+        disclosure = disclose(gates)
+        report.meta["gates"] = disclosure.path
+        report.meta["gates_disclosure"] = disclosure.to_dict()
+        report.session["gates"] = disclosure.banner()
 
 
 def plan_not_run(config: pytest.Config) -> list[str]:

@@ -14,8 +14,6 @@ Under pytest-xdist the controller computes it from the reports the workers send.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 #: user property naming the device a test report belongs to
@@ -62,8 +60,9 @@ class SessionVerdictPlugin:
         if device is None or report.nodeid == VERDICT_NODEID:
             return
         self.outcomes.append(PhaseOutcome(device, report.nodeid, report.when, report.outcome,
-                                         "" if report.passed else first_line(report),
-                                         props.get(VERDICT_PROPERTY) == "inconclusive"))
+                                          "" if report.passed else first_line(report),
+                                          props.get(VERDICT_PROPERTY) == "inconclusive",
+                                          float(report.duration)))
 
 
 def collector(config: pytest.Config) -> SessionVerdictPlugin:
@@ -122,7 +121,9 @@ def emit(session: pytest.Session, verdict) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def report_folder(config: pytest.Config) -> Path | None:
-    """The --report folder, if given."""
-    folder = config.getoption("--report")
-    return Path(folder) if folder else None
+def test_seconds(config: pytest.Config) -> dict[str, float]:
+    """Seconds per test node id (every phase) of the device tests."""
+    out: dict[str, float] = {}
+    for o in collector(config).outcomes:
+        out[o.test] = out.get(o.test, 0.0) + o.seconds
+    return out

@@ -171,6 +171,58 @@ def _gate_line(device: str, g: dict[str, Any]) -> str:
             f"(needs {op} {_number(g['limit'])}) - {g['why']}")
 
 
+def _disclosure_lines(meta: dict[str, Any]) -> list[str]:
+    """The gates used (banner, sha256, every limit that differs from the shipped file) and
+    the run itself (command line, verdict-changing options, exit status, host, commit)."""
+    lines: list[str] = []
+    gates = meta.get("gates_disclosure")
+    if isinstance(gates, dict):
+        lines.append(f"- gates: `{gates.get('path')}` (sha256 {str(gates.get('sha256'))[:16]}): "
+                     f"**{gates.get('banner')}**")
+        lines += [f"  - {c['gate']}: {_number(c['shipped'])} -> {_number(c['used'])} "
+                  f"({c['direction']})" for c in gates.get("changes", [])]
+    run = meta.get("run")
+    if isinstance(run, dict):
+        host = run.get("host") or {}
+        lines += [f"- command: `{' '.join(str(a) for a in run.get('command', []))}`",
+                  "- verdict-changing options: " + (", ".join(
+                      f"`{k}`" + (f" {v}" if v is not True else "")
+                      for k, v in (run.get("verdict_options") or {}).items()) or "none"),
+                  f"- exit status: {run.get('exit_status', '?')}; {run.get('started', '?')} to "
+                  f"{run.get('finished', '?')}",
+                  f"- host: {host.get('cpu', '?')}, {host.get('cores', '?')} cores, features "
+                  f"{' '.join(host.get('features') or []) or 'none of note'}; scrfd-ref "
+                  f"{run.get('scrfd_ref', '?')}, commit {run.get('git_commit') or 'unknown'}"]
+    return lines + ([""] if lines else [])
+
+
+def _judged(devices: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The images the devices were judged on (not the data folder's): ``4 images from
+    19--Couple`` or ``79-344 images from 5 events (per device below)``."""
+    specs = [rec.get("spec", {}) for rec in devices.values()]
+    counts = sorted({s["images"] for s in specs if isinstance(s.get("images"), int)})
+    events = sorted({e for s in specs for e in s.get("events") or []})
+    if not counts:
+        return f"no image (the data folder holds {meta.get('images', '?')})"
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    where = ", ".join(events) if len(events) <= 3 else f"{len(events)} events"
+    return f"{n} images from {where}" + (" (per device below)" if len(counts) > 1 else "")
+
+
+def _device_lines(devices: dict[str, Any]) -> list[str]:
+    """Per device: where its outputs came from and the images it was judged on."""
+    lines = []
+    for k, rec in devices.items():
+        spec = rec.get("spec", {})
+        prov = spec.get("provenance") or {}
+        events = ", ".join(spec.get("events") or [])
+        left = spec.get("left_out") or {}
+        lines.append(f"- `{k}`: {prov.get('label', 'provenance not recorded')}; judged on "
+                     f"{spec.get('images', '?')} images" + (f" from {events}" if events else "")
+                     + (f"; left out {left['count']}: {left.get('why', '')}" if left else ""))
+    return lines + ([""] if lines else [])
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     """The human summary: per-device gate table, AP table, failed gates, worst images."""
     meta = doc.get("meta", {})
@@ -189,14 +241,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
         for x in session.get("left_out", []):
             lines.append(f"- left out by the plan: {x}")
         lines.append("")
+    lines += _disclosure_lines(meta)
     if meta:
         lines += [f"- profile: `{meta.get('profile', {}).get('name', '?')}`, gates: "
-                  f"`{meta.get('gates', '?')}`, images: {meta.get('images', '?')} "
-                  f"({', '.join(meta.get('events', []))})",
+                  f"`{meta.get('gates', '?')}`, judged: {_judged(doc.get('devices', {}), meta)}",
                   "- versions: " + ", ".join(f"{k} {v}" for k, v in
                                                meta.get("versions", {}).items() if k != "platform"),
                   ""]
     devices = doc.get("devices", {})
+    lines += _device_lines(devices)
     lines += ["## Summary", "", "| variant | backend | dtype | heads | detections | collapse | AP | overall |",
               "|---|---|---|---|---|---|---|---|"]
     for k, rec in devices.items():

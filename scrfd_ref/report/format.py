@@ -101,6 +101,13 @@ def format_number(value: Any, gate: str = "", limit: Any = None) -> str:
         while k < 8 and _number_or_none(text) == lim:
             k += 1
             text = more(k)
+    return _unsigned_zero(text)
+
+
+def _unsigned_zero(text: str) -> str:
+    """``-0.0000`` -> ``0.0000``: a value that rounds to zero has no sign."""
+    if text.startswith("-") and _number_or_none(text) == 0.0:
+        return text[1:]
     return text
 
 

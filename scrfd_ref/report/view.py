@@ -136,7 +136,33 @@ def device_view(device_id: str, rec: Mapping[str, Any], folder: Path,
             "worst_images": _worst_images(levels.get("detections") or {}),
             "pictures": [picture(folder, str(k), str(p))
                          for k, p in (rec.get("artifacts") or {}).items()],
-            "causes": _cause_lines(found)}
+            "causes": _cause_lines(found), "evidence": _evidence(spec, levels),
+            "provenance": _provenance(spec.get("provenance"))}
+
+
+def _evidence(spec: Mapping[str, Any], levels: Mapping[str, Any]) -> str:
+    """``4 images from 19--Couple; heads 2.1 s, detections 0.4 s``: what a device was
+    judged on and how long each level took."""
+    events = [str(e) for e in spec.get("events") or []]
+    text = f"{spec.get('images', '?')} images" + (f" from {', '.join(events[:4])}"
+                                                  + (" ..." if len(events) > 4 else "")
+                                                  if events else "")
+    times = [f"{n} {float(lv['seconds']):.1f} s" for n, lv in levels.items()
+             if isinstance(lv, Mapping) and isinstance(lv.get("seconds"), (int, float))]
+    left = spec.get("left_out")
+    if isinstance(left, Mapping) and left.get("count"):
+        text += f"; left out {left['count']}: {left.get('why', '')}"
+    return text + (f"; {', '.join(times)}" if times else "")
+
+
+def _provenance(prov: Any) -> dict[str, Any] | None:
+    """Where a device's outputs came from: its label and the manifest's fields."""
+    if not isinstance(prov, Mapping):
+        return None
+    fields = [(str(k), str(v)) for k, v in _flat({k: v for k, v in prov.items()
+                                                   if k not in ("label",)})]
+    return {"label": str(prov.get("label", "")), "fields": fields,
+            "fault": bool(prov.get("fault")), "ours": bool(prov.get("made_by_scrfd_ref"))}
 
 
 def _cause_lines(found: Any) -> list[str]:
@@ -212,6 +238,34 @@ def _decomposition(section: Any) -> dict[str, Any] | None:
     return {"variant": str(section.get("variant", "")), "steps": steps}
 
 
+def _judged_set(devices: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The images the devices were judged on (not the data folder's contents): ``images``
+    (a count, or a range when devices differ) and ``events``."""
+    judged = [((rec.get("spec") or {}).get("images"), tuple((rec.get("spec") or {})
+                                                          .get("events") or ()))
+              for rec in devices.values() if isinstance(rec, Mapping)]
+    judged = [j for j in judged if isinstance(j[0], int)]
+    if not judged:
+        return {"images": meta.get("images", "?"), "events": len(meta.get("events") or [])}
+    counts = sorted({n for n, _ in judged})
+    events = sorted({e for _, evs in judged for e in evs})
+    return {"images": str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}",
+            "events": len(events)}
+
+
+def _gates_banner(disclosure: Any) -> dict[str, Any] | None:
+    """The gates disclosure for the page: the banner words, the file's sha256 and each
+    limit that differs from the shipped file."""
+    if not isinstance(disclosure, Mapping):
+        return None
+    changes = [c for c in disclosure.get("changes") or [] if isinstance(c, Mapping)]
+    return {"text": str(disclosure.get("banner", "")), "shipped": bool(disclosure.get("shipped")),
+            "looser": int(disclosure.get("looser") or 0), "sha256": str(disclosure.get("sha256", "")),
+            "changes": [{"gate": str(c.get("gate")), "shipped": format_number(c.get("shipped")),
+                         "used": format_number(c.get("used")),
+                         "direction": str(c.get("direction"))} for c in changes]}
+
+
 #: the colour (CSS class) of each session verdict: only PASS is green
 SESSION_CSS = {"PASS": "pass", "INCONCLUSIVE": "inconclusive"}
 
@@ -268,8 +322,9 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
         "decomposition": _decomposition(sections.get("decomposition")),
         "other_sections": others,
         "profile_name": str(profile.get("name", "?")) if isinstance(profile, Mapping) else "?",
-        "gates_file": str(meta.get("gates", "?")), "images": meta.get("images", "?"),
-        "events": len(meta.get("events") or []), "written": str(meta.get("written", "")),
+        "gates_file": str(meta.get("gates", "?")), **_judged_set(doc.get("devices") or {}, meta),
+        "gates_banner": _gates_banner(meta.get("gates_disclosure")),
+        "written": str(meta.get("written", "")),
         "identity": [(k, v) for k, v in _flat({k: v for k, v in meta.items()
                                                 if k not in ("versions",)})],
         "versions": _flat(meta.get("versions") or {}),

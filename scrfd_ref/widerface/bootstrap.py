@@ -196,7 +196,7 @@ def paired_samples(a: ImageCounts, b: ImageCounts, resamples: int = RESAMPLES,
                    seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """``(R, S)`` resampled APs of two sets of per-image counts, the same resamples for
     both (:func:`~scrfd_ref.widerface.resample.resample_weights`)."""
-    check_params(CONFIDENCE, resamples, seed)
+    check_params(CONFIDENCE, resamples, seed, interval=False)
     if a.keys != b.keys:
         why = pairing_problem(a.keys, b.keys) or "the same images in another order"
         raise InputError(f"the two prediction sets are not on the same images: {why}")

@@ -41,6 +41,8 @@ renormalise per resample:
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,15 +62,34 @@ SEED = 0
 BLOCK = 256
 
 
-def check_params(confidence: float, resamples: int, seed: int) -> None:
-    """Refuse bootstrap parameters outside ``0 < confidence < 1``, ``resamples >= 1``,
-    ``seed >= 0`` (one line naming the parameter)."""
+#: resamples a percentile interval must keep beyond each of its ends: fewer, and an end is
+#: one or two resamples (at 95 % and 40 resamples the interval is the 1st and the 39th of
+#: them; with one resample it is a zero-width point that may exclude the estimate itself)
+MIN_TAIL_RESAMPLES = 5
+
+
+def min_resamples(confidence: float) -> int:
+    """The fewest resamples whose percentile interval at ``confidence`` keeps
+    :data:`MIN_TAIL_RESAMPLES` beyond each end (200 at 95 %)."""
+    return int(math.ceil(MIN_TAIL_RESAMPLES * 2 / (1.0 - confidence) - 1e-9))
+
+
+def check_params(confidence: float, resamples: int, seed: int, *,
+                 interval: bool = True) -> None:
+    """Refuse bootstrap parameters outside ``0 < confidence < 1``, ``resamples >= 1`` (and,
+    for an ``interval``, at least :func:`min_resamples` of the confidence), ``seed >= 0``
+    (one line naming the parameter)."""
     if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
         raise InputError(f"bootstrap confidence must be a number between 0 and 1 "
                          f"(e.g. 0.95), got {confidence!r}")
     if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) \
             or resamples < 1:
         raise InputError(f"bootstrap resamples must be an integer >= 1, got {resamples!r}")
+    floor = min_resamples(float(confidence))
+    if interval and resamples < floor:
+        raise InputError(f"bootstrap resamples {resamples} are too few for a "
+                         f"{100 * confidence:g}% interval: it needs at least {floor} (each end "
+                         f"{MIN_TAIL_RESAMPLES} resamples from the edge)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"bootstrap seed must be an integer >= 0, got {seed!r}")
 
@@ -137,7 +158,7 @@ def iter_resample_weights(n_images: int, resamples: int = RESAMPLES, seed: int =
                           ) -> Iterator[np.ndarray]:
     """:func:`resample_weights` in blocks of rows (about 4M draws each), so that any number
     of resamples fits in memory; the concatenated blocks are :func:`resample_weights`."""
-    check_params(CONFIDENCE, resamples, seed)
+    check_params(CONFIDENCE, resamples, seed, interval=False)
     if n_images <= 0:
         yield np.zeros((resamples, 0), dtype=np.int32)
         return

@@ -474,7 +474,7 @@ CASES = [
          r"\(2--B/2_b_1\); 1 image\(s\) only in --compare \(1--A/1_a_9\)",
          setup=_pred_copy(drop="2--B/2_b_1.txt", add="1--A/1_a_9.txt"), keep=("pred", "pred2")),
     Case("eval-compare-with-pred-is-a-self-check", (*EVAL, "--compare", f"{WS}/pred",
-                                                   "--resamples", "50"), 0,
+                                                   "--resamples", "200"), 0,
          r"\nall +0\.000% +0\.000% +\+0\.00000 \[\+0\.00000, \+0\.00000\] +nan \[nan, nan\] +no\n"
          r".*\nratio nan: the --pred AP is 0",  # the workspace's synthetic model finds no face
          stderr=r"notice: --compare is the --pred folder: the delta is 0"),
@@ -482,6 +482,13 @@ CASES = [
          r"--resamples: only with --compare DIR"),
     Case("eval-resamples-zero", (*EVAL, "--compare", f"{WS}/pred", "--resamples", "0"), 2,
          r"argument --resamples: expected an integer from 1 to 100000, got '0'"),
+    # the case: one resample gave a zero-width "95% interval" excluding its estimate
+    Case("eval-resamples-below-the-floor", (*EVAL, "--compare", f"{WS}/pred", "--resamples",
+                                            "1"), 2,
+         r"--resamples 1: too few for a 95% interval; give at least 200"),
+    Case("eval-resamples-floor-follows-the-confidence",
+         (*EVAL, "--compare", f"{WS}/pred", "--resamples", "300", "--confidence", "0.99"), 2,
+         r"--resamples 300: too few for a 99% interval; give at least 1000"),
     Case("eval-confidence-one", (*EVAL, "--compare", f"{WS}/pred", "--confidence", "1"), 2,
          r"--confidence 1\.0: give a level strictly between 0 and 1"),
     # ------------------------------------------------------------------ image2npz

@@ -33,6 +33,14 @@ from scrfd_ref.widerface.evaluate import evaluate
 GATES = Gates.load()
 
 
+def _gates_judging_ap_on_one_image(tmp_path) -> Gates:
+    """The shipped gates with ``min_images = 1``: the AP arithmetic on one-image sets."""
+    f = tmp_path / "one.toml"
+    f.write_text("".join(f"[{d}.ap]\nmin_images = {{ value = 1, why = 'unit test' }}\n"
+                         for d in ("fp32", "fp16")))
+    return Gates.load(f)
+
+
 def _dets(boxes, scores, landmarks=True) -> Detections:
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     lm = np.zeros((len(b), 5, 2), np.float32) + b[:, None, :2] if landmarks else None
@@ -178,7 +186,8 @@ def _ap_results():
     return found, found
 
 
-def test_an_ap_gate_passes_or_fails_only_on_the_whole_interval():
+def test_an_ap_gate_passes_or_fails_only_on_the_whole_interval(tmp_path):
+    GATES = _gates_judging_ap_on_one_image(tmp_path)  # noqa: N806 - the module's name
     ref, dev = _ap_results()     # equal APs: the point estimates pass every AP gate
     limit = GATES.value("fp16", "ap", "ratio_min")                  # 0.997
     inside = check_ap(ref, dev, GATES, "fp16", paired=_Paired((0.998, 1.001), (-1e-3, 1e-3)))
@@ -193,6 +202,18 @@ def test_an_ap_gate_passes_or_fails_only_on_the_whole_interval():
     assert row.images_to_decide == int(np.ceil(1 * (0.01 / (1.0 - limit)) ** 2))
     assert "about 12 images would decide it" in row.message
     assert straddling.metrics["intervals"]["easy"]["ratio"] == [0.99, 1.004]
+
+
+def test_an_ap_over_too_few_images_is_inconclusive_even_with_a_zero_width_interval():
+    """The issue's case: 4 images of an fp32 replay, every resample the same AP, a
+    zero-width interval [1, 1] shown as a green PASS. Below the AP gates' min_images the
+    rows are inconclusive and say why."""
+    ref, dev = _ap_results()
+    res = check_ap(ref, dev, GATES, "fp16", paired=_Paired((1.0, 1.0), (0.0, 0.0)))
+    assert res.verdict == "inconclusive" and all(r.inconclusive for r in res.rows)
+    need = int(GATES.value("fp16", "ap", "min_images"))
+    assert need > 1
+    assert f"only 1 images: an AP over fewer than {need} means little" in res.rows[0].message
 
 
 def test_a_device_without_the_reference_landmarks_fails():
@@ -242,7 +263,8 @@ def test_a_missing_head_fails_shape_ok():
     assert bad == {"kps_8", "kps_16", "kps_32"}
 
 
-def test_a_reference_ap_of_zero_leaves_the_ratio_undecided():
+def test_a_reference_ap_of_zero_leaves_the_ratio_undecided(tmp_path):
+    GATES = _gates_judging_ap_on_one_image(tmp_path)  # noqa: N806 - the module's name
     gt = GroundTruth(("1--A",), (make_image("1--A", "a", [[0, 0, 10, 10]],
                                             {s: [0] for s in ("easy", "medium", "hard")}),))
     nothing = evaluate({("1--A", "a"): np.zeros((0, 5))}, gt)

@@ -82,6 +82,8 @@ def render(doc: dict, folder: Path) -> Page:
     (1.00045795859268, "ratio_min", 0.95, "1.0005"),            # ratios to 4 decimals
     (0.99989, "ratio_min", 0.9999, "0.99989"),                 # never printed as its limit
     (-0.00042967105928282123, "abs_delta_max", 0.03, "-0.0004"),
+    (-0.0000042, "abs_delta_max", 0.03, "0.0000"),               # a zero has no sign
+    (-1e-7, "snr_db_min", 35.0, "0.0"),
     (0.9968153677408378, "cosine_min", 0.9995, "0.99682"),     # one decimal past the limit
     (0.9681051329904025, "mean_iou_min", 0.92, "0.968"),
     (1.0, "recall_min", 0.97, "1.000"),

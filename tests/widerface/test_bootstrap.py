@@ -193,14 +193,14 @@ def test_unit_weights_equal_evaluate_on_a_large_set_and_points_are_evaluate_exac
     ea, eb = evaluate(pa, gt), evaluate(pb, gt)
     ones = np.ones((1, len(gt.images)), dtype=np.int32)
     ap = weighted_ap(image_counts(match_predictions(pa, gt)), ones)[0]
-    boot = paired_bootstrap(pa, pb, gt, resamples=50, seed=4)
+    boot = paired_bootstrap(pa, pb, gt, resamples=200, seed=4)
     for si, s in enumerate(SETTINGS):
         assert abs(ap[si] - ea.ap[s]) <= TOL
         c = boot[s]
         assert c.ap_a == ea.ap[s] and c.ap_b == eb.ap[s]  # the points are evaluate's own
         assert c.delta == eb.ap[s] - ea.ap[s] and c.ratio == eb.ap[s] / ea.ap[s]
         assert c.delta_interval.contains(c.delta) and c.ratio_interval.contains(c.ratio)
-    assert boot.result_a.ap == ea.ap and boot.images == 1500 and boot.resamples == 50
+    assert boot.result_a.ap == ea.ap and boot.images == 1500 and boot.resamples == 200
 
 
 # --------------------------------------------------------------------------- paired intervals
@@ -383,6 +383,7 @@ def test_bad_arguments_are_one_line_errors():
     p = noisy_predictions(gt, 1)
     for kw, msg in [({"confidence": 1.0}, "confidence"), ({"confidence": 0}, "confidence"),
                     ({"resamples": 0}, "resamples"), ({"resamples": 2.5}, "resamples"),
+                    ({"resamples": 199}, "too few for a 95% interval: it needs at least 200"),
                     ({"seed": -1}, "seed")]:
         with pytest.raises(InputError, match=msg):
             paired_bootstrap(p, p, gt, **kw)
