@@ -200,10 +200,20 @@ def device_anchor(device_id: str) -> str:
     return f"dev-{slug}-{hashlib.sha1(device_id.encode()).hexdigest()[:6]}"
 
 
-def picture(folder: Path, kind: str, recorded: str) -> dict[str, Any]:
-    """One picture of a device for the page (inlined, or missing with the reason)."""
-    p = inline_picture(folder, recorded)
-    return {"kind": kind, "name": p.name, "uri": p.uri, "problem": p.problem}
+#: longer side (px) of the thumbnails of a passing device's pictures
+THUMBNAIL_PX = 200
+#: longer side (px) of a failing device's pictures on the page (the file keeps every pixel)
+PAGE_PICTURE_PX = 900
+
+
+def picture(folder: Path, kind: str, recorded: str, *, thumbnail: bool = False
+            ) -> dict[str, Any]:
+    """One picture of a device for the page (inlined, or missing with the reason); a
+    ``thumbnail`` is a small inlined JPEG whose full-size file is linked (``href``)."""
+    p = inline_picture(folder, recorded, thumbnail=THUMBNAIL_PX if thumbnail else None,
+                       max_side=PAGE_PICTURE_PX)
+    return {"kind": kind, "name": p.name, "uri": p.uri, "problem": p.problem,
+            "href": p.name if thumbnail and p.uri else None}
 
 
 def ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:

@@ -44,6 +44,30 @@ SCRIPT = """
       document.querySelectorAll('details.fold').forEach(function (d) { d.open = open; });
     }
   });
+  // printing shows every fold: a closed one would not print its gates
+  window.addEventListener('beforeprint', function () {
+    document.querySelectorAll('details').forEach(function (d) { d.open = true; });
+  });
+  // filter the devices by verdict, backend, dtype, variant and a search of their names
+  var bar = document.getElementById('filters');
+  if (!bar) return;
+  var rows = Array.prototype.slice.call(document.querySelectorAll('tr.device-row'));
+  function apply() {
+    var q = document.getElementById('f-search').value.toLowerCase(), want = {}, shown = {}, n = 0;
+    bar.querySelectorAll('select').forEach(function (s) { if (s.value) want[s.getAttribute('data-key')] = s.value; });
+    rows.forEach(function (r) {
+      var ok = r.getAttribute('data-device').toLowerCase().indexOf(q) >= 0;
+      for (var k in want) { if (r.getAttribute('data-' + k) !== want[k]) ok = false; }
+      r.hidden = !ok; shown[r.getAttribute('data-device')] = ok; if (ok) n++;
+    });
+    document.querySelectorAll('details.device, .devpic, table.ap tr[data-device], #causes h3').forEach(function (e) {
+      var id = e.getAttribute('data-device');
+      if (id !== null && id in shown) e.hidden = !shown[id];
+    });
+    document.getElementById('f-count').textContent = n + ' of ' + rows.length + ' devices';
+  }
+  bar.addEventListener('input', apply);
+  bar.addEventListener('change', apply);
 })();
 """
 

@@ -58,12 +58,29 @@ def _as_jpeg(image, quality: int = 85) -> bytes | None:
     return buf.tobytes() if ok else None
 
 
+def _fit(image, side: int):
+    """``image`` scaled down (area interpolation) so its longer side is at most ``side``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
 def inline_picture(folder: str | os.PathLike[str], recorded: str, *,
-                   max_bytes: int = MAX_INLINE_BYTES) -> InlinePicture:
+                   max_bytes: int = MAX_INLINE_BYTES,
+                   thumbnail: int | None = None, max_side: int | None = None
+                   ) -> InlinePicture:
     """The picture ``recorded`` (a path as a report names it) from ``folder``, inlined.
 
     Only the file name of ``recorded`` is used, looked up in ``folder``: a report renders
-    the pictures it wrote beside itself, and nothing else on the machine.
+    the pictures it wrote beside itself, and nothing else on the machine. ``thumbnail``:
+    inline a JPEG whose longer side is at most this many pixels (the full picture stays a
+    file beside the report, linked from the page). ``max_side``: a picture above
+    ``max_bytes`` is also scaled to this longer side when re-encoded.
     """
     name = PurePath(str(recorded).replace("\\", "/")).name
     if name in ("", ".", ".."):
@@ -83,8 +100,10 @@ def inline_picture(folder: str | os.PathLike[str], recorded: str, *,
     image = _decode(data)
     if image is None:
         return InlinePicture(name, None, "picture does not decode (truncated or corrupt)")
-    if len(data) > max_bytes:
-        smaller = _as_jpeg(image)
+    if thumbnail is not None:
+        data, mime = (_as_jpeg(_fit(image, thumbnail), quality=70) or data), "image/jpeg"
+    elif len(data) > max_bytes:
+        smaller = _as_jpeg(_fit(image, max_side) if max_side else image)
         if smaller is not None and len(smaller) < len(data):
             data, mime = smaller, "image/jpeg"
     uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

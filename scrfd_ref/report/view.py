@@ -121,8 +121,9 @@ def _worst_images(level: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def device_view(device_id: str, rec: Mapping[str, Any], folder: Path,
-                causes: Mapping[str, Any]) -> dict[str, Any]:
-    """One device: identity, verdict, levels, worst images, pictures, likely causes."""
+                causes: Mapping[str, Any], thumbnails: bool = False) -> dict[str, Any]:
+    """One device: identity, verdict, levels, worst images, pictures (``thumbnails``:
+    small ones linking the full files), likely causes."""
     spec = rec.get("spec") or {}
     levels = rec.get("levels") or {}
     views = [level_view(n, levels[n]) for n in ordered(levels, LEVEL_ORDER)]
@@ -134,7 +135,7 @@ def device_view(device_id: str, rec: Mapping[str, Any], folder: Path,
             "levels": views, "level_verdicts": {lv["name"]: lv["verdict"] for lv in views},
             "counts": counts,
             "worst_images": _worst_images(levels.get("detections") or {}),
-            "pictures": [picture(folder, str(k), str(p))
+            "pictures": [picture(folder, str(k), str(p), thumbnail=thumbnails)
                          for k, p in (rec.get("artifacts") or {}).items()],
             "causes": _cause_lines(found), "evidence": _evidence(spec, levels),
             "provenance": _provenance(spec.get("provenance"))}
@@ -266,6 +267,9 @@ def _gates_banner(disclosure: Any) -> dict[str, Any] | None:
                          "direction": str(c.get("direction"))} for c in changes]}
 
 
+#: bytes of full-size pictures a page inlines (failing devices first); past it, thumbnails
+FULL_PICTURE_BYTES = 1_500_000
+
 #: the colour (CSS class) of each session verdict: only PASS is green
 SESSION_CSS = {"PASS": "pass", "INCONCLUSIVE": "inconclusive"}
 
@@ -295,8 +299,15 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     likely = sections.get("likely_causes") or {}
     causes = likely.get("devices") or {} if isinstance(likely, Mapping) else {}
     devices = []
-    for k, rec in (doc.get("devices") or {}).items():
-        view = device_view(str(k), rec, folder, causes)
+    budget = FULL_PICTURE_BYTES
+    # failing devices first: their pictures are inlined in full while the budget lasts;
+    # a passing device's, and any beyond the budget, are thumbnails linking the file
+    records = sorted((doc.get("devices") or {}).items(),
+                     key=lambda kv: _SEV[device_verdict(kv[1])])
+    for k, rec in records:
+        full = device_verdict(rec) != "pass" and budget > 0
+        view = device_view(str(k), rec, folder, causes, thumbnails=not full)
+        budget -= sum(len(p["uri"] or "") for p in view["pictures"]) if full else 0
         view["_levels"] = rec.get("levels") or {}
         devices.append(view)
     vrank = {v: i for i, v in enumerate(variant_order(d["variant"] for d in devices))}
@@ -314,6 +325,8 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     verdict = combine(d["verdict"] for d in devices) if devices else "none"
     return {
         "verdict": session["css"] if session else verdict, "session": session,
+        "filters": [(key, sorted({str(d[key]) for d in devices}))
+                    for key in ("verdict", "backend", "dtype", "variant")],
         "tally": tally, "devices": devices, "levels": levels, "matrix": _matrix(devices),
         "ap_rows": ap_rows,
         "ap_settings": ordered([c for r in ap_rows for c in r["cells"]], SETTINGS),

@@ -215,15 +215,29 @@ def test_pictures_are_inlined_or_shown_missing(tmp_path):
     arts = {"PR curves": str(tmp_path / "pr_a.png"), "worst image": "gone/worst_a.png",
             "corrupt": str(tmp_path / "broken.png"), "text": "notes.png",
             "outside": "/etc/passwd"}
-    doc = rs.report({"a": rs.device("1g", "ort", "fp16", artifacts=arts)})
+    doc = rs.report({"a": rs.device("1g", "ort", "fp16", fail_heads=1, artifacts=arts)})
     page = render(doc, tmp_path)
-    imgs = page.find("img", cls="zoom")
+    imgs = page.find("img", cls="zoom")       # a failing device: full pictures inlined
     assert len(imgs) == 1 and imgs[0]["src"].startswith("data:image/png;base64,iVBOR")
     words = page.words
     for name, why in (("worst_a.png", "file not found beside the report"),
                       ("broken.png", "does not decode"), ("notes.png", "not a PNG or JPEG"),
                       ("passwd", "file not found beside the report")):
         assert f"missing picture: {name}" in words and why in words
+
+
+def test_a_passing_devices_pictures_are_thumbnails_linking_the_full_file(tmp_path):
+    """120 devices stay a light page: a passing device's pictures are small JPEGs, each a
+    link to the full PNG beside the report."""
+    rs.write_png(tmp_path / "pr_a.png", 1024, 768)
+    doc = rs.report({"a": rs.device("1g", "ort", "fp16",
+                                    artifacts={"PR curves": str(tmp_path / "pr_a.png")})})
+    page = render(doc, tmp_path)
+    assert not page.find("img", cls="zoom")
+    thumbs = page.find("img", cls="thumb")
+    assert len(thumbs) == 1 and thumbs[0]["src"].startswith("data:image/jpeg;base64,")
+    assert len(thumbs[0]["src"]) < 20_000
+    assert [a for a in page.find("a") if a.get("href") == "pr_a.png"]
 
 
 def test_large_pictures_are_inlined_as_jpeg(tmp_path):
