@@ -42,7 +42,6 @@ renormalise per resample:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING

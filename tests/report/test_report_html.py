@@ -404,3 +404,16 @@ def test_pytest_html_hooks_register_only_with_pytest_html(html_active):
     plugin.pytest_configure(config)
     assert ("scrfd_ref.pytest_plugin.html_extras" in registered) == html_active
     assert "scrfd_ref.pytest_plugin.session" in registered
+
+
+def test_a_gate_that_does_not_apply_is_not_counted_as_a_pass():
+    """The landmark gate of a model without landmark heads judged nothing: the level says
+    "3 of 4 passed", and the row is shown as not judged."""
+    from scrfd_ref.report.view import level_view
+
+    rec = rs.device("1g", "ort", "fp16")
+    lv = level_view("detections", rec["levels"]["detections"])
+    rows = [r for g in lv["groups"] for r in g["rows"]]
+    na = [r for r in rows if r["gate"] == "landmark_err_px_max"]
+    assert na and na[0]["verdict"] == "none" and na[0]["note"].startswith("not applicable")
+    assert lv["counts"]["pass"] == lv["rows"] - 1
