@@ -149,6 +149,12 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     report = session.config.stash.get(REPORT_KEY, None)
     if report is None:
         return
+    if report.session:       # the session verdict, the same words as every other report
+        s = report.session
+        colour = _COLOUR["pass"] if s.get("verdict") == "PASS" else _COLOUR["fail"]
+        prefix.append(f'<p id="scrfd-session-verdict" data-verdict="{escape(s.get("verdict"))}">'
+                      f'<b style="color:{colour}">{escape(s.get("headline", ""))}</b>: '
+                      f'{escape(s.get("reason", ""))}</p>')
     html = summary_html(report.to_dict()["devices"], report_link(session.config))
     if html:
         prefix.append(html)
