@@ -32,6 +32,8 @@ MARKERS = (
     "slow: takes more than a few seconds",
     "acceptance: the full tier (every backend x dtype x variant, dataset-wide runs, fault "
     "matrices, benchmark cycles): pytest -m acceptance; CI runs it too",
+    "timing: its verdict depends on measured time: run it alone, never beside other tests "
+    "(CI runs the acceptance tier with -n 2 -m 'not timing', then these serially)",
 )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.timing]
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = "decode_scrfd_ref"
