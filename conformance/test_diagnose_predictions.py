@@ -70,7 +70,9 @@ def world(variant_file, wider_images_dir, gates, pytestconfig):
         yield {"backend": backend, "items": items, "fixed": fixed, "model": model,
                "gates": gates,
                "margin": gates.value("fp32", "detections", "diagnose_pred_min_gain_db"),
-               "runs": ReferenceRuns(backend, items, 0.001), "honest": {}}
+               "runs": ReferenceRuns(backend, items, 0.001), "honest": {},
+               # reference candidates and honest devices' rows, computed once for the module
+               "shared": {}}
 
 
 def _diagnose(world, device_rows, claimed: str, dtype: str | None = None):
@@ -79,7 +81,8 @@ def _diagnose(world, device_rows, claimed: str, dtype: str | None = None):
     extra = ({"gates": world["gates"], "dtype": dtype, "model": world["model"]}
              if dtype else {})
     return diagnose_predictions(world["backend"], world["items"], device_rows,
-                                get_profile(claimed), min_gain_db=world["margin"], **extra)[0]
+                                get_profile(claimed), min_gain_db=world["margin"],
+                                shared=world["shared"], **extra)[0]
 
 
 def _honest_rows(world, dtype: str, claimed: str):

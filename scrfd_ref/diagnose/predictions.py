@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -182,6 +182,11 @@ def _preprocessing_changes(profile: Profile, sizes: bool) -> list[Change]:
     return out
 
 
+def _items_key(items: Sequence[Any]) -> tuple[str, ...]:
+    """The images of a run as a hashable key (``event/name`` each)."""
+    return tuple(f"{it.event}/{it.name}" for it in items)
+
+
 class ReferenceRuns:
     """The fp32 reference's detections on fixed images under any profile, with one
     inference per preprocessing (post-processing variants reuse its candidates)."""
@@ -288,11 +293,13 @@ def judge_predictions(ref: ReferenceRuns, device: Rows, profile: Profile, gates:
 def precision_of_predictions(ref: ReferenceRuns, model: Any, device: Rows, profile: Profile,
                              unmapped: bool, claimed: str, *, margin: float,
                              min_matched: int, floor: float, iou_match: float = 0.5,
-                             honest: Sequence[Any] | None = None) -> Any:
+                             honest: Sequence[Any] | None = None,
+                             shared: MutableMapping[tuple, Any] | None = None) -> Any:
     """The device's detection jitter against the honest devices' (every dtype), all run
     with ``profile`` on the same images
     (:class:`~scrfd_ref.diagnose.precision.PrecisionFit`, or None when the
-    detections do not allow it)."""
+    detections do not allow it). ``shared``: rows of the honest devices kept between
+    calls on the same images (see :func:`diagnose_predictions`)."""
     from scrfd_ref.backends import get_backend
     from scrfd_ref.diagnose.precision import fit_precision, honest_devices
 
@@ -304,10 +311,16 @@ def precision_of_predictions(ref: ReferenceRuns, model: Any, device: Rows, profi
     if not levels:
         return None
     found: dict[str, dict[str, dict[str, float]]] = {}
+    shared = {} if shared is None else shared
     for h in honest if honest is not None else honest_devices():
-        name, path, options = h.build(model)
-        with get_backend(name, path, **options) as backend:
-            rows = ReferenceRuns(backend, ref.items, ref.floor).rows(profile, unmapped)
+        key = ("honest", h.label, str(model), _items_key(ref.items), ref.floor,
+               repr(sorted(profile.to_dict().items())), unmapped)
+        if key not in shared:
+            name, path, options = h.build(model)
+            with get_backend(name, path, **options) as backend:
+                shared[key] = ReferenceRuns(backend, ref.items, ref.floor).rows(profile,
+                                                                                 unmapped)
+        rows = shared[key]
         found.setdefault(h.dtype, {})[h.label] = jitter_levels(reference, rows, **opts)
     return fit_precision(levels, found, claimed, margin, metric="detection jitter",
                          unit="metrics")
@@ -316,6 +329,7 @@ def precision_of_predictions(ref: ReferenceRuns, model: Any, device: Rows, profi
 def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profile: Profile,
                          *, min_gain_db: float, gates: Any = None, dtype: str | None = None,
                          model: Any = None, honest: Sequence[Any] | None = None,
+                         shared: MutableMapping[tuple, Any] | None = None,
                          ) -> tuple[Diagnosis, dict[str, Any]]:
     """Rank the causes of a device's prediction files against the reference.
 
@@ -330,6 +344,9 @@ def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profi
             passes gets observations, not causes); None: no judgement.
         model: the fp32 model file: with ``gates``, the precision hypothesis runs the
             honest devices (``honest``, default every dtype's) on it.
+        shared: a dict kept between diagnoses of devices on the same images and
+            ``backend``: the reference's candidates per preprocessing and the honest
+            devices' rows are computed once for all of them.
 
     Returns:
         The diagnosis, and the facts it used (lowest device score, share of integer
@@ -338,7 +355,11 @@ def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profi
     facts = device_facts(device)
     low = facts["lowest_score"]
     floor = min(profile.score_thr, 0.02, low if math.isfinite(low) else 1.0)
-    ref = ReferenceRuns(backend, items, max(LOWEST_FLOOR, floor - 1e-6))
+    shared = {} if shared is None else shared
+    ref_key = ("reference", id(backend), _items_key(items), max(LOWEST_FLOOR, floor - 1e-6))
+    if ref_key not in shared:
+        shared[ref_key] = ReferenceRuns(backend, items, ref_key[-1])
+    ref = shared[ref_key]
     current, unmapped = profile, False
     memo: dict = {}
     sizes = getattr(backend, "input_size", None) is None     # a dynamic-size model
@@ -390,6 +411,6 @@ def diagnose_predictions(backend: Any, items: Sequence[Any], device: Rows, profi
                 margin=gates.value(dtype, "detections", "diagnose_pred_precision_margin_db"),
                 min_matched=int(gates.value(dtype, "detections", "diagnose_pred_min_matched")),
                 floor=gates.value(dtype, "heads", "fg_score_floor"),
-                iou_match=gates.value(dtype, "detections", "iou_match"))
+                iou_match=gates.value(dtype, "detections", "iou_match"), shared=shared)
     return Diagnosis.judged(causes, [c for c in closest if c.gain_db > 0], min_gain_db,
                             len(items), verdict, precision, closest), facts
