@@ -265,8 +265,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         boot = next((m["bootstrap"] for _, m in ap_rows if m.get("bootstrap")), None)
         lines += ["", "## WIDER FACE AP (device vs fp32 reference, same profile)", "",
                   "Per setting: device AP / reference AP, then the ratio device / reference "
-                  + (f"with its {100 * boot['confidence']:g}% interval (paired image bootstrap, "
-                     f"{boot['resamples']} resamples, seed {boot['seed']}; the gates pass or "
+                  + (f"with its {100 * boot['confidence']:g}% interval (paired image bootstrap "
+                     f"over the device's images, {boot['resamples']} resamples, seed "
+                     f"{boot['seed']}; the gates pass or "
                      "fail only when the whole interval is on one side of the limit)."
                      if boot else "."), "",
                   "| device | easy | medium | hard |", "|---|---|---|---|"]

@@ -122,6 +122,8 @@ def format_limit(limit: Any) -> str:
 def unit_of(gate: str) -> str:
     """The unit a gate's value is shown with (``dB``, ``px``, ``%``, or nothing)."""
     metric = re.sub(r"_(min|max)$", "", gate)
+    if metric == "abs_delta":   # the AP gate reads a drop; the AP table's delta is its negative
+        return "drop (reference − device)"
     return {"db": "dB", "px": "px", "pct": "%"}.get(metric.rsplit("_", 1)[-1], "")
 
 

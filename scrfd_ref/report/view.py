@@ -240,6 +240,19 @@ def _decomposition(section: Any) -> dict[str, Any] | None:
     return {"variant": str(section.get("variant", "")), "steps": steps}
 
 
+def _interval_label(devices: Mapping[str, Any]) -> str:
+    """What the AP intervals are: ``95 % paired image bootstrap, 1000 resamples, seed 0``
+    (empty when no AP level carries one)."""
+    for rec in devices.values():
+        ap = ((rec.get("levels") or {}).get("ap") or {}) if isinstance(rec, Mapping) else {}
+        boot = (ap.get("metrics") or {}).get("bootstrap") if isinstance(ap, Mapping) else None
+        if isinstance(boot, Mapping):
+            return (f"intervals: {100 * float(boot.get('confidence', 0)):g} % paired image "
+                    f"bootstrap, {boot.get('resamples')} resamples, seed {boot.get('seed')}, "
+                    "over each device's images")
+    return ""
+
+
 def _judged_set(devices: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
     """The images the devices were judged on (not the data folder's contents): ``images``
     (a count, or a range when devices differ) and ``events``."""
@@ -332,6 +345,7 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
         "ap_rows": ap_rows,
         "ap_settings": ordered([c for r in ap_rows for c in r["cells"]], SETTINGS),
         "ap_images": sorted({str(r["images"]) for r in ap_rows}),
+        "ap_intervals": _interval_label(doc.get("devices") or {}),
         "causes": [d for d in devices if d["causes"]],
         "decomposition": _decomposition(sections.get("decomposition")),
         "other_sections": others,
