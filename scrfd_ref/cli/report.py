@@ -30,11 +30,11 @@ def cmd_report_diff(args: argparse.Namespace) -> int:
     for path, name in ((args.old, "OLD"), (args.new, "NEW")):
         p = Path(path)
         paths.append(p if p.is_dir() else input_file(p, name, "report.json"))
-    docs = [load_report(p, name) for p, name in zip(paths, ("OLD", "NEW"))]
     if args.html:
         output_file(args.html, "--html", inputs=paths)
     if args.json:
         output_file(args.json, "--json", inputs=paths)
+    docs = [load_report(p, name) for p, name in zip(paths, ("OLD", "NEW"))]
     diff = diff_reports(*docs, old_name=display(paths[0]), new_name=display(paths[1]))
     print("\n".join(diff.lines()))
     if args.html:

@@ -81,7 +81,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
             ([str(tmp_path / "notjson.json"), str(tmp_path / "notjson.json")], 1,
              "not a readable report.json"),
             ([str(tmp_path / "other.json"), str(tmp_path / "other.json")], 1,
-             "not a scrfd-ref report.json")):
+             "not a scrfd-ref report.json"),
+            # never writes onto its own input
+            ([str(tmp_path / "other.json"), str(tmp_path / "notjson.json"), "--html",
+              str(tmp_path / "other.json")], 2, "--html .*other.json: is one of the command's "
+             "inputs")):
         assert main(["report", "diff", *argv]) == rc, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and __import__("re").search(msg, err[0]), err
