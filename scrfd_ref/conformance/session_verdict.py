@@ -224,7 +224,10 @@ def _summary(devices: Sequence[DeviceOutcome]) -> str:
     """``ort-int8-500m_bnkps error (setup: calibration images missing); ...``."""
     parts = []
     for d in devices[:4]:
-        parts.append(f"{d.device} {d.state}" + (f" ({d.reasons[0]})" if d.reasons else ""))
+        levels = [name for name, v in d.levels.items() if v == d.state]
+        why = d.reasons[0] if d.reasons else (f"at {', '.join(levels)}"
+                                               if levels else "")
+        parts.append(f"{d.device} {d.state}" + (f" ({why})" if why else ""))
     if len(devices) > 4:
         parts.append(f"and {len(devices) - 4} more")
     return "; ".join(parts)
