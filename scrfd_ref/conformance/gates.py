@@ -267,13 +267,15 @@ def _bootstrap_problems(table: Mapping[str, Any]) -> list[str]:
 
 
 def _read(p: Path) -> Mapping[str, Any]:
+    from scrfd_ref.formats.strict import StrictFormatError, regular_file_text
+
     try:
-        text = p.read_text(encoding="utf-8-sig")  # a UTF-8 BOM (Windows editors) is skipped
+        text = regular_file_text(p)  # a UTF-8 BOM (Windows editors) is skipped
     except FileNotFoundError:
         raise InputError(f"gates file not found: {p}") from None
-    except IsADirectoryError:
-        raise InputError(f"gates file {p}: is a folder; give a .toml file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except StrictFormatError as exc:
+        raise InputError(f"gates file {p}: {exc}; give a .toml file") from None
+    except OSError as exc:
         raise InputError(f"gates file {p}: cannot read: {exc}") from None
     try:
         return tomllib.loads(text)

@@ -299,11 +299,15 @@ def read_build_yaml(path: str | Path) -> BuildRecipe:
     """
     import yaml
 
+    from scrfd_ref.formats.strict import StrictFormatError, regular_file_text, strict_yaml_loader
+
     p = input_file(path, "--build-yaml", "build YAML")
     source = display(p)
     try:
-        text = p.read_text(encoding="utf-8")
-        doc = yaml.load(text, Loader=_bounded_loader())  # noqa: S506 - a SafeLoader
+        text = regular_file_text(p)
+        doc = yaml.load(text, Loader=strict_yaml_loader(_bounded_loader()))  # noqa: S506
+    except StrictFormatError as exc:
+        raise UsageError(f"--build-yaml {source}: not a readable YAML file ({exc})") from None
     except RecursionError:
         raise UsageError(f"--build-yaml {source}: not a readable YAML file (nested more than "
                          f"{MAX_DEPTH} levels)") from None

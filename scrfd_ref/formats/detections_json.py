@@ -58,12 +58,12 @@ def read_detections_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         InputError: not readable JSON, or a field missing or of the wrong type (the
             message names the file and the field).
     """
+    from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
+
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except RecursionError:
-        raise InputError(f"{p}: not a readable JSON document: nested too deeply") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json_loads(regular_file_text(p))
+    except (OSError, StrictFormatError) as exc:
         raise InputError(f"{p}: not a readable JSON document: {exc}") from exc
     if not isinstance(doc, dict):
         raise InputError(f"{p}: a detections document is a JSON object, got "

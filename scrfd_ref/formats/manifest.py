@@ -77,12 +77,14 @@ def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
     p = Path(folder) / name
     if not p.exists():
         return None
+    from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
+
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = json_loads(regular_file_text(p))
         too_deep = nesting_depth(doc) > MAX_DEPTH
     except RecursionError:
         too_deep = True
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, StrictFormatError) as exc:
         raise ManifestError(f"{display(p)}: not a readable manifest ({exc}); move it away or "
                             "use --overwrite to start the run again") from None
     if too_deep:

@@ -28,7 +28,6 @@ padding and resize sizes, and the YUV NV12 (video) ops.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,14 +192,13 @@ def read_vdsp_params(path: str | Path) -> VdspParams:
         DataMissingError: no such file.
         UsageError: a folder, unreadable, or not JSON (exit 2).
     """
+    from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
+
     p = input_file(path, "--vdsp-params", "vdsp params file")
     try:
-        text = p.read_text(encoding="utf-8")
-        doc = json.loads(text)
-    except RecursionError:
-        raise UsageError(f"--vdsp-params {display(p)}: not a readable JSON file (nested too "
-                         "deeply; a vdsp params file is an object of two levels)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = regular_file_text(p)
+        doc = json_loads(text)
+    except (OSError, StrictFormatError) as exc:
         raise UsageError(f"--vdsp-params {display(p)}: not a readable JSON file ({exc})") from None
     if nesting_depth(doc, MAX_DEPTH) > MAX_DEPTH:
         raise UsageError(f"--vdsp-params {display(p)}: not a readable JSON file (nested too "

@@ -15,7 +15,6 @@ A regression (:attr:`ReportDiff.regressed`) is a session or device verdict that 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -90,12 +89,14 @@ def load_report(path: str | Path, option: str) -> dict[str, Any]:
     """
     p = Path(path)
     f = p / "report.json" if p.is_dir() else p
+    from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
+
     try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
+        doc = json_loads(regular_file_text(f))
     except FileNotFoundError:
         raise UsageError(f"{option} {p}: no report.json there; give a report folder or its "
                          "report.json") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, StrictFormatError) as exc:
         raise InputError(f"{option} {f}: not a readable report.json ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("devices"), dict):
         raise InputError(f"{option} {f}: not a scrfd-ref report.json (no devices table)")

@@ -668,6 +668,18 @@ CASES = [
          r"--vdsp-params .*v\.json: not a readable JSON file", setup=_write("v.json", "{Op")),
     Case("check-config-vdsp-is-folder", ("check-config", "--vdsp-params", f"{WS}/images"), 2,
          r"--vdsp-params .*images: is a folder"),
+    # fourth pass (issue 33, class 2): one strict reader for every structured file
+    Case("check-config-vdsp-duplicate-key", ("check-config", "--vdsp-params", f"{WS}/v.json"),
+         2, r"--vdsp-params .*v\.json: not a readable JSON file \(duplicate key 'Mean'",
+         setup=_write("v.json", open(V640).read().replace(
+             '"Mean"', '"Mean": [0, 0, 0], "Mean"', 1))),
+    Case("check-config-yaml-duplicate-key", ("check-config", "--build-yaml", f"{WS}/y.yaml"),
+         2, r"--build-yaml .*y\.yaml: not a readable YAML file \(duplicate key 'dtype'",
+         setup=_write("y.yaml", "backend:\n  dtype: fp16\n  dtype: int8\n")),
+    Case("gates-duplicate-key", ("gates", "check", f"{WS}/g.toml"), 1,
+         r"g\.toml: not valid TOML: Cannot overwrite a value",
+         setup=_write("g.toml", "[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n"
+                      "ratio_min = { value = 0.5, why = 'y' }\n")),
     Case("check-config-yaml-python-tag", ("check-config", "--build-yaml", f"{WS}/y.yaml"), 2,
          r"--build-yaml .*y\.yaml: not a readable YAML file",
          setup=_write("y.yaml", "name: !!python/object/apply:os.system ['touch pwned']\n"),
@@ -902,9 +914,10 @@ CASES = [
              "1_a_1.txt", "2_b_1.txt"] or pytest.fail("expected 1_a_1 and 2_b_1 only")),
     Case("gates-utf8-bom", ("gates", "check", f"{WS}/g.toml"), 0, r"g\.toml: valid",
          setup=_write("g.toml", "\ufeff[int8.ap]\nratio_min = { value = 0.99, why = 'x' }\n")),
+    # NaN is no JSON a producer writes: the one strict reader refuses it (formats.strict)
     Case("detect-vdsp-mean-nan", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
-         r"--vdsp-params .*v\.json: OpConfig\.Mean: must be 3 finite numbers, got \[nan, "
-         r"127\.5, 127\.5\]", setup=_vdsp(Mean=[float("nan"), 127.5, 127.5])),
+         r"--vdsp-params .*v\.json: not a readable JSON file \(NaN is not JSON",
+         setup=_vdsp(Mean=[float("nan"), 127.5, 127.5])),
     Case("detect-vdsp-std-zero", ("detect", "-m", M, "--vdsp-params", f"{WS}/v.json", IMG), 2,
          r"--vdsp-params .*v\.json: OpConfig\.Std: must be 3 finite numbers above 0, got \[0, "
          r"128\.0, 128\.0\]", setup=_vdsp(Std=[0, 128.0, 128.0])),
