@@ -195,14 +195,14 @@ INCONCLUSIVE_KEY = pytest.StashKey[list]()
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """An inconclusive verdict's report carries its message as it is (no "Failed:"
     prefix, no traceback), so the JUnit XML failure message starts with INCONCLUSIVE."""
-    from scrfd_ref.pytest_plugin.verdict import DEVICE_PROPERTY, device_of
+    from scrfd_ref.pytest_plugin.verdict import DEVICE_PROPERTY, judged_device_of
 
     report = yield
     if (report.when == "call" and report.failed and call.excinfo is not None
             and dict(item.user_properties).get(VERDICT_PROPERTY) == "inconclusive"):
         report.longrepr = str(getattr(call.excinfo.value, "msg", call.excinfo.value))
-    device = device_of(item)
-    if device is not None:     # whose test this is: the session verdict counts it
+    device = judged_device_of(item)
+    if device is not None:     # the device this test judges: the session verdict counts it
         report.user_properties.append((DEVICE_PROPERTY, device))
     return report
 

@@ -31,6 +31,18 @@ def device_of(item: pytest.Item) -> str | None:
     return getattr(spec, "id", None)
 
 
+#: the fixtures through which a test judges its device (a test that only times a device, a
+#: benchmark, judges nothing and does not count towards the verdict)
+JUDGING_FIXTURES = frozenset({"device_run", "reference_run", "judge"})
+
+
+def judged_device_of(item: pytest.Item) -> str | None:
+    """The id of the device ``item`` judges (None: it judges none)."""
+    if not JUDGING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return None
+    return device_of(item)
+
+
 def first_line(report: pytest.TestReport) -> str:
     """The first line of a failure or skip: the exception's message, or the skip reason."""
     longrepr = report.longrepr
