@@ -15,29 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from scrfd_ref.core.errors import InputError
+from scrfd_ref.formats.strict import nesting_depth  # noqa: F401 - re-exported
 
 #: deepest nesting a manifest may have (a real one has 4 levels)
 MAX_DEPTH = 32
 #: identity fields that are text (or null) when present
 _TEXT_FIELDS = ("variant", "dtype", "output_dtype", "backend", "model", "model_sha256",
                 "device_model_sha256", "image_list_sha256", "inputs_sha256")
-
-
-def nesting_depth(doc: Any, limit: int = MAX_DEPTH) -> int:
-    """How deeply lists and objects nest in ``doc`` (0 for a scalar), without recursion;
-    the walk stops once ``limit`` is passed."""
-    deepest = 0
-    todo = [(doc, 1)]
-    while todo:
-        value, depth = todo.pop()
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list):
-            deepest = max(deepest, depth)
-            if depth > limit:
-                break
-            todo.extend((v, depth + 1) for v in value)
-    return deepest
 
 
 def _json_type(value: Any) -> str:

@@ -68,18 +68,20 @@ def _no_constant(name: str) -> Any:
     raise StrictFormatError(f"{name} is not JSON (no producer writes it); write a number")
 
 
-def depth(value: Any, limit: int = MAX_DEPTH) -> int:
-    """Nesting depth of lists and dicts in ``value`` (stops counting past ``limit``)."""
-    stack, deepest = [(value, 1)], 0
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            deepest = max(deepest, d)
-            if deepest > limit:
-                return deepest
-            stack.extend((x, d + 1) for x in v)
+def nesting_depth(doc: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply lists and objects nest in ``doc`` (0 for a scalar), without recursion;
+    the walk stops once ``limit`` is passed."""
+    deepest = 0
+    todo = [(doc, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, level)
+            if level > limit:
+                break
+            todo.extend((v, level + 1) for v in value)
     return deepest
 
 
@@ -98,7 +100,7 @@ def json_loads(text: str) -> Any:
         raise
     except json.JSONDecodeError as exc:
         raise StrictFormatError(f"not valid JSON ({exc})") from None
-    if depth(doc) > MAX_DEPTH:
+    if nesting_depth(doc) > MAX_DEPTH:
         raise StrictFormatError(f"nested too deeply (more than {MAX_DEPTH} levels)")
     return doc
 
