@@ -38,6 +38,8 @@ COMMAND_MODULES: tuple[str, ...] = ("scrfd_ref.cli.detect", "scrfd_ref.cli.wider
                                     "scrfd_ref.cli.gates", "scrfd_ref.cli.report")
 
 DEBUG_ENV = "SCRFD_DEBUG"
+#: values of $SCRFD_DEBUG that turn tracebacks on (``no``, ``0``, ``false`` do not)
+DEBUG_ON = ("1", "true", "yes", "on")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _debug_wanted(argv: Sequence[str]) -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in argv
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in DEBUG_ON or "--debug" in argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,6 +67,22 @@ def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Ca
     return parse
 
 
+def backend_name(text: str) -> str:
+    """Type of ``--backend``: a registered backend's name (built in or an installed
+    plugin); an empty or unknown name is a usage error naming the closest one."""
+    from scrfd_ref.backends import available_backends
+    from scrfd_ref.core.errors import did_you_mean
+
+    known = sorted(available_backends())
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"expected a backend ({', '.join(known)}), got "
+                                         f"{text!r}" + did_you_mean(text, known, list_all=False))
+    return text
+
+
+backend_name.__name__ = "backend"
+
+
 def positive_int(limit: int | None = None) -> Callable[[str], int]:
     """Type for integers ``1 .. limit``."""
     what = f"an integer from 1 to {limit}" if limit else "a positive integer"
@@ -266,7 +282,7 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
     :func:`scrfd_ref.quantize.prepare.prepare_model`."""
     from scrfd_ref.core.dtypes import DTYPES
 
-    p.add_argument("--backend", "-B", default="ort",
+    p.add_argument("--backend", "-B", default="ort", type=backend_name,
                    help="backend: ort (default), opencv, gpu, openvino (pip install -e "
                         "'.[openvino]') or an installed plugin")
     p.add_argument("--dtype", "-D", default="fp32", choices=DTYPES,
@@ -282,7 +298,7 @@ def backend_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     from scrfd_ref.backends import available_backends
     from scrfd_ref.core.errors import did_you_mean
 
-    name = getattr(args, "backend", None) or "ort"
+    name = getattr(args, "backend", "ort")
     known = [b for b in available_backends() if b != "replay"]
     if name not in known:
         raise UsageError(f"--backend {name!r}: not a backend" + did_you_mean(name, known))

@@ -10,6 +10,7 @@ from scrfd_ref.cli.args import (
     add_command,
     add_run_options,
     add_vdsp_option,
+    backend_name,
     fraction,
     size,
     unique,
@@ -218,7 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="standard ONNX export or variant name (exported to the device layout "
                         "and converted to --dtype, cached)")
-    p.add_argument("--backend", "-B", default="ort",
+    p.add_argument("--backend", "-B", default="ort", type=backend_name,
                    help="backend standing in for the device: ort (default), opencv, gpu, "
                         "openvino (pip install -e '.[openvino]') or an installed plugin")
     p.add_argument("--dtype", "-D", default="fp32", choices=DTYPES,

@@ -13,6 +13,7 @@ from scrfd_ref.cli.args import (
     add_command,
     add_json_option,
     add_vdsp_option,
+    backend_name,
     chw_shape,
     max_sessions,
     non_negative_int,
@@ -123,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="ONNX model path or variant name looked up in DATA/models "
                         "(default: 500m_bnkps); a replay folder for --backend replay")
-    p.add_argument("--backend", default="ort",
+    p.add_argument("--backend", default="ort", type=backend_name,
                    help="backend name: ort (default), openvino (pip install -e '.[openvino]'; "
                         "fp32 / bf16 / int8 as OpenVINO runs them), replay or an installed "
                         "plugin")

@@ -328,6 +328,14 @@ CASES = [
          r"none\.jpg: image not found", traceback=True),
     Case("debug-env", ("detect", f"{WS}/none.jpg"), 2, r"image not found", traceback=True,
          env={"SCRFD_DEBUG": "1"}),
+    # issue 33, class 5: SCRFD_DEBUG=no turned debugging on; --backend '' ran ort
+    Case("debug-env-no", ("detect", f"{WS}/none.jpg"), 2, r"image not found",
+         env={"SCRFD_DEBUG": "no"}),
+    Case("detect-backend-empty", ("detect", "-m", M, "--backend", "", IMG), 2,
+         r"argument --backend/-B: expected a backend \(.*ort.*\), got ''"),
+    Case("dump-backend-misspelt", ("dump", "-m", M, "--backend", "ortt", "--datalist",
+                                   f"{WS}/l.txt", "--out", f"{WS}/o"), 2,
+         r"argument --backend/-B: expected a backend .*, got 'ortt'; did you mean ort\?"),
     # ------------------------------------------------------------------ detect
     Case("detect-missing-image", ("detect", "-m", M, f"{WS}/none.jpg"), 2,
          r"none\.jpg: image not found"),
@@ -636,7 +644,7 @@ CASES = [
          env=FAKE_OV),
     Case("detect-backend-misspelt", ("detect", "-m", M, "--backend", "openvin",
                                      f"{WS}/images/1--A/1_a_1.jpg"), 2,
-         r"--backend 'openvin': not a backend; did you mean openvino\?"),
+         r"argument --backend/-B: expected a backend .*got 'openvin'; did you mean openvino\?"),
     Case("detect-providers-on-openvino", ("detect", "-m", M, "--backend", "openvino",
                                           "--providers", "cuda", f"{WS}/images/1--A/1_a_1.jpg"),
          2, r"--providers: ONNX Runtime providers do not apply to --backend openvino"),
