@@ -113,13 +113,16 @@ def _calibration_reader(images: Sequence[Path], input_name: str,
 
 
 def _calibration_blob(path: Path, profile: Any) -> np.ndarray:
-    import cv2
-
+    """One calibration image through the calibration profile; read like every image
+    (:func:`scrfd_ref.formats.images.read_image`: the pixel limit from the header, before
+    any pixel is decoded; a damaged file refused)."""
     from scrfd_ref.core.preprocess import preprocess
+    from scrfd_ref.formats.images import read_image
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"calibration image {path}: OpenCV cannot decode it (not an image?)")
+    try:
+        image = read_image(path)
+    except InputError as exc:
+        raise InputError(f"calibration image {exc}") from None
     return preprocess(image, profile)[0]
 
 

@@ -449,3 +449,24 @@ def test_quantize_50_images_timed(model_500m: Path, data_root: Path, need, tmp_p
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
     want, got = _detect(model_500m, face_image), _detect(path, face_image)
     assert len(got) == len(want) == 1 and _iou(want.boxes[0], got.boxes[0]) >= INT8_MIN_IOU
+
+
+def test_a_calibration_image_above_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    """Calibration images are read like every image (issue 33: ``quantize --calib-images``
+    decoded a 100 MP PNG whatever --max-pixels said)."""
+    import cv2
+
+    from scrfd_ref.core.errors import InputError
+    from scrfd_ref.core.profiles import get_profile
+    from scrfd_ref.formats.images import set_max_pixels
+    from scrfd_ref.quantize.calibration import _calibration_blob
+
+    f = tmp_path / "big.png"
+    cv2.imwrite(str(f), np.zeros((100, 120, 3), np.uint8))
+    set_max_pixels(5000)
+    try:
+        with pytest.raises(InputError, match=r"calibration image .*big\.png: image is 120x100"):
+            _calibration_blob(f, get_profile("insightface"))
+    finally:
+        set_max_pixels(None)
+    assert _calibration_blob(f, get_profile("insightface")).shape[-3] == 3   # (1, 3, H, W)
