@@ -121,3 +121,26 @@ def test_loosened_gates_are_disclosed_beside_the_verdict(small_dump, data_root, 
     prov = r["doc"]["devices"][DEVICE]["spec"]["provenance"]
     assert prov["fault"]["label"] == "scale_head(bbox@16 2)" and prov["made_by_scrfd_ref"]
     assert "not by hardware" in prov["label"] and "injected fault" in prov["label"]
+
+
+@pytest.mark.parametrize("option, where, message", [
+    ("--ref-cache", "inside", "--ref-cache .*cache: lies inside the input folder"),
+    ("--report", "inside", "--report .*cache: lies inside the input folder"),
+    ("--report", "file", "--report .*notes.txt: is a file; give a folder"),
+])
+def test_output_folders_are_refused_before_any_test_runs(small_dump, data_root, tmp_path,
+                                                         option, where, message):
+    """Issue 33 (class 3 and 5): a cache inside the dump wrote into the user's input, and
+    --report naming a file failed after the whole run as a traceback."""
+    before = sorted(p.name for p in small_dump.iterdir())
+    target = small_dump / "cache" if where == "inside" else tmp_path / "notes.txt"
+    if where == "file":
+        target.write_text("x")
+    env = {**os.environ, "SCRFD_DATA": str(data_root)}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_heads.py", "--device-outputs",
+         str(small_dump), "-p", "no:cacheprovider", "-q", option, str(target)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 4 and re.search(message, res.stderr), res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in small_dump.iterdir()) == before

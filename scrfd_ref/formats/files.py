@@ -158,16 +158,22 @@ def output_file(path: PathLike, option: str | None = None, *,
 
 def output_dir(path: PathLike, option: str | None = None, *,
                inputs: Iterable[PathLike] = ()) -> Path:
-    """Check that ``path`` is (or can become) a writable folder that is none of ``inputs``.
+    """Check that ``path`` is (or can become) a writable folder that is none of ``inputs``
+    and lies inside none of the input folders.
 
     Raises:
-        UsageError: ``path`` is a file, cannot be created or written, or is one of
-            ``inputs`` (an input folder, or the folder of an input file is fine).
+        UsageError: ``path`` is a file, cannot be created or written, is one of ``inputs``,
+            or lies inside an input folder (the folder of an input file is fine).
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{_name(option, p)}: is a file; give a folder")
+    inputs = [i for i in inputs if i is not None]
     _not_an_input(p, option, inputs)
+    for inp in inputs:       # outputs never inside an input folder (a dump, an image set)
+        if Path(inp).is_dir() and is_inside(p, inp):
+            raise UsageError(f"{_name(option, p)}: lies inside the input folder "
+                             f"{display(inp)}; write outputs somewhere else")
     _creatable_folder(p, option, p)
     return p
 

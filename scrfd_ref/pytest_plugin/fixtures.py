@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scrfd_ref.pytest_plugin.session import (
+from scrfd_ref.pytest_plugin.keys import (
     GATES_KEY,
     PERF_KEY,
     RECIPE_KEY,
@@ -316,7 +316,7 @@ def judge(device_spec, conformance_report, request, pytestconfig):
     INCONCLUSIVE with what the images lack and reported in its own category (the summary
     line says "inconclusive", never "failed"), unless ``--accept-inconclusive``, which
     lets it pass and lists it at the end as accepted, not as evidence."""
-    from scrfd_ref.pytest_plugin.session import INCONCLUSIVE_KEY
+    from scrfd_ref.pytest_plugin.keys import INCONCLUSIVE_KEY
     from scrfd_ref.pytest_plugin.verdict import VERDICT_PROPERTY
 
     def _judge(result) -> None:

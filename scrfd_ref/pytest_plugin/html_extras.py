@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import pytest
 from markupsafe import escape
 
-from scrfd_ref.pytest_plugin.session import REPORT_KEY
+from scrfd_ref.pytest_plugin.keys import REPORT_KEY
 from scrfd_ref.report.format import (
     device_anchor,
     device_verdict,

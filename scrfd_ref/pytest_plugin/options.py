@@ -118,8 +118,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the markers, then the session hooks and the fixtures."""
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
-    for name in ("scrfd_ref.pytest_plugin.session", "scrfd_ref.pytest_plugin.fixtures_data",
-                 "scrfd_ref.pytest_plugin.fixtures"):
+    for name in ("scrfd_ref.pytest_plugin.session", "scrfd_ref.pytest_plugin.matrix",
+                 "scrfd_ref.pytest_plugin.fixtures_data", "scrfd_ref.pytest_plugin.fixtures"):
         if not config.pluginmanager.has_plugin(name):
             config.pluginmanager.register(importlib.import_module(name), name)
     verdict = importlib.import_module("scrfd_ref.pytest_plugin.verdict")
