@@ -141,7 +141,13 @@ def cmd_npz_decode(args: argparse.Namespace) -> int:
     """
     from scrfd_ref.cli.args import read_vdsp_option, resolve_profile
     from scrfd_ref.core.profiles import get_profile
-    from scrfd_ref.device.flow import check_vdsp_record, decode_profile, dump_source, npz_decode
+    from scrfd_ref.device.flow import (
+        check_recorded_inputs,
+        check_vdsp_record,
+        decode_profile,
+        dump_source,
+        npz_decode,
+    )
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
     outputs = input_dir(args.outputs, "--outputs", "device output folder")
@@ -156,6 +162,7 @@ def cmd_npz_decode(args: argparse.Namespace) -> int:
     source = dump_source(outputs, allow_incomplete=args.allow_incomplete)
     if source.notice:
         print(f"scrfd-ref npz-decode: notice: {source.notice}", file=sys.stderr)
+    check_recorded_inputs(source, datalist, outputs)
     requested = None
     vdsp = read_vdsp_option(args)
     recorded_name = (source.identity.get("profile") or {}).get("name", "device-flow")

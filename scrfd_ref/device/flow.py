@@ -323,6 +323,33 @@ def dump_source(outputs_dir: str | Path, *, allow_incomplete: bool = False,
                        option=option)
 
 
+def check_recorded_inputs(source: Source, datalist: str | Path, outputs: str | Path) -> None:
+    """Refuse a datalist whose input npz files are not the ones the dump was made from.
+
+    A dump's manifest records each input's sha256 (``inputs``) and their list's
+    (``identity.inputs_sha256``); inputs regenerated under the same names (another
+    letterbox, another image) would otherwise be decoded against outputs made from
+    different pixels. Files whose size and time match the record are not read again.
+
+    Raises:
+        InputError: an input's content differs from the record (the files named).
+    """
+    recorded = (source.manifest or {}).get("inputs")
+    if not source.identity.get("inputs_sha256") or not isinstance(recorded, Mapping):
+        return
+    # inputs that are not there are the pairing check's to name (check_outputs)
+    entries = [e for e in read_datalist(datalist) if Path(e).is_file()]
+    now = input_fingerprints(entries, cached=recorded)
+    changed = [name for name, fp in now.items()
+               if isinstance(recorded.get(name), list) and len(recorded[name]) == 3
+               and recorded[name][2] != fp[2]]
+    if changed:
+        shown = ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
+        raise InputError(f"--datalist {display(datalist)}: {len(changed)} input npz file(s) "
+                         f"differ from the ones the dump {display(outputs)} was made from "
+                         f"({shown}); decode with the inputs the device ran on")
+
+
 def check_vdsp_record(source: Source, vdsp: VdspParams, *, force: bool = False) -> str | None:
     """Refuse a vdsp params file other than the one a dump recorded; a notice or None.
 

@@ -237,8 +237,8 @@ def _npz_bomb(ws: Path) -> None:
 
 
 def _exif_rotated_original(ws: Path) -> None:
-    """``1_a_1.jpg`` stored 96x128 with EXIF orientation 6 (shown 128x96), and its input
-    npz made as image2npz makes it."""
+    """``1_a_1.jpg`` stored 96x128 with EXIF orientation 6 (shown 128x96), its input npz
+    made as image2npz makes it, and the dump made again from the inputs."""
     import io
 
     from PIL import Image
@@ -250,9 +250,14 @@ def _exif_rotated_original(ws: Path) -> None:
     exif[0x0112] = 6
     buf = io.BytesIO()
     Image.fromarray(np.full((128, 96, 3), 90, np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
+    from scrfd_ref.cli.app import main
+
     original = ws / "images" / "1--A" / "1_a_1.jpg"
     original.write_bytes(buf.getvalue())
     write_input_npz(ws / "npz" / "1_a_1.npz", read_image(original))
+    # the device runs the new input (npz-decode refuses outputs made from other inputs)
+    assert main([a.format(ws=ws) for a in DUMP] + ["--out", str(ws / "dump"),
+                                                   "--overwrite"]) == 0
 
 
 def _png(ws: Path) -> bytes:
@@ -822,6 +827,10 @@ CASES = [
     Case("dump-inputs-regenerated", (*DUMP, "--out", f"{WS}/dump"), 2,
          r"--out .*dump: holds a different dump run: inputs_sha256", setup=_regenerate_input,
          keep=("dump",)),
+    # issue 33, class 1: npz-decode compares the inputs with the dump's record
+    Case("decode-inputs-regenerated", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"--datalist .*datalist\.txt: 1 input npz file\(s\) differ from the ones the dump "
+         r".*dump was made from \(1_a_2\.npz\)", setup=_regenerate_input, absent=("p",)),
     Case("decode-dump-cut", (*DECODE, "--out", f"{WS}/p"), 1,
          r"scrfd_dump\.json records a complete dump of 3 image\(s\) but the folder holds 2 "
          r"output file\(s\)", setup=_cut_dump(2), absent=("p",)),
