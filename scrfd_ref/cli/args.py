@@ -243,6 +243,9 @@ def resolve_model(model: str | None, data_dir: str | None, option: str = "--mode
         found = data_mod.find_model(name, root)
         if found is None:
             raise DataMissingError(data_mod.missing_model_reason(name, root))
+        from scrfd_ref.device.model_identity import check_variant
+
+        check_variant(found, name)     # a file is what its graph is, not what it is called
         return found
     path = Path(name)
     if not path.exists():

@@ -84,6 +84,10 @@ def variant_file(data_root, pytestconfig):
     """``variant_file(name)``: the ONNX file of a variant in the data folder. A missing one
     fails under --require-data and skips otherwise (the conformance matrix leaves out the
     variants whose absence is allowed before it gets here)."""
+    from scrfd_ref.device.model_identity import variant_problem
+
+    checked: set[Path] = set()
+
     def find(variant: str) -> Path:
         model = data_mod.find_model(variant, data_root)
         if model is None:
@@ -91,6 +95,11 @@ def variant_file(data_root, pytestconfig):
             if pytestconfig.getoption("--require-data"):
                 pytest.fail(f"--require-data: {reason}", pytrace=False)
             pytest.skip(reason)
+        if model not in checked:   # weights under another variant's name judge nothing
+            problem = variant_problem(model, variant)
+            if problem:
+                pytest.fail(problem, pytrace=False)
+            checked.add(model)
         return model
     return find
 
