@@ -124,8 +124,8 @@ def test_loosened_gates_are_disclosed_beside_the_verdict(small_dump, data_root, 
 
 
 @pytest.mark.parametrize("option, where, message", [
-    ("--ref-cache", "inside", "--ref-cache .*cache: lies inside the input folder"),
-    ("--report", "inside", "--report .*cache: lies inside the input folder"),
+    ("--ref-cache", "inside", "--ref-cache .*cache: lies inside --device-outputs"),
+    ("--report", "inside", "--report .*cache: lies inside --device-outputs"),
     ("--report", "file", "--report .*notes.txt: is a file; give a folder"),
 ])
 def test_output_folders_are_refused_before_any_test_runs(small_dump, data_root, tmp_path,

@@ -16,7 +16,6 @@ from scrfd_ref.cli.args import (
     unique,
 )
 from scrfd_ref.core.dtypes import DTYPES
-from scrfd_ref.core.errors import UsageError
 from scrfd_ref.core.parallel import StageClock, format_split
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.device_npz import OUTPUT_DTYPES
@@ -24,7 +23,6 @@ from scrfd_ref.formats.files import (
     display,
     input_dir,
     input_file,
-    is_inside,
     output_dir,
     output_file,
 )
@@ -61,10 +59,7 @@ def cmd_image2npz(args: argparse.Namespace) -> int:
     from scrfd_ref.device.flow import image2npz
 
     dataset = input_dir(args.dataset_path, "--dataset-path", "image folder")
-    output_dir(args.target_path, "--target-path", inputs=[dataset])
-    if is_inside(args.target_path, dataset):
-        raise UsageError(f"--target-path {display(args.target_path)}: lies inside "
-                         f"--dataset-path {display(dataset)}; write the npz files elsewhere")
+    output_dir(args.target_path, "--target-path", inputs=[(dataset, "--dataset-path")])
     output_file(args.text_path, "--text-path", inputs=[dataset, args.target_path])
     paths = image2npz(dataset, args.target_path, args.text_path,
                       events=unique(args.events, "--events"), progress=not args.quiet)
@@ -154,11 +149,7 @@ def cmd_npz_decode(args: argparse.Namespace) -> int:
     images = (input_dir(args.images, "--images", "image folder") if args.images else
               data_mod.require(data_mod.widerface_dir(data_mod.data_dir(args.data_dir))
                                / "WIDER_val" / "images", "WIDER val images"))
-    output_dir(args.out, "--out", inputs=[outputs, images])
-    for folder, opt in ((outputs, "--outputs"), (images, "--images")):
-        if is_inside(args.out, folder):
-            raise UsageError(f"--out {display(args.out)}: lies inside {opt} {display(folder)}; "
-                             "write the predictions elsewhere")
+    output_dir(args.out, "--out", inputs=[(outputs, "--outputs"), (images, "--images")])
     source = dump_source(outputs, allow_incomplete=args.allow_incomplete)
     if source.notice:
         print(f"scrfd-ref npz-decode: notice: {source.notice}", file=sys.stderr)

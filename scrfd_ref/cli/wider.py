@@ -66,7 +66,7 @@ def cmd_wider_run(args: argparse.Namespace) -> int:
     images = (input_dir(args.images, "--images", "image folder") if args.images else
               data_mod.require(data_mod.widerface_dir(data_mod.data_dir(args.data_dir))
                                / "WIDER_val" / "images", "WIDER val images"))
-    output_dir(args.out, "--out", inputs=[images])
+    output_dir(args.out, "--out", inputs=[(images, "--images")])
     items = list_images(images, unique(args.events, "--events"))
     if args.json and args.json != "-":
         output_file(args.json, "--json", inputs=[images])

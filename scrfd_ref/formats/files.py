@@ -157,23 +157,27 @@ def output_file(path: PathLike, option: str | None = None, *,
 
 
 def output_dir(path: PathLike, option: str | None = None, *,
-               inputs: Iterable[PathLike] = ()) -> Path:
+               inputs: Iterable[PathLike | tuple[PathLike, str]] = ()) -> Path:
     """Check that ``path`` is (or can become) a writable folder that is none of ``inputs``
     and lies inside none of the input folders.
 
     Raises:
         UsageError: ``path`` is a file, cannot be created or written, is one of ``inputs``,
-            or lies inside an input folder (the folder of an input file is fine).
+            or lies inside an input folder (the folder of an input file is fine). An input
+            given as ``(path, option)`` is named by its option.
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{_name(option, p)}: is a file; give a folder")
-    inputs = [i for i in inputs if i is not None]
-    _not_an_input(p, option, inputs)
-    for inp in inputs:       # outputs never inside an input folder (a dump, an image set)
+    named = [i if isinstance(i, tuple) else (i, None) for i in inputs]
+    named = [(i, o) for i, o in named if i is not None]
+    _not_an_input(p, option, [i for i, _ in named])
+    for inp, inp_option in named:   # outputs never inside an input folder (a dump, images)
         if Path(inp).is_dir() and is_inside(p, inp):
-            raise UsageError(f"{_name(option, p)}: lies inside the input folder "
-                             f"{display(inp)}; write outputs somewhere else")
+            what = f"{inp_option} {display(inp)}" if inp_option else \
+                f"the input folder {display(inp)}"
+            raise UsageError(f"{_name(option, p)}: lies inside {what}; write outputs "
+                             "somewhere else")
     _creatable_folder(p, option, p)
     return p
 

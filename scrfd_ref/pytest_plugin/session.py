@@ -99,7 +99,7 @@ def _check_output_folders(config: pytest.Config) -> None:
     wrote into the user's input)."""
     from scrfd_ref.formats.files import output_dir
 
-    inputs = [config.getoption("--device-outputs")]
+    inputs = [(config.getoption("--device-outputs"), "--device-outputs")]
     for option in ("--report", "--ref-cache"):
         if config.getoption(option):
             output_dir(config.getoption(option), option, inputs=inputs)
