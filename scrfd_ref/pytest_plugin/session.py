@@ -171,17 +171,8 @@ def _xdist_worker(config: pytest.Config) -> str | None:
     return getattr(config, "workerinput", {}).get("workerid")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks refuse to time under pytest-xdist (workers share the cores). Under
-    ``--dist loadgroup`` the work a test shares stays on one worker: every test of a device
-    in one group (its model, run and reference are built once), every test of a module with
-    module-scoped fixtures in one group (its dumps are made once); the rest spread."""
-    if getattr(config.option, "dist", None) == "loadgroup":
-        for item in items:
-            group = xdist_group(item)
-            if group is not None and item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(group))
+    """Benchmarks refuse to time under pytest-xdist (workers share the cores)."""
     xdist = _xdist_worker(config) is not None or bool(getattr(config.option, "numprocesses", 0))
     if not xdist or config.getoption("benchmark_disable", default=False):
         return
@@ -191,23 +182,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
-
-
-def xdist_group(item: pytest.Item) -> str | None:
-    """The xdist group of a test: its device, else its module when the test uses a
-    module-scoped fixture, else None (any worker)."""
-    from scrfd_ref.pytest_plugin.verdict import device_of
-
-    device = device_of(item)
-    if device is not None:
-        return f"device-{device}"
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info is not None else ()
-    if any(fd.scope in ("module", "package", "class") for fds in defs for fd in fds):
-        return f"module-{item.module.__name__}" if getattr(item, "module", None) else None
-    return None
-
-
 
 
 @pytest.hookimpl(wrapper=True)
