@@ -34,7 +34,7 @@ def ref_cache(tmp_path_factory):
 
 
 def _suite(folder: Path, ref_cache: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return run_suite(folder, data_root, "--ref-cache", str(ref_cache), *extra)
+    return run_suite(folder, data_root, f"--ref-cache={ref_cache}", *extra)
 
 
 @pytest.mark.acceptance  # runs the suite in a subprocess (minutes)

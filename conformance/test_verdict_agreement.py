@@ -49,7 +49,7 @@ def _run(folder: Path, data_root: Path, out: Path, *extra: str) -> dict:
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "conformance/test_heads.py", "--device-outputs",
          str(folder), "-p", "no:cacheprovider", "-q", "--no-header", "--accept-inconclusive",
-         "--junitxml", str(junit), "--report", str(report), *extra],
+         f"--junitxml={junit}", f"--report={report}", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     doc = json.loads((report / "report.json").read_text())
     md = (report / "report.md").read_text()
