@@ -27,7 +27,7 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
 #: what the page tells about itself, read in the browser after every picture decoded
 _INSPECT = """
 const done = arguments[arguments.length - 1];
-const zoom = Array.from(document.querySelectorAll('img.zoom'));
+const zoom = Array.from(document.querySelectorAll('img.zoom, img.thumb'));
 Promise.allSettled(zoom.map(i => i.decode())).then(() => done({
   title: document.title,
   overall: (document.getElementById('overall') || {dataset: {}}).dataset.verdict || null,
