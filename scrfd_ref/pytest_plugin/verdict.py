@@ -95,10 +95,10 @@ def compute(session: pytest.Session, report, left_out: list[str]) -> object:
     """The session's :class:`~scrfd_ref.conformance.session_verdict.SessionVerdict`
     (``left_out``: what the matrix plan left out, and why)."""
     from scrfd_ref.conformance.session_verdict import session_verdict
+    from scrfd_ref.report.format import level_verdict
 
     config = session.config
-    levels = {dev: {name: (lv.get("verdict") or ("pass" if lv.get("passed") else "fail"))
-                    for name, lv in rec.get("levels", {}).items()}
+    levels = {dev: {name: level_verdict(lv) for name, lv in rec.get("levels", {}).items()}
               for dev, rec in report.devices.items()}
     return session_verdict(collector(config).outcomes, levels, left_out,
                            accept_inconclusive=config.getoption("--accept-inconclusive"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from scrfd_ref.core.errors import InputError, UsageError
+from scrfd_ref.report.format import device_verdict, row_verdict
 
 #: verdicts from best to worst (a device or session moving right regressed)
 _RANK = {"pass": 0, "PASS": 0, "inconclusive": 1, "INCONCLUSIVE": 1, "NOT RUN": 2,
@@ -103,11 +104,6 @@ def load_report(path: str | Path, option: str) -> dict[str, Any]:
     return doc
 
 
-def _verdict(rec: Mapping[str, Any]) -> str:
-    v = rec.get("verdict")
-    return str(v) if v else ("pass" if rec.get("passed") else "fail")
-
-
 def _rows(rec: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """``level/gate on subject`` -> gate row (the subject without its varying detail)."""
     out = {}
@@ -128,7 +124,7 @@ def _gate_changes(device: str, old: Mapping[str, Any], new: Mapping[str, Any]) -
     a, b = _rows(old), _rows(new)
     for key in [k for k in b if k in a]:
         ga, gb = a[key], b[key]
-        va, vb = _verdict(ga), _verdict(gb)
+        va, vb = row_verdict(ga), row_verdict(gb)
         moved = _outside(gb.get("value"), ga.get("interval")) or \
             _outside(ga.get("value"), gb.get("interval"))
         if va != vb or moved:
@@ -172,11 +168,11 @@ def diff_reports(old: Mapping[str, Any], new: Mapping[str, Any], *, old_name: st
     da, db = old.get("devices") or {}, new.get("devices") or {}
     for device in sorted(set(da) | set(db)):
         if device not in db:
-            changes.append(Change("removed", device, _verdict(da[device]), "-"))
+            changes.append(Change("removed", device, device_verdict(da[device]), "-"))
         elif device not in da:
-            changes.append(Change("added", device, "-", _verdict(db[device])))
+            changes.append(Change("added", device, "-", device_verdict(db[device])))
         else:
-            va, vb = _verdict(da[device]), _verdict(db[device])
+            va, vb = device_verdict(da[device]), device_verdict(db[device])
             if va != vb:
                 changes.append(Change("device", device, va, vb,
                                       _RANK.get(vb, 0) > _RANK.get(va, 0)))

@@ -199,9 +199,9 @@ def _disclosure_lines(meta: dict[str, Any]) -> list[str]:
 def _judged(devices: dict[str, Any], meta: dict[str, Any]) -> str:
     """The images the devices were judged on (not the data folder's): ``4 images from
     19--Couple`` or ``79-344 images from 5 events (per device below)``."""
-    specs = [rec.get("spec", {}) for rec in devices.values()]
-    counts = sorted({s["images"] for s in specs if isinstance(s.get("images"), int)})
-    events = sorted({e for s in specs for e in s.get("events") or []})
+    from scrfd_ref.report.format import judged_set
+
+    counts, events = judged_set(devices)
     if not counts:
         return f"no image (the data folder holds {meta.get('images', '?')})"
     n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"

@@ -218,6 +218,15 @@ def picture(folder: Path, kind: str, recorded: str, *, thumbnail: bool = False
             "href": p.name if thumbnail and p.uri else None}
 
 
+def judged_set(devices: Mapping[str, Any]) -> tuple[list[int], list[str]]:
+    """The images the devices were judged on (not the data folder's): the distinct image
+    counts (sorted) and the events, from each device's ``spec``."""
+    specs = [rec.get("spec") or {} for rec in devices.values() if isinstance(rec, Mapping)]
+    counts = sorted({s["images"] for s in specs if isinstance(s.get("images"), int)})
+    events = sorted({str(e) for s in specs for e in s.get("events") or []})
+    return counts, events
+
+
 def ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
     """``names`` in the order of ``order``, unknown ones after, sorted."""
     names = list(dict.fromkeys(names))

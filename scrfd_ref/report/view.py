@@ -20,6 +20,7 @@ from scrfd_ref.report.format import (
     dtype_order,
     format_limit,
     format_number,
+    judged_set,
     level_verdict,
     margin,
     ordered,
@@ -256,14 +257,9 @@ def _interval_label(devices: Mapping[str, Any]) -> str:
 def _judged_set(devices: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
     """The images the devices were judged on (not the data folder's contents): ``images``
     (a count, or a range when devices differ) and ``events``."""
-    judged = [((rec.get("spec") or {}).get("images"), tuple((rec.get("spec") or {})
-                                                          .get("events") or ()))
-              for rec in devices.values() if isinstance(rec, Mapping)]
-    judged = [j for j in judged if isinstance(j[0], int)]
-    if not judged:
+    counts, events = judged_set(devices)
+    if not counts:
         return {"images": meta.get("images", "?"), "events": len(meta.get("events") or [])}
-    counts = sorted({n for n, _ in judged})
-    events = sorted({e for _, evs in judged for e in evs})
     return {"images": str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}",
             "events": len(events)}
 
