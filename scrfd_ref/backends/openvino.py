@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from scrfd_ref.backends.base import Backend, run_in_model_batches
+from scrfd_ref.backends.native_errors import captured_native_stderr, native_reason
 from scrfd_ref.core.errors import BackendUnavailable, DataMissingError, InputError
 
 #: the pip line that installs this backend
@@ -52,9 +53,19 @@ def _openvino() -> Any:
     try:
         import openvino
     except ImportError as exc:
-        raise BackendUnavailable(f"openvino: the OpenVINO runtime is not installed ({exc}); "
-                                 f"{INSTALL}") from None
+        if getattr(exc, "name", None) in ("openvino", None) and "openvino" in str(exc):
+            raise BackendUnavailable(f"openvino: the OpenVINO runtime is not installed ({exc}); "
+                                     f"{INSTALL}") from None
+        raise BackendUnavailable(_broken(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a broken install fails in many ways
+        raise BackendUnavailable(_broken(exc)) from None
     return openvino
+
+
+def _broken(exc: BaseException) -> str:
+    return (f"openvino: the OpenVINO runtime is installed but does not load "
+            f"({type(exc).__name__}: {native_reason(exc)}); reinstall it: pip install "
+            "--force-reinstall openvino, or uninstall it to run without")
 
 
 _CORE: Any = None
@@ -64,7 +75,11 @@ def core() -> Any:
     """The process's ``openvino.Core`` (created once)."""
     global _CORE
     if _CORE is None:
-        _CORE = _openvino().Core()
+        ov = _openvino()
+        try:
+            _CORE = ov.Core()
+        except Exception as exc:  # noqa: BLE001 - the plugins of a broken install
+            raise BackendUnavailable(_broken(exc)) from None
     return _CORE
 
 
@@ -118,10 +133,13 @@ class OpenVinoBackend(Backend):
         if missing:
             raise BackendUnavailable(missing)
         try:
-            graph = core().read_model(str(path))
+            with captured_native_stderr() as noise:  # protobuf's own lines on a bad file
+                graph = core().read_model(str(path))
+        except BackendUnavailable:
+            raise
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad files
             raise InputError(f"{path}: OpenVINO cannot read the model: "
-                             f"{_first_line(exc)}") from None
+                             f"{native_reason(exc, noise)}") from None
         quantized = _is_quantized(graph)
         if dtype == "int8" and not quantized:
             raise InputError(f"{path}: --dtype int8 on OpenVINO needs an NNCF-quantized model "
@@ -149,7 +167,7 @@ class OpenVinoBackend(Backend):
             self.compiled = core().compile_model(graph, device, config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's own exception types
             raise InputError(f"{path}: OpenVINO cannot compile the model for {device}: "
-                             f"{_first_line(exc)}") from None
+                             f"{native_reason(exc)}") from None
         self.request = self.compiled.create_infer_request()
         self._outputs = list(self.compiled.outputs)
         self.model_path = path
@@ -183,8 +201,3 @@ class OpenVinoBackend(Backend):
     def close(self) -> None:
         self.request = None
         self.compiled = None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -288,11 +288,38 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", "-B", default="ort", type=backend_name,
                    help="backend: ort (default), opencv, gpu, openvino (pip install -e "
                         "'.[openvino]') or an installed plugin")
-    p.add_argument("--dtype", "-D", default="fp32", choices=DTYPES,
-                   help="precision (default fp32): fp16 / int8 are ONNX conversions for ort "
+    p.add_argument("--dtype", "-D", default=None, choices=DTYPES,
+                   help="precision (default: what the model file computes in, fp32 for an "
+                        "fp32 file): fp16 / int8 are ONNX conversions for ort "
                         "(cached), bf16 the bf16-storage emulation on ort; on openvino "
                         "fp32 / bf16 are its inference precision (bf16 needs a CPU with "
-                        "AVX512_BF16 or AMX) and int8 the NNCF model")
+                        "AVX512_BF16 or AMX) and int8 the NNCF model. A file that is int8 / "
+                        "fp16 already runs as that dtype; another --dtype is refused")
+
+
+def resolve_dtype(args: argparse.Namespace, source: Path, option: str = "--dtype"
+                  ) -> tuple[str, bool]:
+    """``(dtype, prebuilt)`` of a command running the model file ``source`` (``args.dtype``
+    set to it): an fp32 file is converted to ``--dtype`` (default fp32); a file that is
+    int8 / fp16 / bf16 already (:func:`~scrfd_ref.device.model_identity.model_arithmetic`)
+    runs as that dtype, unconverted, with a notice; another ``--dtype`` is a UsageError."""
+    from scrfd_ref.device.model_identity import model_arithmetic
+
+    declared = getattr(args, "dtype", None)
+    arith, evidence = (model_arithmetic(source) if Path(source).suffix == ".onnx"
+                       else ("fp32", ""))
+    if arith == "fp32":
+        args.dtype = declared or "fp32"
+        return args.dtype, False
+    if declared is not None and declared != arith:
+        raise UsageError(f"{option} {declared}: {display(source)} is an {arith} model already "
+                         f"({evidence}); drop {option} to run it as {arith}, or give the fp32 "
+                         "model to convert")
+    if declared is None:
+        print(f"scrfd-ref: notice: {display(source)} is an {arith} model ({evidence}): run "
+              f"and labelled as {arith}", file=sys.stderr)
+    args.dtype = arith
+    return arith, True
 
 
 def backend_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -368,11 +395,12 @@ def make_detector(args: argparse.Namespace, default_profile: str):
     from scrfd_ref.quantize.prepare import prepare_model
 
     source = resolve_model(args.model, args.data_dir)
+    _, prebuilt = resolve_dtype(args, source)
     name, options = backend_options(args)
     vdsp = read_vdsp_option(args)
     profile = resolve_profile(args, default_profile, vdsp=vdsp)
     size = tuple(args.input_size) if args.input_size else (profile.input_size if vdsp else None)
-    model = prepare_model(source, dtype=options["dtype"], backend=name,
+    model = prepare_model(source, dtype="fp32" if prebuilt else options["dtype"], backend=name,
                           input_size=size or profile.input_size or (640, 640),
                           progress=not getattr(args, "quiet", True))
     backend = get_backend(name, model, **options)

@@ -156,6 +156,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from scrfd_ref.quantize.convert import convert_model
 
     model = resolve_model(args.model, args.data_dir)
+    from scrfd_ref.device.model_identity import model_arithmetic
+
+    arith, evidence = model_arithmetic(model)
+    if arith != "fp32":  # converting a converted file quantizes its rounding errors again
+        raise UsageError(f"--model {display(model)}: an {arith} model already ({evidence}); "
+                         "quantize converts the fp32 model: give that one")
     if args.method == "nncf":
         return _quantize_nncf(args, model)
     _, build = _read_configs(args)

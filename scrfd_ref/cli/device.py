@@ -82,6 +82,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from scrfd_ref.cli.args import (
         backend_options,
         read_vdsp_option,
+        resolve_dtype,
         resolve_model,
         resolve_profile,
     )
@@ -91,11 +92,13 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
     output_dir(args.out, "--out", inputs=[datalist])
+    source = resolve_model(args.model, args.data_dir)
+    _, prebuilt = resolve_dtype(args, source)
     backend, options = backend_options(args)
     vdsp = read_vdsp_option(args)
     profile = resolve_profile(args, "device-flow", vdsp=vdsp)
-    source = resolve_model(args.model, args.data_dir)
-    model = prepare_model(source, layout="device", dtype=args.dtype, backend=backend,
+    model = prepare_model(source, layout="device", dtype="fp32" if prebuilt else args.dtype,
+                          backend=backend,
                           input_size=profile.input_size, progress=not args.quiet)
     out_dtype = args.output_dtype or output_dtype(args.dtype)
     meta = {"variant": data_mod.variant_of(source), "dtype": args.dtype,
@@ -220,9 +223,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", "-B", default="ort", type=backend_name,
                    help="backend standing in for the device: ort (default), opencv, gpu, "
                         "openvino (pip install -e '.[openvino]') or an installed plugin")
-    p.add_argument("--dtype", "-D", default="fp32", choices=DTYPES,
-                   help="model precision (default fp32); on ort bf16 is the bf16-storage "
-                        "emulation, on openvino bf16 its native bf16 and int8 the NNCF model")
+    p.add_argument("--dtype", "-D", default=None, choices=DTYPES,
+                   help="model precision (default: what the model file computes in, fp32 for "
+                        "an fp32 file); on ort bf16 is the bf16-storage emulation, on "
+                        "openvino bf16 its native bf16 and int8 the NNCF model; a file that "
+                        "is int8 / fp16 already runs as that dtype")
     p.add_argument("--datalist", required=True, metavar="FILE", help="datalist from image2npz")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for output npz files")
     p.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),

@@ -37,7 +37,7 @@ MAX_BLOB_BYTES = 4 << 30
 
 def settings_from_args(args: argparse.Namespace):
     """Build :class:`~scrfd_ref.perf.settings.PerfSettings` from parsed ``perf`` options."""
-    from scrfd_ref.cli.args import resolve_model
+    from scrfd_ref.cli.args import resolve_dtype, resolve_model
     from scrfd_ref.perf import PerfSettings
 
     if args.serial and not args.pipeline:
@@ -80,6 +80,9 @@ def settings_from_args(args: argparse.Namespace):
     onnx_backends = ("ort", "gpu", "opencv", "openvino")
     model = (Path(args.model) if args.backend not in onnx_backends and args.model
              else resolve_model(args.model, args.data_dir))
+    if args.backend in onnx_backends:
+        resolve_dtype(args, model)
+    args.dtype = args.dtype or "fp32"
     options = {"providers": args.providers} if args.providers else {}
     return PerfSettings(
         model=str(model), backend=args.backend, backend_options=options, dtype=args.dtype,
@@ -128,8 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="backend name: ort (default), openvino (pip install -e '.[openvino]'; "
                         "fp32 / bf16 / int8 as OpenVINO runs them), replay or an installed "
                         "plugin")
-    p.add_argument("--dtype", default="fp32", choices=DTYPES,
-                   help="model precision (default fp32); fp16 / bf16 / int8 convert the fp32 "
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="model precision (default: what the model file computes in, fp32 for "
+                        "an fp32 file; a pre-built int8 / fp16 file runs as that dtype); fp16 / bf16 / int8 convert the fp32 "
                         "ONNX file first for ort (cached by scrfd_ref.quantize.convert; bf16 is "
                         "the storage emulation); openvino computes fp32 / bf16 itself and runs "
                         "the NNCF model for int8")

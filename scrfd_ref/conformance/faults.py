@@ -51,6 +51,7 @@ from scrfd_ref.formats.device_npz import (
     scan_output_files,
     write_output_npz,
 )
+from scrfd_ref.formats.files import file_digest
 from scrfd_ref.formats.manifest import DUMP_MANIFEST
 
 KINDS = ("score", "bbox", "kps")
@@ -257,5 +258,8 @@ def inject(honest: str | Path, target: str | Path, fault: Fault) -> Path:
     if manifest.is_file():
         doc = json.loads(manifest.read_text())
         doc.setdefault("identity", {})["fault"] = fault.to_dict()
+        if isinstance(doc.get("sha256"), dict) and fault.name != "truncate":
+            # the faulty device wrote these bytes; a truncated copy is damage after writing
+            doc["sha256"].update({f.name: file_digest(f) for f in files})
         manifest.write_text(json.dumps(doc, indent=2) + "\n")
     return dst

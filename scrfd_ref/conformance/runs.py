@@ -206,17 +206,27 @@ class Run:
                 "heads_meta": {k: {"layout": h.layout, "input_size": list(h.input_size),
                                    "kps": h.kps is not None} for k, h in self.heads.items()},
                 "scales": self.scales, "scrfd_ref": __version__}
+        from scrfd_ref.formats.files import file_digest
+
         with atomic_dir(target) as tmp:
             np.savez(tmp / "run.npz", **arrays)
+            meta["sha256"] = {"run.npz": file_digest(tmp / "run.npz")}  # checked by load
             (tmp / "run.json").write_text(json.dumps(meta, indent=1))
         return target
 
     @classmethod
     def load(cls, folder: str | Path) -> "Run":
-        """Read a run written by :meth:`save`; clear errors for a broken folder."""
+        """Read a run written by :meth:`save`; clear errors for a broken folder, or one
+        whose ``run.npz`` is not the file :meth:`save` recorded (sha256 in ``run.json``)."""
+        from scrfd_ref.formats.files import file_digest
+
         f = Path(folder)
         try:
             meta = json.loads((f / "run.json").read_text())
+            recorded = (meta.get("sha256") or {}).get("run.npz")
+            if recorded != file_digest(f / "run.npz"):
+                raise InputError("run.npz is not the file saved with run.json (sha256 "
+                                 f"{'differs' if recorded else 'not recorded'})")
             with np.load(f / "run.npz", allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             dets = {k: Detections(arrays[f"det/{k}/boxes"], arrays[f"det/{k}/scores"],

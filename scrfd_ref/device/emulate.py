@@ -133,8 +133,11 @@ def emulated_model(src: str | Path, emulation: str = "fp16-storage",
     """The ``emulation`` of ``src`` (an ONNX file, any layout), cached by content hash
     (run it with :data:`RUN_OPTIONS`)."""
     from scrfd_ref.core.errors import InputError
-    from scrfd_ref.device.model_files import cached_model_ok, load_checked_model
-    from scrfd_ref.device.onnx_tools import save_model
+    from scrfd_ref.device.model_files import (
+        cached_model_ok,
+        load_checked_model,
+        save_cached_model,
+    )
 
     if emulation not in EMULATIONS:
         raise InputError(f"emulation {emulation!r} is not one of {', '.join(EMULATIONS)}")
@@ -144,5 +147,6 @@ def emulated_model(src: str | Path, emulation: str = "fp16-storage",
     key = hashlib.sha256(f"{file_digest(src)}|{emulation}|v2".encode()).hexdigest()[:16]
     target = data_mod.cache_dir(cache) / f"{src.stem}.{emulation}.{key}.onnx"
     if not cached_model_ok(target):
-        save_model(round_storage(load_checked_model(src), emulation), target)
+        save_cached_model(round_storage(load_checked_model(src), emulation), target,
+                          made_from=src.name, emulation=emulation)
     return target

@@ -49,6 +49,7 @@ from scrfd_ref.formats.images import read_image
 from scrfd_ref.formats.manifest import (
     DUMP_MANIFEST,
     RUN_MANIFEST,
+    RunManifest,
     Source,
     list_sha256,
     open_run,
@@ -162,13 +163,24 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
                    run_files=_dump_files, inputs=[datalist, *entries],
                    outputs=[OUTPUT_PATTERN.format(i) for i in range(len(entries))]
                    + (["datalist.txt"] if own_copy else []))
+    with run:
+        return _dump_into(run, sessions, entries, datalist, fingerprints, own_copy, profile,
+                          dtype, resume, progress,
+                          clock if clock is not None else StageClock())
+
+
+def _dump_into(run: RunManifest, sessions: list[Backend], entries: list[Path],
+               datalist: str | Path, fingerprints: Mapping[str, list], own_copy: bool,
+               profile: Profile, dtype: str, resume: bool, progress: bool,
+               clock: StageClock) -> int:
+    """The body of :func:`dump` once its run is open (files recorded as written)."""
+    out = run.folder
     run.update(image_list=[Path(e).name for e in entries], inputs=fingerprints)
     if own_copy:
-        write_datalist(copy, entries)
-    todo = [(i, p) for i, p in enumerate(entries)
-            if not (resume and run.resumed and output_path(out, i).is_file())]
-
-    clock = clock if clock is not None else StageClock()
+        write_datalist(out / "datalist.txt", entries)
+        run.record(out / "datalist.txt")
+    kept = run.keep([output_path(out, i).name for i in range(len(entries))], resume)
+    todo = [(i, p) for i, p in enumerate(entries) if output_path(out, i).name not in kept]
 
     def one(session: Backend, item: tuple[int, Path]) -> bool:
         i, path = item
@@ -186,7 +198,7 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
             raise InputError(f"{session.name}: the model gives the standard layout; dump writes "
                              "the device layout: export it first (scrfd-ref export-device-layout)")
         with clock.stage("write"):
-            write_output_npz(output_path(out, i), outputs, dtype)
+            run.record(write_output_npz(output_path(out, i), outputs, dtype))
         return heads.has_landmarks
 
     landmarks = run.doc.get("landmarks")
@@ -196,7 +208,7 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
     # ``landmarks: false`` declares a landmark-free device (a model exported with
     # --drop-landmarks): the conformance suite then does not expect landmark heads
     run.finish(files=len(entries), written=len(todo), images=len(entries),
-               backend_info=first.info(), scrfd_ref=__version__, landmarks=landmarks)
+               backend_info=sessions[0].info(), scrfd_ref=__version__, landmarks=landmarks)
     return len(todo)
 
 
@@ -298,18 +310,21 @@ def npz_decode(datalist: str | Path, outputs_dir: str | Path, images_dir: str | 
                    run_files=_decode_files, outputs=written,
                    inputs=[datalist, outputs_dir, images_dir])
     n_dets = n_inv = 0
-    for slot in tqdm(checked.slots, desc="npz-decode", unit="img", disable=not progress):
-        original = checked.originals[slot.index]
-        t = letterbox_geometry(checked.sizes[slot.index], profile.input_size, profile.letterbox)
-        heads = normalize_heads(checked.read(slot), profile.input_size, where=display(slot.file))
-        dets = postprocess(decode(heads, profile.score_thr, profile.score_strict)[0], t,
-                           profile)
-        rows, inverted = wider_rows(dets)
-        write_predictions(out, original.parent.name, original.stem, rows)
-        n_dets += rows.shape[0]
-        n_inv += inverted
-    run.finish(images=len(checked.slots), detections=n_dets, skipped=len(checked.skipped),
-               skipped_entries={str(i + 1): why for i, why in checked.skipped.items()})
+    with run:
+        for slot in tqdm(checked.slots, desc="npz-decode", unit="img", disable=not progress):
+            original = checked.originals[slot.index]
+            t = letterbox_geometry(checked.sizes[slot.index], profile.input_size,
+                                   profile.letterbox)
+            heads = normalize_heads(checked.read(slot), profile.input_size,
+                                    where=display(slot.file))
+            dets = postprocess(decode(heads, profile.score_thr, profile.score_strict)[0], t,
+                               profile)
+            rows, inverted = wider_rows(dets)
+            run.record(write_predictions(out, original.parent.name, original.stem, rows))
+            n_dets += rows.shape[0]
+            n_inv += inverted
+        run.finish(images=len(checked.slots), detections=n_dets, skipped=len(checked.skipped),
+                   skipped_entries={str(i + 1): why for i, why in checked.skipped.items()})
     return DecodeSummary(len(checked.slots), n_dets, n_inv, len(checked.skipped),
                          tuple(f"line {i + 1}: {why}" for i, why in checked.skipped.items()),
                          tuple(i + 1 for i in checked.unfinished),

@@ -1,6 +1,6 @@
 """Model files on disk: load and check an ONNX file, upgrade its opset, and the pieces of
-the derived-model cache (a temporary name beside the target, a per-file lock, a check that a
-cached entry still loads).
+the derived-model cache (a temporary name beside the target, a per-file lock, entries saved
+with a record of their sha256 and verified against it before use).
 
 Shared by the emulated devices (:mod:`scrfd_ref.device.emulate`) and the dtype conversions
 of :mod:`scrfd_ref.quantize`.
@@ -95,20 +95,21 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def cached_model_ok(path: Path) -> bool:
-    """True when ``path`` holds a loadable ONNX model; a damaged cache entry is removed
-    (with a notice on stderr) so the caller rebuilds it."""
-    if not path.is_file():
-        return False
-    import onnx
+    """True when ``path`` holds the model recorded when it was written into the cache
+    (:func:`~scrfd_ref.formats.run_outputs.verified_entry`: same name, size and sha256);
+    a damaged, replaced or unrecorded entry is removed (with a notice on stderr) so the
+    caller rebuilds it."""
+    from scrfd_ref.formats.run_outputs import verified_entry
 
-    try:
-        model = onnx.load(str(path))
-        if model.graph.node:
-            return True
-        why = "an empty graph"
-    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
-        why = f"{type(exc).__name__}"
-    print(f"scrfd-ref: notice: cached model {path} is damaged ({why}); rebuilding it",
-          file=sys.stderr)
-    path.unlink(missing_ok=True)
-    return False
+    return verified_entry(path, "cached model")
+
+
+def save_cached_model(model: Any, path: Path, **about: Any) -> Path:
+    """Write ``model`` into the cache atomically, then its record (what
+    :func:`cached_model_ok` checks); ``about``: what it was made from."""
+    from scrfd_ref.device.onnx_tools import save_model
+    from scrfd_ref.formats.run_outputs import record_entry
+
+    save_model(model, path)
+    record_entry(path, **about)
+    return path

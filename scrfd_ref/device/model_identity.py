@@ -8,6 +8,9 @@ find_heads`) and compares them with what the variant has: three strides of score
 heads, and landmark heads exactly for the ``_bnkps`` variants. Variants with the same heads
 (500m, 1g, 2.5g, 10g, 34g; or the three ``_bnkps``) cannot be told apart this way; the
 file's name then stays the only evidence, and reports name the file and its sha256.
+
+:func:`model_arithmetic` reads what a file computes in (int8 QDQ nodes, bf16 Casts, fp16
+weights): a pre-built int8 or fp16 file is run and labelled as that dtype, never as fp32.
 """
 from __future__ import annotations
 
@@ -45,3 +48,42 @@ def check_variant(model: str | Path, variant: str) -> None:
     if problem:
         raise InputError(f"{problem}; put the right weights under that name, or pass the "
                          "file's path instead of the variant name")
+
+
+#: ONNX node types that make a graph integer arithmetic (QDQ and the fused QOperator forms)
+_INT8_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger",
+             "MatMulInteger", "QLinearMatMul")
+_FLOAT16, _BFLOAT16 = 10, 16   # onnx.TensorProto.FLOAT16 / BFLOAT16
+
+
+def model_arithmetic(model: str | Path) -> tuple[str, str]:
+    """The dtype a model file computes in, read from its graph, and the evidence.
+
+    ``int8``: QuantizeLinear / DequantizeLinear (or QOperator) nodes; ``bf16``: Casts to
+    bfloat16 (the bf16-storage emulation); ``fp16``: most float weights stored as float16;
+    else ``fp32``. A file's name or a ``--dtype`` option does not change what it computes.
+
+    Raises:
+        InputError: the file is not a readable ONNX model.
+    """
+    import onnx
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf raises many kinds for a bad file
+        raise InputError(f"{model}: not a readable ONNX model ({type(exc).__name__})") from None
+    ops: dict[str, int] = {}
+    for node in graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    quant = sum(ops.get(op, 0) for op in _INT8_OPS)
+    if quant:
+        return "int8", f"{quant} quantization node(s) ({', '.join(op for op in _INT8_OPS if op in ops)})"
+    bf16_casts = sum(1 for node in graph.node if node.op_type == "Cast" and any(
+        a.name == "to" and a.i == _BFLOAT16 for a in node.attribute))
+    if bf16_casts:
+        return "bf16", f"{bf16_casts} Cast(s) to bfloat16"
+    floats = [t for t in graph.initializer if t.data_type in (1, _FLOAT16)]
+    half = sum(1 for t in floats if t.data_type == _FLOAT16)
+    if floats and half * 2 > len(floats):
+        return "fp16", f"{half} of {len(floats)} float weights stored as float16"
+    return "fp32", "float32 weights, no quantization nodes"

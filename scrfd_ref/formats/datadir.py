@@ -123,10 +123,12 @@ CACHE_ENV_VAR = "SCRFD_CACHE"
 def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Folder for derived models (device layout, fp16, int8): ``explicit``, else
     ``$SCRFD_CACHE``, else ``~/.cache/scrfd-ref``. Created on first use."""
-    path = Path(explicit or os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "scrfd-ref")
-    path = path.expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from scrfd_ref.formats.files import make_dir
+
+    env = os.environ.get(CACHE_ENV_VAR)
+    path = Path(explicit or env or Path.home() / ".cache" / "scrfd-ref")
+    option = "cache folder" if explicit else (CACHE_ENV_VAR if env else "cache folder")
+    return make_dir(path.expanduser().resolve(), option)
 
 
 def variant_of(model: str | os.PathLike[str]) -> str | None:

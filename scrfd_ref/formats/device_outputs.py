@@ -45,6 +45,7 @@ from scrfd_ref.formats.device_npz import (
 )
 from scrfd_ref.formats.files import display
 from scrfd_ref.formats.manifest import DUMP_MANIFEST, list_sha256, read_manifest
+from scrfd_ref.formats.run_outputs import hash_problems
 
 DATALIST_NAME = "datalist.txt"
 
@@ -243,19 +244,22 @@ def check_recorded(outputs_dir: str | Path, datalist: str | Path | None = None, 
         raise problem_list(problems, f"device outputs {display(folder)}")
 
 
-def _duplicate_contents(files: list[Path]) -> list[str]:
+def _duplicate_contents(files: list[Path]) -> tuple[list[str], dict[str, str]]:
+    """Byte-identical outputs (one line each) and every file's sha256 by name."""
     seen: dict[str, Path] = {}
+    digests: dict[str, str] = {}
     problems = []
     for f in files:
         try:
             digest = hashlib.sha256(f.read_bytes()).hexdigest()
         except OSError:
             continue
+        digests[f.name] = digest
         if digest in seen:
             problems.append(f"{display(f.name)} is byte-identical to {display(seen[digest].name)}: "
                             "a repeated output (every image gives its own outputs)")
         seen.setdefault(digest, f)
-    return problems
+    return problems, digests
 
 
 def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *,
@@ -297,7 +301,11 @@ def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *
         problems = [p for p in problems if "missing in the sequence" not in p]
     if not files:
         raise InputError(f"{what}: no output_*.npz files")
-    problems += _duplicate_contents(files)
+    repeated, digests = _duplicate_contents(files)
+    own_list = [dl.name] if dl.parent == folder else []
+    problems += repeated + hash_problems(folder, [f.name for f in files] + own_list, manifest,
+                                         digests=digests, complete=not partial,
+                                         manifest=DUMP_MANIFEST)
     bad_files: dict[Path, str] = {}
     batches: list[int | None] = []
     for f in files:

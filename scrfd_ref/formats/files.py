@@ -169,6 +169,7 @@ def output_dir(path: PathLike, option: str | None = None, *,
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{_name(option, p)}: is a file; give a folder")
+    _not_a_dangling_link(p, option)
     named = [i if isinstance(i, tuple) else (i, None) for i in inputs]
     named = [(i, o) for i, o in named if i is not None]
     _not_an_input(p, option, [i for i, _ in named])
@@ -182,13 +183,22 @@ def output_dir(path: PathLike, option: str | None = None, *,
     return p
 
 
+def _not_a_dangling_link(p: Path, option: str | None) -> None:
+    if p.is_symlink() and not p.exists():
+        raise UsageError(f"{_name(option, p)}: a symbolic link to {display(os.readlink(p))}, "
+                         "which does not exist; create that folder, or give another path")
+
+
 def make_dir(path: PathLike, option: str | None = None) -> Path:
     """Create folder ``path`` (and parents); a clean error when that is impossible."""
     p = Path(path)
+    _not_a_dangling_link(p, option)
     try:
         p.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"{_name(option, p)}: exists and is not a folder") from None
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((q for q in (p, *p.parents) if q.exists() and not q.is_dir()), p)
+        raise UsageError(f"{_name(option, p)}: {display(blocker)} is a file, not a folder; "
+                         "move it away, or choose another folder") from None
     except OSError as exc:
         raise UsageError(f"{_name(option, p)}: cannot create folder: "
                          f"{exc.strerror or exc}") from None
@@ -210,7 +220,15 @@ def atomic_write(path: PathLike, mode: str = "wb", *, encoding: str | None = Non
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', not {mode!r}")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((q for q in (p.parent, *p.parent.parents)
+                        if q.exists() and not q.is_dir()), p.parent)
+        from scrfd_ref.core.errors import InputError
+
+        raise InputError(f"{display(blocker)}: is a file where a folder is needed (to write "
+                         f"{display(p.name)}); move it away, or write elsewhere") from None
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~current_umask())

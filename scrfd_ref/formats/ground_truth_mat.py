@@ -307,8 +307,30 @@ def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
         for i, ev in enumerate(events) for j in range(len(names[i]))
     ]
     _check_unique(images, face_path)
+    check_settings_nest(images, folder)
     return GroundTruth(events=tuple(events), images=tuple(images), settings=SETTINGS,
                        source=str(face_path))
+
+
+def check_settings_nest(images: Sequence[GroundTruthImage], path: Path) -> None:
+    """The WIDER settings nest (every face counted in easy counts in medium, every one in
+    medium counts in hard): the format's promise, and what a shuffled or hand-edited
+    setting file breaks silently (the AP of a setting would then judge other faces).
+
+    Raises:
+        InputError: the first image where a smaller setting counts a face the larger one
+            does not, named with the setting and box numbers (1-based, as in the files).
+    """
+    order = [s for s in ("easy", "medium", "hard") if images and s in images[0].counted]
+    for img in images:
+        for small, large in zip(order, order[1:]):
+            extra = np.setdiff1d(img.counted[small], img.counted[large])
+            if extra.size:
+                boxes = ", ".join(str(int(i) + 1) for i in extra[:5])
+                raise InputError(f"{path}: {img.event}/{img.name}: box(es) {boxes} count in "
+                                 f"{small} but not in {large}; the WIDER settings nest (easy "
+                                 f"within medium within hard): a setting file is not the "
+                                 "official one")
 
 
 def _check_unique(images: Sequence[GroundTruthImage], path: Path) -> None:
@@ -319,4 +341,4 @@ def _check_unique(images: Sequence[GroundTruthImage], path: Path) -> None:
         seen.add(img.key)
 
 
-__all__ = ["read_wider_mat", "setting_mat_paths"]
+__all__ = ["check_settings_nest", "read_wider_mat", "setting_mat_paths"]

@@ -24,6 +24,7 @@ import numpy as np
 from scrfd_ref.core.errors import DataMissingError, InputError
 from scrfd_ref.formats.ground_truth_mat import (
     _check_unique,
+    check_settings_nest,
     _counted_from_1based,
     _guarded_many,
     _read_setting_mat,
@@ -152,6 +153,8 @@ def read_wider_txt(txt_path: str | Path,
         c = counted.get(k) or {ALL_FACES: np.arange(b.shape[0])}
         images.append(make_image(k[0], k[1], b, c))
     _check_unique(images, path)
+    if setting_mats:
+        check_settings_nest(images, Path(setting_mats["easy"]).parent)
     by_event = {e: [img for img in images if img.event == e] for e in events}
     ordered = tuple(img for e in events for img in by_event[e])
     note = "" if setting_mats else (

@@ -9,7 +9,8 @@ orientation applied (as ``cv2.imread`` and insightface do), and the size read fr
 header (:func:`image_size`) is the size after that rotation, so ``image2npz``, ``dump``,
 ``npz-decode`` and ``wider-run`` agree on a rotated photo.
 
-A damaged PNG is refused from Pillow's check of its chunks before OpenCV decodes it, and
+A damaged PNG is refused from Pillow's check of its chunks, a JPEG cut short from its missing
+end-of-image marker (:func:`jpeg_problem`), before OpenCV decodes either, and
 OpenCV's own warnings are off (``OPENCV_LOG_LEVEL`` set by the user wins): a bad image
 gives the tool's one error line and nothing else on stderr.
 """
@@ -129,9 +130,11 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     size = image_size(raw)
     if size is not None:
         check_pixels(*size, p)
-    png = png_problem(raw)
-    if png:
-        raise InputError(f"{display(p)}: file does not decode as an image (PNG: {png})")
+    png, jpeg = png_problem(raw), jpeg_problem(raw)
+    if png or jpeg:
+        kind = "PNG" if png else "JPEG"
+        raise InputError(f"{display(p)}: file does not decode as an image ({kind}: "
+                         f"{png or jpeg})")
     image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise InputError(f"{display(p)}: file does not decode as an image ({raw.size} bytes)")
@@ -162,6 +165,31 @@ def png_problem(raw: bytes | np.ndarray) -> str | None:
         finally:
             Image.MAX_IMAGE_PIXELS = previous
     return None
+
+
+def jpeg_problem(raw: bytes | np.ndarray) -> str | None:
+    """Why the bytes of a JPEG file are cut short, or None (also for a file that is not a
+    JPEG). The marker segments are walked to the first scan; a whole file has its
+    end-of-image marker after it (libjpeg would fill the missing rows with grey and only
+    warn: an image judged "0 faces" instead of refused)."""
+    data = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return f"no marker at byte {pos} (a damaged header)"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            return None if data.find(b"\xff\xd9", pos) >= 0 else (
+                "truncated: the file ends before its end-of-image marker")
+        if marker == 0xD9:
+            return "ends before the first scan"
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return "truncated: the file ends inside its header"
 
 
 def encode_image(image: np.ndarray, ext: str = ".jpg") -> bytes:

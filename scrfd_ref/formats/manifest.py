@@ -13,44 +13,51 @@ A device dump folder holds ``scrfd_dump.json``; the prediction folder of ``wider
 (geometry and thresholds), vdsp params when given and the image list sha256, as each
 command defines it. The manifest is written first with ``complete: false`` and rewritten
 with ``complete: true`` as the run's last act, atomically both times. ``outputs`` lists
-the files the run writes (paths relative to the folder): given when the run starts, or
-found when it finishes.
+the files the run writes (relative paths), ``sha256`` the content of each as written
+(:mod:`scrfd_ref.formats.run_outputs`: a resume keeps only files that still match,
+consumers refuse files that do not, ``--overwrite`` deletes only those that do).
 
-:func:`open_run` decides what a command may do with an output folder: start a new run,
-resume the same run, refuse a folder written by another run (naming the differing
-fields) unless ``overwrite``, which removes that run's files first: only the files its
-manifest lists, never one of the command's inputs; a folder holding run-like files that
-no manifest lists is refused, naming them. :func:`read_source` is for consumers: a
-folder without a manifest is accepted as unknown provenance (real vamp output), an
-incomplete run is refused unless ``allow_incomplete``.
-
-:func:`read_manifest` checks what it reads at the boundary
-(:mod:`scrfd_ref.formats.manifest_check`: nesting depth, the type of every field the
-commands use, a recorded profile the reference can rebuild); a bad value is named with
-the manifest's path and the field.
+:func:`open_run` decides what a command may do with an output folder (holding the
+folder's writer lock, so two runs never write into one folder at once): start a new run,
+resume the same run, refuse a folder written by another run (naming the differing fields)
+unless ``overwrite``. :func:`read_source` is for consumers: a folder without a manifest is
+accepted as unknown provenance (real vamp output), an incomplete run is refused unless
+``allow_incomplete``. :func:`read_manifest` checks what it reads at the boundary
+(:mod:`scrfd_ref.formats.manifest_check`); a bad value is named with the path and field.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scrfd_ref import __version__
 from scrfd_ref.core.errors import ManifestError, UsageError
-from scrfd_ref.formats.files import display, is_inside, write_text
+from scrfd_ref.formats.files import display, file_digest, write_text
 from scrfd_ref.formats.manifest_check import MAX_DEPTH, manifest_problem, nesting_depth
+from scrfd_ref.formats.run_outputs import (
+    FolderLock,
+    check_folders_free,
+    Inputs,
+    intact,
+    named,
+    recorded_hashes,
+    removable,
+)
 
 MANIFEST_VERSION = 1
 DUMP_MANIFEST = "scrfd_dump.json"
 RUN_MANIFEST = "scrfd_run.json"
 KINDS = ("dump", "wider-run", "npz-decode")
-#: files named in a refusal before the rest are only counted
-_NAMED = 8
+#: seconds between two saves of a running manifest's sha256 table
+FLUSH_SECONDS = 2.0
 
 
 def now() -> str:
@@ -157,6 +164,11 @@ def describe_difference(recorded: Mapping[str, Any], current: Mapping[str, Any],
 class RunManifest:
     """An open manifest of a run in progress; :meth:`finish` marks it complete.
 
+    The run holds its folder's writer lock (:class:`~scrfd_ref.formats.run_outputs.
+    FolderLock`) until :meth:`finish` or :meth:`close` (use it as a context manager: an
+    error or Ctrl-C then still saves the hashes recorded so far and releases the lock).
+    Writers call :meth:`record` after each file they write; the manifest's ``sha256``
+    table is saved at most every :data:`FLUSH_SECONDS` and at the end.
     ``run_files`` / ``inputs`` / ``foreign`` let :meth:`finish` record the run's files
     when they were not listed when it started (see :func:`open_run`).
     """
@@ -166,17 +178,65 @@ class RunManifest:
     doc: dict[str, Any]
     resumed: bool = False
     run_files: Callable[[Path], list[Path]] | None = None
-    inputs: "Inputs | None" = None
+    inputs: Inputs | None = None
     foreign: frozenset[str] = frozenset()
+    lock: FolderLock | None = None
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _saved: float = field(default_factory=time.monotonic, repr=False)
+
+    def __enter__(self) -> "RunManifest":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def update(self, **fields: Any) -> None:
         """Change some top-level fields and rewrite the file."""
-        self.doc.update(fields)
+        with self._guard:
+            self.doc.update(fields)
+            self._save()
+
+    def _save(self) -> None:
         write_manifest(self.folder, self.name, self.doc)
+        self._saved = time.monotonic()
+
+    def record(self, path: Path) -> None:
+        """Record the sha256 of a file this run has just written (thread-safe)."""
+        digest = file_digest(path)
+        with self._guard:
+            self.doc.setdefault("sha256", {})[_relative(path, self.folder)] = digest
+            if time.monotonic() - self._saved > FLUSH_SECONDS:
+                self._save()
+
+    def intact(self, rel: str) -> bool:
+        """True when the run's file ``rel`` is on disk with the bytes it recorded."""
+        return intact(self.folder, rel, recorded_hashes(self.doc))
+
+    def keep(self, rels: Sequence[str], resume: bool = True) -> set[str]:
+        """Of a resumed run's files ``rels``, those to keep (recorded and unchanged); a
+        notice on stderr counts the files present that will be computed again."""
+        if not (resume and self.resumed):
+            return set()
+        kept = {r for r in rels if self.intact(r)}
+        stale = [r for r in rels if r not in kept and (self.folder / r).exists()]
+        if stale:
+            print(f"scrfd-ref: notice: {display(self.folder)}: {len(stale)} file(s) of the "
+                  f"interrupted run do not match the sha256 {self.name} recorded (or were "
+                  f"written after its last update): computing them again ({named(stale)})",
+                  file=sys.stderr)
+        return kept
+
+    def close(self) -> None:
+        """Save what was recorded and release the folder's lock (idempotent)."""
+        if self.lock is not None:
+            with self._guard:
+                self._save()
+            self.lock.release()
+            self.lock = None
 
     def finish(self, **counts: Any) -> None:
-        """Record counts, the run's files (when not listed at the start), the finish time
-        and ``complete: true`` (the run's last act)."""
+        """Record counts, the run's files (when not listed at the start) and their sha256,
+        the finish time and ``complete: true`` (the run's last act); release the lock."""
         self.doc.update(counts)
         if self.run_files is not None:
             inputs = self.inputs or Inputs(())
@@ -184,56 +244,23 @@ class RunManifest:
                      if not inputs.holds(f)}
             self.doc["outputs"] = sorted((found - self.foreign)
                                          | set(self.doc.get("outputs") or ()))
+        hashes = self.doc.setdefault("sha256", {})
+        for rel in self.doc.get("outputs") or ():
+            # every file is this run's by now: a resumed run kept only intact files
+            if rel not in hashes and (self.folder / rel).is_file():
+                hashes[rel] = file_digest(self.folder / rel)
+        self.doc["sha256"] = dict(sorted(hashes.items()))
         self.doc["finished"] = now()
         self.doc["complete"] = True
-        write_manifest(self.folder, self.name, self.doc)
+        with self._guard:
+            self._save()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _relative(path: Path, folder: Path) -> str:
     return path.relative_to(folder).as_posix()
-
-
-class Inputs:
-    """A command's input files and folders, to tell whether a path is one of them (the
-    same file, by device and inode, or a file inside an input folder)."""
-
-    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
-        self.files: set[tuple[int, int]] = set()
-        self.folders: list[Path] = []
-        for p in paths:
-            p = Path(p)
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            if p.is_dir():
-                self.folders.append(p.resolve())
-            else:
-                self.files.add((st.st_dev, st.st_ino))
-
-    def holds(self, path: Path) -> bool:
-        """True when ``path`` is one of the inputs or lies in an input folder."""
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        if (st.st_dev, st.st_ino) in self.files:
-            return True
-        return any(is_inside(path, folder) for folder in self.folders)
-
-
-def _named(names: Sequence[str]) -> str:
-    shown = ", ".join(display(n) for n in names[:_NAMED])
-    return shown + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
-
-
-def _remove_recorded(out: Path, recorded: Sequence[str], inputs: Inputs) -> None:
-    """Remove the files an earlier run's manifest lists (plain files inside ``out`` that
-    are none of the inputs; anything else a manifest names is left alone)."""
-    for rel in recorded:
-        f = out / rel
-        if f.is_file() and not f.is_symlink() and is_inside(f, out) and not inputs.holds(f):
-            f.unlink(missing_ok=True)
 
 
 def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, Any], *,
@@ -248,7 +275,8 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
         kind: one of :data:`KINDS`.
         identity: the settings that make two runs the same run.
         overwrite: remove the files of a different earlier run first: only those its
-            manifest lists (``outputs``), never one of ``inputs``.
+            manifest lists (``outputs``) and recorded with a sha256 their bytes still
+            match, never one of ``inputs``.
         run_files: lists the files a run of this kind leaves in a folder.
         option: the command-line option that named ``folder`` (for messages).
         outputs: the files this run writes, relative to ``folder`` (recorded in the
@@ -258,22 +286,38 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
             another run's files.
 
     Raises:
-        UsageError: the folder holds another run's files (manifest differing, or files
-            without a manifest) and ``overwrite`` is not set; the message names the fields.
-            With ``overwrite``: the folder holds run-like files that no manifest lists
-            (they are named; nothing is removed).
+        UsageError: another run is writing into the folder now; the folder holds another
+            run's files (manifest differing, or files without a manifest) and
+            ``overwrite`` is not set; the message names the fields. With ``overwrite``:
+            the folder holds run-like files that no manifest lists, or listed files whose
+            bytes are not the ones recorded (they are named; nothing is removed).
         ManifestError: an unreadable manifest without ``overwrite``.
     """
     out = Path(folder)
     held = Inputs(i for i in inputs if i is not None)
     identity = json.loads(json.dumps(identity))  # plain JSON types, as a reload gives
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(out, option)
+    try:
+        return _open_locked(out, name, kind, identity, overwrite, run_files, option, outputs,
+                            held, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_locked(out: Path, name: str, kind: str, identity: dict[str, Any], overwrite: bool,
+                 run_files: Callable[[Path], list[Path]], option: str,
+                 outputs: Sequence[str] | None, held: Inputs, lock: FolderLock) -> RunManifest:
     existing = None
+    unreadable = None
     try:
         existing = read_manifest(out, name)
-    except ManifestError:
+    except ManifestError as exc:
         if not overwrite:
             raise
-    old_files = [f for f in run_files(out) if not held.holds(f)] if out.is_dir() else []
+        unreadable = str(exc)
+    old_files = [f for f in run_files(out) if not held.holds(f)]
     present = {_relative(f, out) for f in old_files}
     recorded = list(existing.get("outputs") or ()) if existing is not None else []
     resumed = False
@@ -295,17 +339,10 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
         raise UsageError(f"{option} {display(out)}: holds {len(old_files)} file(s) of an "
                          f"unknown run (no {name}), e.g. {display(old_files[0].name)}; use "
                          "--overwrite to replace them, or another folder")
+    check_folders_free(out, outputs or (), option)
     if not resumed and overwrite:
-        unlisted = sorted(present - set(recorded))
-        if unlisted:
-            raise UsageError(
-                f"{option} {display(out)}: holds {len(unlisted)} file(s) that no run manifest "
-                f"lists ({_named(unlisted)}); --overwrite removes only the files a run's "
-                f"{name} says it wrote: move these away, or choose another folder")
-        _remove_recorded(out, recorded, held)
-        (out / name).unlink(missing_ok=True)
+        _overwrite(out, name, option, present, recorded, existing, unreadable, held)
         recorded = []
-    out.mkdir(parents=True, exist_ok=True)
     if resumed:
         doc = dict(existing)  # type: ignore[arg-type]
         doc.update(complete=False, finished=None, resumed=now(), tool=f"scrfd-ref {__version__}")
@@ -316,7 +353,32 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
     write_manifest(out, name, doc)
     foreign = frozenset(present - set(recorded)) if resumed else frozenset()
     return RunManifest(out, name, doc, resumed, run_files if outputs is None else None,
-                       held, foreign)
+                       held, foreign, lock)
+
+
+def _overwrite(out: Path, name: str, option: str, present: set[str], recorded: list[str],
+               existing: Mapping[str, Any] | None, unreadable: str | None,
+               held: Inputs) -> None:
+    """Delete an earlier run's files for ``--overwrite``, or refuse naming what is not its
+    own (files no manifest lists, listed files whose bytes are not the recorded ones)."""
+    unlisted = sorted(present - set(recorded))
+    if unlisted:
+        why = (f"; its {name} is unreadable ({unreadable.split(': ', 1)[-1]}), so no file is "
+               "known as that run's" if unreadable else "")
+        raise UsageError(
+            f"{option} {display(out)}: holds {len(unlisted)} file(s) that no run manifest "
+            f"lists ({named(unlisted)}){why}; --overwrite removes only the files a run's "
+            f"{name} says it wrote: move these away, or choose another folder")
+    files, refused = removable(out, recorded, recorded_hashes(existing), held)
+    if refused:
+        raise UsageError(
+            f"{option} {display(out)}: {len(refused)} file(s) the earlier run lists are not "
+            f"the bytes it recorded ({named(refused)}): changed since, or never recorded "
+            f"with a sha256 in {name}; --overwrite deletes only a run's own unchanged files: "
+            "move these away, or choose another folder")
+    for f in files:
+        f.unlink(missing_ok=True)
+    (out / name).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

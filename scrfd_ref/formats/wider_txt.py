@@ -209,20 +209,21 @@ def read_prediction_dir(pred_dir: str | Path, events: Iterable[str] | None = Non
     out: dict[PredictionKey, np.ndarray] = {}
     where: dict[str, Path] = {}
     problems: list[str] = []
-    for ev in names:
-        for f in sorted((root / ev).iterdir()):
-            if f.name.startswith(".") or f.suffix.lower() != ".txt" or not f.is_file():
-                continue
-            name = image_name_of(f)
-            if name in where:
-                problems.append(f"{f}: a second prediction file for image {name!r} (also "
-                                f"{where[name]}): each image must be named once")
-                continue
-            where[name] = f
-            try:
-                out[(ev, name)] = read_prediction_file(f, ev)
-            except InputError as exc:
-                problems.append(str(exc))
+    files = [f for ev in names for f in sorted((root / ev).iterdir())
+             if not f.name.startswith(".") and f.suffix.lower() == ".txt" and f.is_file()]
+    problems += _recorded_content_problems(root, files)
+    for f in files:
+        ev = f.parent.name
+        name = image_name_of(f)
+        if name in where:
+            problems.append(f"{f}: a second prediction file for image {name!r} (also "
+                            f"{where[name]}): each image must be named once")
+            continue
+        where[name] = f
+        try:
+            out[(ev, name)] = read_prediction_file(f, ev)
+        except InputError as exc:
+            problems.append(str(exc))
     if problems:
         from scrfd_ref.core.errors import problem_list
 
@@ -230,6 +231,19 @@ def read_prediction_dir(pred_dir: str | Path, events: Iterable[str] | None = Non
     if not out and (events is None or not missing_ok):
         raise InputError(f"{root}: no prediction files (<event>/<name>.txt) found")
     return out
+
+
+def _recorded_content_problems(root: Path, files: list[Path]) -> list[str]:
+    """Prediction files that disagree with the sha256 the folder's ``scrfd_run.json``
+    recorded when ``wider-run`` / ``npz-decode`` wrote them (edited or added since)."""
+    from scrfd_ref.formats.manifest import RUN_MANIFEST, read_manifest
+    from scrfd_ref.formats.run_outputs import hash_problems
+
+    doc = read_manifest(root, RUN_MANIFEST)
+    if doc is None:
+        return []
+    return hash_problems(root, [f.relative_to(root).as_posix() for f in files], doc,
+                         complete=bool(doc.get("complete")), manifest=RUN_MANIFEST)
 
 
 def _validate_dets(dets: np.ndarray, what: str) -> np.ndarray:

@@ -56,7 +56,11 @@ def model_for_dtype(model: str | os.PathLike[str], dtype: str, backend: str = "o
     path = Path(model)
     if dtype == "fp32" or path.suffix.lower() != ".onnx":
         return path
+    from scrfd_ref.device.model_identity import model_arithmetic
     from scrfd_ref.quantize.prepare import prepare_model
+
+    if model_arithmetic(path)[0] == dtype:  # a pre-built int8 / fp16 file runs as it is
+        return path
 
     return prepare_model(path, dtype=dtype, backend=backend)
 

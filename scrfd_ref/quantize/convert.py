@@ -84,6 +84,7 @@ from scrfd_ref.device.model_files import (  # noqa: F401 - cached_model_ok re-ex
 from scrfd_ref.formats.datadir import CACHE_ENV_VAR
 from scrfd_ref.formats.datadir import cache_dir as _data_cache_dir
 from scrfd_ref.formats.files import current_umask
+from scrfd_ref.formats.run_outputs import record_entry
 from scrfd_ref.quantize.calibration import (
     CALIBRATION_PROFILE,
     _calibration_list,
@@ -364,6 +365,7 @@ def _convert_to(src: Path, out: Path, settings: dict[str, Any], images: Sequence
                                 progress=progress)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, out)
+        record_entry(out, made_from=src.name, dtype=settings["dtype"])
     if record is not None:
         from scrfd_ref.quantize.int8_build import write_sidecar
 

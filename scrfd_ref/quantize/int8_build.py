@@ -37,6 +37,7 @@ import numpy as np
 from scrfd_ref.core.errors import InputError
 from scrfd_ref.device.model_files import upgrade_opset
 from scrfd_ref.formats.files import current_umask
+from scrfd_ref.formats.run_outputs import record_entry, verified_entry
 from scrfd_ref.quantize.calibration import _calibration_blob, _calibration_reader
 from scrfd_ref.quantize.write import (
     _head_paths,
@@ -129,7 +130,7 @@ class Int8Builder:
 
         s = self.settings
         extra = {"CalibPercentile": s["percentile"]} if "percentile" in s else {}
-        first = not self.cache.is_file()
+        first = not verified_entry(self.cache, "calibration ranges")  # removed if damaged
         if first and s["calibrate_method"] == "Entropy":
             self._entropy_ranges()
         # ORT's calibrators print their progress on stdout: only with a progress bar
@@ -147,6 +148,7 @@ class Int8Builder:
                             extra_options=extra, calibration_cache_path=str(self.cache))
         if first and self.cache.is_file():  # ORT writes it 0600: the user's umask instead
             os.chmod(self.cache, 0o666 & ~current_umask())
+            record_entry(self.cache)
         import onnx
 
         model = onnx.load(str(dst))

@@ -126,21 +126,27 @@ def nncf_model(src: str | Path, *, input_size: tuple[int, int] = (640, 640),
 
 
 def _cached_ok(xml: Path) -> bool:
-    return xml.is_file() and xml.with_suffix(".bin").is_file()
+    """Both files of a cached OpenVINO IR are the ones recorded when it was written."""
+    from scrfd_ref.formats.run_outputs import verified_entry
+
+    ok = [verified_entry(f, "cached NNCF model") for f in (xml, xml.with_suffix(".bin"))]
+    return all(ok)
 
 
 def _quantize(nncf: Any, src: Path, target: Path, images: Sequence[Path], profile: Any,
               settings: dict[str, Any], progress: bool) -> None:
     import openvino as ov
 
+    from scrfd_ref.backends.native_errors import captured_native_stderr, native_reason
     from scrfd_ref.backends.openvino import core
     from scrfd_ref.quantize.calibration import _calibration_blob
 
     try:
-        model = core().read_model(str(src))
+        with captured_native_stderr() as noise:
+            model = core().read_model(str(src))
     except Exception as exc:  # noqa: BLE001 - OpenVINO's own exception types
         raise InputError(f"{src}: OpenVINO cannot read the model: "
-                         f"{str(exc).strip().splitlines()[-1][:300]}") from None
+                         f"{native_reason(exc, noise)}") from None
     blobs = [_calibration_blob(p, profile) for p in images]
     logging.getLogger("nncf").setLevel(logging.INFO if progress else logging.ERROR)
     quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
@@ -155,6 +161,10 @@ def _quantize(nncf: Any, src: Path, target: Path, images: Sequence[Path], profil
             os.chmod(part, mode)
         os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
         os.replace(tmp, target)
+        from scrfd_ref.formats.run_outputs import record_entry
+
+        for f in (target.with_suffix(".bin"), target):
+            record_entry(f, made_from=src.name)
     finally:
         for part in (tmp, tmp.with_suffix(".bin")):
             part.unlink(missing_ok=True)

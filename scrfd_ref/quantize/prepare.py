@@ -20,7 +20,6 @@ def device_layout_model(src: str | Path, input_size: tuple[int, int] | None,
                         cache: str | Path | None = None) -> Path:
     """The device-layout export of ``src`` (input fixed to ``input_size`` when given), cached."""
     from scrfd_ref.device.export import export_device_layout
-    from scrfd_ref.device.onnx_tools import save_model
 
     src = Path(src)
     if not src.is_file():
@@ -28,10 +27,11 @@ def device_layout_model(src: str | Path, input_size: tuple[int, int] | None,
     size = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
     key = hashlib.sha256(f"{file_digest(src)}|device|{size}|v1".encode()).hexdigest()[:16]
     target = data_mod.cache_dir(cache) / f"{src.stem}.device-{size}.{key}.onnx"
-    from scrfd_ref.device.model_files import cached_model_ok
+    from scrfd_ref.device.model_files import cached_model_ok, save_cached_model
 
     if not cached_model_ok(target):
-        save_model(export_device_layout(src, input_size=input_size), target)  # atomic
+        save_cached_model(export_device_layout(src, input_size=input_size), target,
+                          made_from=src.name, layout="device", input_size=size)
     return target
 
 

@@ -117,37 +117,38 @@ def run_dataset(detector: "Detector", items: Sequence[ImageItem], out_dir: str |
     run = open_run(out, RUN_MANIFEST, "wider-run", run_identity(detector, items),
                    overwrite=overwrite, run_files=prediction_files,
                    outputs=[f"{it.event}/{it.name}.txt" for it in items])
-    todo = [it for it in items if not (resume and run.resumed
-                                       and (out / it.event / f"{it.name}.txt").is_file())]
-    clock = StageClock()
-    replicas = detector.pool(workers)
+    with run:
+        kept = run.keep([f"{it.event}/{it.name}.txt" for it in items], resume)
+        todo = [it for it in items if f"{it.event}/{it.name}.txt" not in kept]
+        clock = StageClock()
+        replicas = detector.pool(workers)
 
-    def one(det: "Detector", item: ImageItem) -> tuple[int, int]:
-        with clock.stage("read"):
-            image = read_image(item.path)
-        with clock.stage("preprocess"):
-            blob, transforms = preprocess([image], det.profile)
-        with clock.stage("infer"):
-            heads = det.heads(blob)
-        with clock.stage("post"):
-            rows, inverted = wider_rows(det.detections_from_heads(heads, transforms)[0])
-        with clock.stage("write"):
-            write_predictions(out, item.event, item.name, rows)
-        return rows.shape[0], inverted
+        def one(det: "Detector", item: ImageItem) -> tuple[int, int]:
+            with clock.stage("read"):
+                image = read_image(item.path)
+            with clock.stage("preprocess"):
+                blob, transforms = preprocess([image], det.profile)
+            with clock.stage("infer"):
+                heads = det.heads(blob)
+            with clock.stage("post"):
+                rows, inverted = wider_rows(det.detections_from_heads(heads, transforms)[0])
+            with clock.stage("write"):
+                run.record(write_predictions(out, item.event, item.name, rows))
+            return rows.shape[0], inverted
 
-    results = map_with_pool(one, todo, replicas)
-    n_dets = n_inverted = 0
-    bar = tqdm(total=len(todo), desc="wider-run", unit="img", disable=not progress)
-    start = time.perf_counter()
-    for dets, inverted in results:
-        n_dets += dets
-        n_inverted += inverted
-        bar.update(1)
-    wall = time.perf_counter() - start
-    bar.close()
-    for det in replicas:
-        if det is not detector:
-            det.close()
-    run.finish(images=len(items), written=len(todo), detections_written=n_dets)
+        results = map_with_pool(one, todo, replicas)
+        n_dets = n_inverted = 0
+        bar = tqdm(total=len(todo), desc="wider-run", unit="img", disable=not progress)
+        start = time.perf_counter()
+        for dets, inverted in results:
+            n_dets += dets
+            n_inverted += inverted
+            bar.update(1)
+        wall = time.perf_counter() - start
+        bar.close()
+        for det in replicas:
+            if det is not detector:
+                det.close()
+        run.finish(images=len(items), written=len(todo), detections_written=n_dets)
     return RunSummary(len(items), len(items) - len(todo), len(todo), n_dets, n_inverted,
                       wall, clock.split(len(todo), wall), len(replicas))

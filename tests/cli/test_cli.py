@@ -107,13 +107,15 @@ def test_wider_run_resumes(tmp_path, data_root, need, capsys):
     assert main(args) == 0
     files = sorted((out / "19--Couple").glob("*.txt"))
     assert len(files) == 36
-    first = files[0].read_text()
+    first, second = files[0].read_text(), files[1].read_text()
     files[0].unlink()
-    files[1].write_text("stale, must be kept")
+    files[1].write_text("edited after the run: not what it recorded")
     capsys.readouterr()
     assert main(args) == 0
-    assert "35 already done, 1 written" in capsys.readouterr().out
-    assert files[0].read_text() == first and files[1].read_text() == "stale, must be kept"
+    out, err = capsys.readouterr()
+    assert "34 already done, 2 written" in out  # the edited file is computed again
+    assert f"1 file(s) of the interrupted run do not match the sha256" in err
+    assert files[0].read_text() == first and files[1].read_text() == second
 
 
 @pytest.mark.data

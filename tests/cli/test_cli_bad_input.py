@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pytest
 from cli_workspace import build_workspace
-from dump_files import write_npz_bomb
+from dump_files import as_written_by_the_run, write_npz_bomb
 
 #: the gates file the checkout ships (data/ is copied into the wheel as scrfd_ref/_data)
 SHIPPED_GATES = Path(__file__).resolve().parents[2] / "data" / "gates.toml"
@@ -105,6 +105,7 @@ def _edit_output(index: int, edit: Callable[[list[np.ndarray]], list[np.ndarray]
             arrays = [z[f"output_{i}"] for i in range(len(z.files))]
         arrays = edit(arrays)
         np.savez(p, **{f"output_{i}": a for i, a in enumerate(arrays)})
+        as_written_by_the_run(ws / "dump")  # the device wrote these bytes
     return setup
 
 
@@ -119,6 +120,25 @@ def _rebatch(ws: Path) -> None:
     for k, group in enumerate((singles[:2], singles[2:])):
         np.savez(ws / "dump" / f"output_{k:06d}.npz",
                  **{f"output_{i}": np.concatenate(a, axis=0) for i, a in enumerate(zip(*group))})
+    as_written_by_the_run(ws / "dump")
+
+
+def _replace_output(index: int, by: int) -> Callable[[Path], None]:
+    """Output ``index`` replaced by a copy of output ``by`` after the dump finished (its
+    manifest untouched): a file whose bytes are not the ones the run recorded."""
+    def setup(ws: Path) -> None:
+        dump = ws / "dump"
+        (dump / f"output_{index:06d}.npz").write_bytes(
+            (dump / f"output_{by:06d}.npz").read_bytes()[:-1] + b"\0")
+    return setup
+
+
+def _fp16_model(ws: Path) -> None:
+    """``m16.onnx``: ``model.onnx`` converted to fp16 (as a device team's build would be)."""
+    from scrfd_ref.quantize.convert import convert_model
+
+    shutil.copy(convert_model(ws / "model.onnx", "fp16", cache_dir=ws / "cache"),
+                ws / "m16.onnx")
 
 
 def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -151,7 +171,8 @@ def _same_stems(ws: Path) -> None:
 
 
 def _pred_file(rel: str, text: str) -> Callable[[Path], None]:
-    return _write(f"pred/{rel}", text)
+    """A prediction file as the run itself would have written it (recorded)."""
+    return _both(_write(f"pred/{rel}", text), lambda ws: as_written_by_the_run(ws / "pred"))
 
 
 def _pred_copy(drop: str | None = None, add: str | None = None) -> Callable[[Path], None]:
@@ -162,6 +183,7 @@ def _pred_copy(drop: str | None = None, add: str | None = None) -> Callable[[Pat
             (ws / "pred2" / drop).unlink()
         if add:
             (ws / "pred2" / add).write_text(f"{add[:-4]}\n0\n")
+        as_written_by_the_run(ws / "pred2")
     return setup
 
 
@@ -949,6 +971,61 @@ CASES = [
     Case("detect-png-crc-error", ("detect", "-m", M, f"{WS}/t.png"), 1,
          r"t\.png: file does not decode as an image \(PNG: ", setup=_png_crc_error,
          one_line=True),
+    # issue 33, class 1 / 3: a file is what its bytes are (recorded sha256 in the manifest)
+    Case("decode-output-changed-after-the-run", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump: 1 file\(s\) differ from the sha256 scrfd_dump\.json recorded when the run "
+         r"wrote them \(output_000001\.npz\)", setup=_replace_output(1, 0), absent=("p",)),
+    Case("decode-output-the-run-did-not-write", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump: 1 file\(s\) that the finished run in scrfd_dump\.json did not write "
+         r"\(output_000003\.npz\)",
+         setup=_both(_copy("dump/output_000000.npz", "dump/output_000003.npz"),
+                     _datalist(lambda x: x + [x[0].replace("1_a_1", "1_a_3")])),
+         absent=("p",)),
+    Case("eval-prediction-edited-after-the-run", EVAL, 1,
+         r"pred: 1 file\(s\) differ from the sha256 scrfd_run\.json recorded when the run "
+         r"wrote them \(1--A/1_a_1\.txt\)",
+         setup=_write("pred/1--A/1_a_1.txt", "1--A/1_a_1\n1\n1 2 30 40 0.99\n")),
+    Case("dump-resume-recomputes-a-truncated-output", (*DUMP, "--out", f"{WS}/dump"), 0,
+         r"dump: 1 output files \(fp32, device layout\)",
+         stderr=r"1 file\(s\) of the interrupted run do not match the sha256 scrfd_dump\.json "
+                r"recorded .*computing them again \(output_000001\.npz\)",
+         setup=_both(_manifest("dump/scrfd_dump.json", complete=False),
+                     lambda ws: (ws / "dump/output_000001.npz").write_bytes(
+                         (ws / "dump/output_000001.npz").read_bytes()[:100]))),
+    # issue 33, class 4: a JPEG cut short is refused by its missing end marker, not decoded
+    # with grey rows (libjpeg only warns; OpenCV 4 returns the image)
+    Case("detect-truncated-jpeg", ("detect", "-m", M, f"{WS}/t.jpg"), 1,
+         r"t\.jpg: file does not decode as an image \(JPEG: truncated: the file ends before "
+         r"its end-of-image marker\)", one_line=True,
+         setup=lambda ws: (ws / "t.jpg").write_bytes(
+             (ws / "images/1--A/1_a_1.jpg").read_bytes()[:-40])),
+    # issue 33, class 5: paths of the wrong kind said only "File exists"
+    Case("detect-scrfd-cache-is-a-file", ("detect", "-m", M, "--dtype", "fp16", IMG), 2,
+         r"SCRFD_CACHE .*cf: .*cf is a file, not a folder; move it away, or choose another",
+         setup=_write("cf", "x"), env={"SCRFD_CACHE": f"{WS}/cf"}, one_line=True),
+    Case("wider-run-out-dangling-link", (*WRUN, "--out", f"{WS}/link"), 2,
+         r"--out .*link: a symbolic link to .*missing/dir, which does not exist; create that "
+         r"folder", setup=lambda ws: (ws / "link").symlink_to(ws / "missing" / "dir")),
+    Case("wider-run-event-folder-is-a-file", (*WRUN, "--out", f"{WS}/p"), 2,
+         r"--out .*p: 1--A must be folder\(s\) for this run's files but exist as files",
+         setup=_write("p/1--A", "not a folder"), keep=("p/1--A",)),
+    # issue 33, class 1: a pre-built model runs as what it computes in, never as fp32
+    Case("detect-fp16-file-runs-as-fp16", ("detect", "-m", f"{WS}/m16.onnx", IMG, "--json", "-"),
+         0, r'"dtype": "fp16"', setup=_fp16_model,
+         stderr=r"notice: .*m16\.onnx is an fp16 model \(\d+ of \d+ float weights stored as "
+                r"float16\): run and labelled as fp16"),
+    Case("detect-fp16-file-with-dtype-int8", ("detect", "-m", f"{WS}/m16.onnx", "--dtype",
+                                              "int8", IMG), 2,
+         r"--dtype int8: .*m16\.onnx is an fp16 model already \(.*\); drop --dtype to run it "
+         r"as fp16", setup=_fp16_model),
+    Case("quantize-a-converted-file", ("quantize", "-m", f"{WS}/m16.onnx", "--out",
+                                       f"{WS}/q.onnx"), 2,
+         r"--model .*m16\.onnx: an fp16 model already .*quantize converts the fp32 model",
+         setup=_fp16_model, absent=("q.onnx",)),
+    Case("dump-overwrite-keeps-a-file-changed-since", (*DUMP, "--out", f"{WS}/dump",
+                                                      "--overwrite", "--dtype", "fp16"), 2,
+         r"--out .*dump: 1 file\(s\) the earlier run lists are not the bytes it recorded "
+         r"\(output_000002\.npz\)", setup=_replace_output(2, 0), keep=("dump",)),
 ]
 
 
@@ -1043,12 +1120,13 @@ def run_case(case: Case, base_workspace: Path, tmp_path: Path, in_process: bool 
     shutil.copytree(base_workspace, ws, symlinks=True)
     for datalist in (ws / "datalist.txt", ws / "dump" / "datalist.txt"):  # point at the copy
         datalist.write_text(datalist.read_text().replace(str(base_workspace), str(ws)))
+    as_written_by_the_run(ws / "dump")  # as if the dump had been made in the copy
     if case.setup:
         case.setup(ws)
     before = {k: _digest(ws / k) for k in case.keep}
     env = {k: v for k, v in os.environ.items() if k != "SCRFD_DEBUG"}
-    env.update(SCRFD_CACHE=str(ws / "cache"), SCRFD_DATA=str(ws / "nodata"), MPLBACKEND="Agg",
-               **{k: v.replace(WS, str(ws)) for k, v in case.env.items()})
+    env.update(SCRFD_CACHE=str(ws / "cache"), SCRFD_DATA=str(ws / "nodata"), MPLBACKEND="Agg")
+    env.update({k: v.replace(WS, str(ws)) for k, v in case.env.items()})
     if in_process:
         returncode, out, err = _in_process(_argv(case, ws), ws, env)
     else:
@@ -1168,11 +1246,19 @@ def test_bad_suite_options_stop_the_session_with_one_message(name, args, setup, 
     assert "errors during collection" not in text, text[-3000:]
 
 
-def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "another-model", "no-record"])
+def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tmp_path, damage):
+    """Issue 33, class 1: a cache entry is used only when its bytes are the ones recorded
+    when it was written; another loadable model under its name was used before."""
     ws = tmp_path / "ws"
     shutil.copytree(base_workspace, ws, symlinks=True)
     (cached,) = (ws / "cache").glob("model.device-*.onnx")
-    cached.write_bytes(cached.read_bytes()[:100])
+    if damage == "truncated":
+        cached.write_bytes(cached.read_bytes()[:100])
+    elif damage == "another-model":  # loads fine, standard layout: dump would refuse it
+        cached.write_bytes((ws / "model.onnx").read_bytes())
+    else:
+        cached.with_name(cached.name + ".sha256.json").unlink()
     env = {**os.environ, "SCRFD_DATA": str(ws / "nodata"), "SCRFD_CACHE": str(ws / "cache")}
     for datalist in (ws / "datalist.txt",):
         datalist.write_text(datalist.read_text().replace(str(base_workspace), str(ws)))
@@ -1181,7 +1267,10 @@ def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tm
                           "--out", str(ws / "d2")], cwd=ws, env=env, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert re.search(r"notice: cached model .*model\.device-.* is damaged .* rebuilding it",
+    why = {"truncated": "its bytes differ from the sha256 recorded",
+           "another-model": "its bytes differ from the sha256 recorded",
+           "no-record": "no record of what was written"}[damage]
+    assert re.search(rf"notice: cached model .*model\.device-.*: {why}.*; building it again",
                      res.stderr), res.stderr
     assert len(list((ws / "d2").glob("output_*.npz"))) == 3
 
@@ -1199,3 +1288,14 @@ def test_a_damaged_reference_cache_entry_is_rebuilt_with_a_notice(tmp_path, caps
     assert list(again.detections) == ["e/a"]
     assert "reference cache entry" in capsys.readouterr().err
     assert Run.load(tmp_path / "run-k").device == "ref"
+
+    # issue 33: a valid run.npz of another run under this entry's name was loaded before
+    def other():
+        return Run("ref", {}, {}, {"e/b": Detections.empty(False)})
+
+    cached_run(tmp_path, "other", other)
+    shutil.copy(tmp_path / "run-other" / "run.npz", tmp_path / "run-k" / "run.npz")
+    again = cached_run(tmp_path, "k", compute)
+    assert list(again.detections) == ["e/a"]
+    assert re.search(r"reference cache entry .*run-k is damaged .*run\.npz is not the file "
+                     r"saved with run\.json \(sha256 differs\)", capsys.readouterr().err)

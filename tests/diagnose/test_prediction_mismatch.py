@@ -97,8 +97,14 @@ def test_greedy_matching_agrees_with_hungarian_on_a_jittered_copy(seed, n, jitte
         return Detections(_xyxy(rows), rows[:, 4].astype(np.float32), None)
 
     _, _, hungarian = match_detections(dets(ref), dets(dev), iou_match=0.5)
-    assert greedy.size == hungarian.size
-    assert greedy.sum() == pytest.approx(float(hungarian.astype(np.float64).sum()), abs=1e-3)
+    candidates = box_iou(_xyxy(ref), _xyxy(dev)) >= 0.5
+    if candidates.sum(0).max(initial=0) <= 1 and candidates.sum(1).max(initial=0) <= 1:
+        # no box has two candidates: the matching is unique, both must find it
+        assert greedy.size == hungarian.size
+        assert greedy.sum() == pytest.approx(float(hungarian.astype(np.float64).sum()),
+                                             abs=1e-3)
+    else:  # crowded boxes: greedy is a maximal matching, at least half the maximum
+        assert hungarian.size / 2 <= greedy.size <= hungarian.size
 
 
 def test_device_facts_read_threshold_and_rounding():

@@ -46,23 +46,51 @@ def _start(folder: Path, identity: dict, outputs: list[str], **kw):
 
 def test_overwrite_after_an_interrupted_run_removes_exactly_its_listed_files(tmp_path):
     out = tmp_path / "pred"
-    _start(out, {"profile": {"name": "device-flow"}, "n": 1}, ["a/1.txt", "a/2.txt", "b/3.txt"])
-    for rel in ("a/1.txt", "a/2.txt"):  # interrupted after two of the three files
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text("x\n")
+    with _start(out, {"profile": {"name": "device-flow"}, "n": 1},
+                ["a/1.txt", "a/2.txt", "b/3.txt"]) as first:
+        for rel in ("a/1.txt", "a/2.txt"):  # interrupted after two of the three files
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_text("x\n")
+            first.record(out / rel)
     doc = json.loads((out / RUN_MANIFEST).read_text())
     assert doc["complete"] is False and doc["outputs"] == ["a/1.txt", "a/2.txt", "b/3.txt"]
+    assert sorted(doc["sha256"]) == ["a/1.txt", "a/2.txt"]  # saved when the run stopped
 
     run = _start(out, {"profile": {"name": "device-flow"}, "n": 2}, ["c/4.txt"], overwrite=True)
     assert not (out / "a" / "1.txt").exists() and not (out / "a" / "2.txt").exists()
     assert run.doc["outputs"] == ["c/4.txt"]
 
 
+def test_overwrite_deletes_no_file_whose_bytes_changed_since_the_run_recorded_them(tmp_path):
+    out = tmp_path / "pred"
+    with _start(out, {"n": 1}, ["a/1.txt", "a/2.txt"]) as run:
+        for rel in ("a/1.txt", "a/2.txt"):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_text("x\n")
+        run.finish()
+    (out / "a" / "2.txt").write_text("my own notes\n")  # the user reused the name
+    with pytest.raises(UsageError, match=r"1 file\(s\) the earlier run lists are not the "
+                                         r"bytes it recorded \(a/2\.txt\)"):
+        _start(out, {"n": 2}, ["a/1.txt"], overwrite=True)
+    assert (out / "a" / "1.txt").exists() and (out / "a" / "2.txt").read_text() == "my own notes\n"
+
+
+def test_two_runs_never_write_into_one_folder_at_once(tmp_path):
+    out = tmp_path / "pred"
+    with _start(out, {"n": 1}, ["a/1.txt"]):
+        with pytest.raises(UsageError, match=r"--out .*pred: another scrfd-ref run is writing "
+                                             r"into this folder now \(process \d+\)"):
+            _start(out, {"n": 1}, ["a/1.txt"])
+    with _start(out, {"n": 1}, ["a/1.txt"]) as again:  # released when the first one ended
+        assert again.resumed
+
+
 def test_overwrite_refuses_files_no_manifest_lists_and_keeps_inputs(tmp_path):
     out = tmp_path / "proj"
-    _start(out, {"n": 1}, ["a/1.txt"])
-    (out / "a").mkdir()
-    (out / "a" / "1.txt").write_text("x\n")
+    with _start(out, {"n": 1}, ["a/1.txt"]) as run:
+        (out / "a").mkdir()
+        (out / "a" / "1.txt").write_text("x\n")
+        run.record(out / "a" / "1.txt")
     (out / "notes").mkdir()
     (out / "notes" / "meeting.txt").write_text("agenda\n")
     (out / "dump").mkdir()

@@ -57,3 +57,30 @@ def write_npz_bomb(path: Path, arrays: Sequence[tuple[str, np.ndarray]], big: st
                 chunk = bytes(1 << 24)
                 for _ in range(int(np.prod(shape)) * 4 // len(chunk)):
                     f.write(chunk)
+
+
+def as_written_by_the_run(folder: Path) -> None:
+    """Make a test's edits to a run folder look like the run's own writing: its manifest
+    (``scrfd_dump.json`` or ``scrfd_run.json``) lists every run file now present, with
+    the sha256 of its bytes; as a device that wrote those bytes would have recorded them.
+    Without this, the folder's consumers refuse the edited files as changed after the run
+    (what ``test_cli_bad_input``'s ``*-changed-after-the-run`` rows check)."""
+    import json
+
+    from scrfd_ref.formats.dataset import prediction_files
+    from scrfd_ref.formats.device_npz import scan_output_files
+    from scrfd_ref.formats.files import file_digest
+
+    folder = Path(folder)
+    for name, files in (("scrfd_dump.json", lambda: scan_output_files(folder)[0]),
+                        ("scrfd_run.json", lambda: prediction_files(folder))):
+        path = folder / name
+        if not path.is_file():
+            continue
+        doc = json.loads(path.read_text())
+        present = {f.relative_to(folder).as_posix(): f for f in files()}
+        doc["outputs"] = sorted(set(doc.get("outputs") or ()) & set(present) | set(present)
+                                | ({"datalist.txt"} & set(doc.get("outputs") or ())))
+        doc["sha256"] = {rel: file_digest(folder / rel) for rel in doc["outputs"]
+                         if (folder / rel).is_file()}
+        path.write_text(json.dumps(doc, indent=2))

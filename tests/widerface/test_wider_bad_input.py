@@ -6,6 +6,7 @@ scipy.io.savemat into tmp_path), so no data file is copied anywhere.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,19 @@ def test_mismatched_image_counts(tmp_path):
     folder = write_mats(tmp_path, drop_image="yes")
     msg = _raises(InputError, folder / "wider_hard_val.mat", read_wider_mat, folder)
     assert "mismatched image counts" in msg and "1--Alpha" in msg
+
+
+def test_setting_files_that_do_not_nest_are_refused(tmp_path):
+    """Issue 33, class 2: easy within medium within hard is the format's promise; the
+    easy and hard files swapped (both readable, counts right) were read silently before."""
+    folder = write_mats(tmp_path)
+    easy, hard = folder / "wider_easy_val.mat", folder / "wider_hard_val.mat"
+    easy.rename(folder / "x.mat")
+    hard.rename(easy)
+    (folder / "x.mat").rename(hard)
+    msg = _raises(InputError, folder, read_wider_mat, folder)
+    assert re.search(r"1--Alpha/1_a_1: box\(es\) 2 count in medium but not in hard; the WIDER "
+                     r"settings nest", msg), msg
 
 
 def test_missing_setting_mat(tmp_path):
