@@ -144,3 +144,24 @@ def test_output_folders_are_refused_before_any_test_runs(small_dump, data_root, 
     assert res.returncode == 4 and re.search(message, res.stderr), res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert sorted(p.name for p in small_dump.iterdir()) == before
+
+
+@pytest.mark.parametrize("narrowing", [("--backend", "opencv", "--dtype", "int8"),
+                                       ("--variant", "10g")])
+def test_a_matrix_that_left_every_device_out_is_not_a_pass(data_root, tmp_path, narrowing):
+    """Issue 33's campaign: a combination the plan leaves out, or a variant without weights,
+    skipped every test and exited 0 without a verdict (no --report, no --device-outputs)."""
+    env = {k: v for k, v in os.environ.items() if k != "SCRFD_REQUIRE_DATA"}
+    env["SCRFD_DATA"] = str(data_root)
+    junit = tmp_path / "junit.xml"
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_heads.py", *narrowing,
+         "-p", "no:cacheprovider", "-q", "--no-header", f"--junitxml={junit}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    assert re.search(r"session verdict: NOTHING JUDGED, 0 devices: no device to judge: the "
+                     r"matrix left every one out", out), out[-3000:]
+    suite = ET.parse(junit).getroot().find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["scrfd_ref_session_verdict"] == "NOTHING JUDGED"

@@ -206,7 +206,11 @@ def session_verdict(outcomes: Iterable[PhaseOutcome], levels: Mapping[str, Mappi
                   if any(d.state == s and d.device not in accepted for d in devices)), None)
     if not devices or not judged:
         verdict = "NOTHING JUDGED"
-        why = ("no device was set out to be judged (no conformance test was selected)"
+        told = [x for x in left_out if "reference itself" not in x] or list(left_out)
+        why = (f"no device to judge: the matrix left every one out ({told[0] if told else ''}"
+               f"{f' and {len(told) - 1} more' if len(told) > 1 else ''})"
+               if not devices and left_out else
+               "no device was set out to be judged (no conformance test was selected)"
                if not devices else
                f"no device was judged: {_summary(devices)}")
     elif worst is None:

@@ -188,7 +188,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """An inconclusive verdict's report carries its message as it is (no "Failed:"
     prefix, no traceback), so the JUnit XML failure message starts with INCONCLUSIVE."""
-    from scrfd_ref.pytest_plugin.verdict import DEVICE_PROPERTY, judged_device_of
+    from scrfd_ref.pytest_plugin.verdict import (
+        DEVICE_PROPERTY,
+        JUDGING_PROPERTY,
+        judged_device_of,
+        judges_devices,
+    )
 
     report = yield
     if (report.when == "call" and report.failed and call.excinfo is not None
@@ -197,6 +202,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     device = judged_device_of(item)
     if device is not None:     # the device this test judges: the session verdict counts it
         report.user_properties.append((DEVICE_PROPERTY, device))
+    elif judges_devices(item):  # a judging test whose matrix was empty: it set out to judge
+        report.user_properties.append((JUDGING_PROPERTY, "1"))
     return report
 
 

@@ -36,6 +36,17 @@ def device_of(item: pytest.Item) -> str | None:
 JUDGING_FIXTURES = frozenset({"device_run", "reference_run", "judge"})
 
 
+#: the user property of a judging test that got no device (the matrix left every one out)
+JUDGING_PROPERTY = "scrfd_ref_judging_test"
+
+
+def judges_devices(item: pytest.Item) -> bool:
+    """True when ``item`` is a test that judges devices (it takes ``device_spec`` and a
+    judging fixture), whether or not the matrix gave it one."""
+    names = set(getattr(item, "fixturenames", ()))
+    return "device_spec" in names and bool(JUDGING_FIXTURES & names)
+
+
 def judged_device_of(item: pytest.Item) -> str | None:
     """The id of the device ``item`` judges (None: it judges none)."""
     if not JUDGING_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -63,11 +74,14 @@ class SessionVerdictPlugin:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.outcomes: list = []
+        #: a judging test ran (or was skipped) without a device: the session set out to judge
+        self.set_out = False
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from scrfd_ref.conformance.session_verdict import PhaseOutcome
 
         props = dict(report.user_properties)
+        self.set_out = self.set_out or JUDGING_PROPERTY in props
         device = props.get(DEVICE_PROPERTY)
         if device is None or report.nodeid == VERDICT_NODEID:
             return
@@ -87,7 +101,8 @@ PLUGIN_NAME = "scrfd_ref.pytest_plugin.verdict"
 
 def is_conformance_session(config: pytest.Config) -> bool:
     """Did this session set out to judge devices?"""
-    return bool(collector(config).outcomes or config.getoption("--device-outputs")
+    plugin = collector(config)
+    return bool(plugin.outcomes or plugin.set_out or config.getoption("--device-outputs")
                 or config.getoption("--report"))
 
 
