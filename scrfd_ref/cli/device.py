@@ -16,12 +16,14 @@ from scrfd_ref.cli.args import (
     unique,
 )
 from scrfd_ref.core.dtypes import DTYPES
+from scrfd_ref.core.errors import UsageError
 from scrfd_ref.core.parallel import StageClock, format_split
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.device_npz import OUTPUT_DTYPES
 from scrfd_ref.formats.files import (
     display,
     input_dir,
+    is_inside,
     input_file,
     output_dir,
     output_file,
@@ -60,7 +62,12 @@ def cmd_image2npz(args: argparse.Namespace) -> int:
 
     dataset = input_dir(args.dataset_path, "--dataset-path", "image folder")
     output_dir(args.target_path, "--target-path", inputs=[(dataset, "--dataset-path")])
-    output_file(args.text_path, "--text-path", inputs=[dataset, args.target_path])
+    output_file(args.text_path, "--text-path", inputs=[dataset])
+    text = Path(args.text_path)
+    if text.suffix.lower() == ".npz" and Path(args.target_path).is_dir() \
+            and is_inside(text, args.target_path):
+        raise UsageError(f"--text-path {display(text)}: an npz name inside --target-path, where "
+                         "image2npz writes its inputs; give the datalist a .txt name")
     paths = image2npz(dataset, args.target_path, args.text_path,
                       events=unique(args.events, "--events"), progress=not args.quiet)
     print(f"image2npz: {len(paths)} npz files in {display(args.target_path)}, datalist "
@@ -91,7 +98,11 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from scrfd_ref.quantize.prepare import file_digest, prepare_model
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
-    output_dir(args.out, "--out", inputs=[datalist])
+    from scrfd_ref.formats.device_npz import read_datalist
+
+    npz_folders = sorted({p.parent for p in read_datalist(datalist) if p.parent.is_dir()})
+    output_dir(args.out, "--out", inputs=[datalist, *[(f, "the --datalist's input folder")
+                                                      for f in npz_folders]])
     source = resolve_model(args.model, args.data_dir)
     _, prebuilt = resolve_dtype(args, source)
     backend, options = backend_options(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from scrfd_ref.cli.args import add_command
 from scrfd_ref.formats.files import display, input_file, output_file, write_text
@@ -43,7 +44,12 @@ def cmd_report_diff(args: argparse.Namespace) -> int:
     if args.json:
         write_text(Path(args.json), json.dumps(diff.to_dict(), indent=1) + "\n")
         print(f"JSON -> {display(args.json)}")
-    return 1 if diff.regressed else 0
+    if diff.regressed:
+        worse = sum(1 for c in diff.changes if c.worse)
+        print(f"scrfd-ref report diff: regressed: {worse} change(s) for the worse from OLD to "
+              "NEW (listed above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

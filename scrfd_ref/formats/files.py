@@ -133,7 +133,7 @@ def output_file(path: PathLike, option: str | None = None, *,
     """Check that a file can be written at ``path`` (``-`` is left to the caller).
 
     ``inputs`` are the command's input files and folders: ``path`` may be none of them,
-    nor an existing file inside an input folder (a prediction file, an image).
+    nor lie inside an input folder (a prediction folder, a report folder).
 
     Raises:
         UsageError: ``path`` is a folder, its folder cannot be created or written, or it
@@ -146,9 +146,9 @@ def output_file(path: PathLike, option: str | None = None, *,
         raise UsageError(f"{_name(option, p)}: not a file name")
     inputs = [i for i in inputs if i is not None]
     _not_an_input(p, option, inputs)
-    for inp in inputs:
-        if p.exists() and Path(inp).is_dir() and is_inside(p, inp):
-            raise UsageError(f"{_name(option, p)}: is a file inside the input folder "
+    for inp in inputs:   # never written inside an input folder (a report, predictions)
+        if Path(inp).is_dir() and is_inside(p, inp):
+            raise UsageError(f"{_name(option, p)}: lies inside the input folder "
                              f"{display(inp)}; write the output somewhere else")
     _creatable_folder(p.parent, option, p)
     if p.exists() and not os.access(p, os.W_OK):

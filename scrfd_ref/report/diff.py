@@ -15,6 +15,8 @@ A regression (:attr:`ReportDiff.regressed`) is a session or device verdict that 
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -101,7 +103,35 @@ def load_report(path: str | Path, option: str) -> dict[str, Any]:
         raise InputError(f"{option} {f}: not a readable report.json ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("devices"), dict):
         raise InputError(f"{option} {f}: not a scrfd-ref report.json (no devices table)")
+    problem = _report_problem(doc)
+    if problem:
+        raise InputError(f"{option} {f}: {problem}")
     return doc
+
+
+def _report_problem(doc: Mapping[str, Any]) -> str | None:
+    """What makes a report.json unfit to compare: a newer layout, no session verdict, or a
+    session verdict its own devices contradict (an edited or damaged file)."""
+    from scrfd_ref.conformance.session_verdict import SESSION_VERDICTS
+    from scrfd_ref.report.document import REPORT_FORMAT
+
+    fmt = (doc.get("meta") or {}).get("report_format", 1) if isinstance(doc.get("meta"), dict) \
+        else 1
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= REPORT_FORMAT:
+        return (f"report format {fmt!r}, but this scrfd-ref reads 1..{REPORT_FORMAT}: written by "
+                "a newer scrfd-ref (upgrade to compare it)")
+    session = doc.get("session")
+    verdict = session.get("verdict") if isinstance(session, dict) else None
+    if verdict not in SESSION_VERDICTS:
+        return ("no session verdict (a report written before the sign-off, or a damaged "
+                "file): run the suite again to get a report that can be compared")
+    if verdict == "PASS":
+        bad = [d for d, rec in doc["devices"].items() if isinstance(rec, dict)
+               and device_verdict(rec) not in ("pass", "inconclusive")]
+        if bad:
+            return (f"says PASS but device {bad[0]} is {device_verdict(doc['devices'][bad[0]])}:"
+                    " the verdict contradicts the file's own devices (edited or damaged)")
+    return None
 
 
 def _rows(rec: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -114,9 +144,14 @@ def _rows(rec: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return out
 
 
+def _number(x: Any) -> bool:
+    """A finite number (report.json writes an unmeasured value as the string "nan")."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _outside(value: Any, interval: Any) -> bool:
-    return (isinstance(value, (int, float)) and isinstance(interval, (list, tuple))
-            and len(interval) == 2 and not interval[0] <= value <= interval[1])
+    return (_number(value) and isinstance(interval, (list, tuple)) and len(interval) == 2
+            and all(_number(x) for x in interval) and not interval[0] <= value <= interval[1])
 
 
 def _gate_changes(device: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:

@@ -26,6 +26,9 @@ from scrfd_ref.formats.files import write_text
 LEVEL_ORDER = ("heads", "detections", "ap", "collapse")
 
 
+#: the version of report.json's layout (``meta.report_format``); readers refuse newer ones
+REPORT_FORMAT = 1
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a result depends on."""
     import cv2
@@ -96,7 +99,8 @@ class ConformanceReport:
                                      for lv in levels.values()])
             devices[k] = {**rec, "verdict": verdict, "passed": verdict == "pass",
                           "artifacts": self.artifacts.get(k, {})}
-        doc = {"meta": self.meta, "devices": devices, "sections": self.sections}
+        doc = {"meta": {**self.meta, "report_format": REPORT_FORMAT}, "devices": devices,
+               "sections": self.sections}
         if self.session is not None:
             doc["session"] = self.session
         return _clean(doc)

@@ -432,7 +432,7 @@ CASES = [
          2, r"--json .*images: is a folder; give a file name", absent=("p",)),
     Case("wider-run-json-onto-image", (*WRUN, "--out", f"{WS}/p", "--json",
                                        f"{WS}/images/1--A/1_a_1.jpg"), 2,
-         r"--json .*1_a_1\.jpg: is a file inside the input folder", keep=("images",),
+         r"--json .*1_a_1\.jpg: lies inside the input folder", keep=("images",),
          absent=("p",)),
     Case("wider-run-workers-negative", (*WRUN, "--out", f"{WS}/p", "--workers", "-1"), 2,
          r"argument --workers: expected an integer from 0 to \d+ \(4 per usable core\), "
@@ -480,7 +480,7 @@ CASES = [
     Case("eval-json-is-folder", (*EVAL, "--json", f"{WS}/images"), 2,
          r"--json .*images: is a folder; give a file name"),
     Case("eval-plot-onto-prediction", (*EVAL, "--plot", f"{WS}/pred/1--A/1_a_1.txt"), 2,
-         r"--plot .*1_a_1\.txt: is a file inside the input folder", keep=("pred",)),
+         r"--plot .*1_a_1\.txt: lies inside the input folder", keep=("pred",)),
     Case("eval-bad-files-all-listed", EVAL, 1,
          r"prediction folder .*pred: 2 problem\(s\):\n  .*1_a_1\.txt:2: count line says 5 "
          r"detections but 1 lines follow\n  .*2_b_1\.txt:3: expected 5 numbers",
@@ -542,7 +542,7 @@ CASES = [
          2, r"--text-path .*npz: is a folder; give a file name"),
     Case("image2npz-text-onto-image", ("image2npz", "--dataset-path", f"{WS}/images",
                                        "--target-path", f"{WS}/n2", "--text-path", IMG), 2,
-         r"--text-path .*1_a_1\.jpg: is a file inside the input folder", keep=("images",)),
+         r"--text-path .*1_a_1\.jpg: lies inside the input folder", keep=("images",)),
     Case("image2npz-names-repeat", ("image2npz", "-q", "--dataset-path", f"{WS}/images",
                                     "--target-path", f"{WS}/n2", "--text-path", f"{WS}/l.txt"),
          1, r"image names repeat across events \(1_a_1 \(1--A, 2--B\)\)",
@@ -834,10 +834,18 @@ CASES = [
          r"src/requirements\.txt\)",
          setup=_both(_write("pred/docs/README.txt", "read me\n"),
                      _write("pred/src/requirements.txt", "numpy\n")), keep=("pred",)),
-    Case("dump-overwrite-keeps-input-datalist",
+    # issue 33, class 3: a run never writes inside an input folder (this row wrote its
+    # outputs among the input npz files before)
+    Case("dump-out-is-the-input-npz-folder",
          (*DUMP[:4], "--datalist", f"{WS}/npz/datalist.txt", "--out", f"{WS}/npz",
-          "--overwrite"), 0, r"dump: 3 output files", setup=_relative_datalist_in_npz,
-         keep=("npz/datalist.txt", "npz/1_a_1.npz")),
+          "--overwrite"), 2, r"--out .*npz: is one of the command's inputs \(.*npz\); write "
+                             r"the output somewhere else", setup=_relative_datalist_in_npz,
+         keep=("npz",)),
+    Case("dump-out-inside-the-input-npz-folder", (*DUMP, "--out", f"{WS}/npz/out"), 2,
+         r"--out .*npz/out: lies inside the --datalist's input folder", absent=("npz/out",)),
+    Case("eval-plot-inside-the-predictions", (*EVAL, "--plot", f"{WS}/pred/1--A/pr.png"), 2,
+         r"--plot .*pr\.png: lies inside the input folder .*pred; write the output somewhere",
+         absent=("pred/1--A/pr.png",)),
     # 2. outputs paired with the images they were computed from, or refused
     Case("decode-datalist-shuffled", (*DECODE, "--out", f"{WS}/p"), 1,
          r"datalist .*datalist\.txt: line 1 \(1_a_2\.npz\) differs from the image list the "

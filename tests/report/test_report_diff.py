@@ -89,3 +89,50 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         assert main(["report", "diff", *argv]) == rc, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and __import__("re").search(msg, err[0]), err
+
+
+def test_unmeasured_gates_as_report_json_writes_them_compare_without_error(tmp_path, capsys):
+    """Issue 33's campaign: report.json stores an unmeasured value as the string "nan";
+    every real report with one crashed ``report diff`` (a float compared with a str)."""
+    old = _doc()
+    gate = old["devices"]["ort-fp16-1g"]["levels"]["ap"]["gates"][0]
+    gate["value"], gate["interval"] = "nan", ["nan", "nan"]
+    new = copy.deepcopy(old)
+    new["devices"]["ort-fp16-1g"]["levels"]["ap"]["gates"][0]["interval"] = [0.99, 1.01]
+    assert diff_reports(old, old).changes == () and not diff_reports(old, new).regressed
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    assert main(["report", "diff", str(tmp_path / "a.json"), str(tmp_path / "a.json")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_regression_says_so_on_stderr_and_the_page_stays_out_of_the_inputs(tmp_path, capsys):
+    for name, doc in (("old", _doc()), ("new", _doc(verdict="ERROR"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(doc))
+    assert main(["report", "diff", str(tmp_path / "old"), str(tmp_path / "new")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scrfd-ref report diff: regressed: 1 change(s) for the worse from OLD to NEW "
+                   "(listed above)"]
+    assert main(["report", "diff", str(tmp_path / "old"), str(tmp_path / "new"), "--html",
+                 str(tmp_path / "old" / "diff.html")]) == 2
+    assert "--html" in capsys.readouterr().err and not (tmp_path / "old" / "diff.html").exists()
+
+
+def test_reports_that_cannot_be_compared_are_refused_naming_why(tmp_path, capsys):
+    import re
+
+    no_session = _doc()
+    del no_session["session"]
+    newer = _doc()
+    newer["meta"]["report_format"] = 999
+    lying = _doc()   # says PASS, but one of its devices failed
+    lying["devices"]["ort-int8-1g"] = rs.device("1g", "ort", "int8", fail_heads=2)
+    for doc, msg in ((no_session, r"no session verdict"),
+                     (newer, r"report format 999, but this scrfd-ref reads 1\.\.1"),
+                     (lying, r"says PASS but device ort-int8-1g is fail: the verdict "
+                             r"contradicts the file's own devices")):
+        (tmp_path / "r.json").write_text(json.dumps(doc))
+        (tmp_path / "ok.json").write_text(json.dumps(_doc()))
+        assert main(["report", "diff", str(tmp_path / "ok.json"), str(tmp_path / "r.json")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(r"NEW .*r\.json: " + msg, err[0]), err
