@@ -36,8 +36,8 @@ _TRANSPOSED = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112
 
 if "OPENCV_LOG_LEVEL" not in os.environ:
-    try:  # OpenCV's "[ WARN ] ... PNG input buffer is incomplete" and the like
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:  # OpenCV's "[ WARN ] ... PNG input buffer is incomplete", "[ERROR] ..." and the like
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we say what failed
     except AttributeError:  # pragma: no cover - an OpenCV build without the logging module
         pass
 
@@ -80,6 +80,8 @@ def image_size(source: str | os.PathLike[str] | bytes | np.ndarray) -> tuple[int
         try:
             with Image.open(stream) as im:
                 w, h = int(im.size[0]), int(im.size[1])
+                if w * h > _MAX_PIXELS:  # refused by its size: reading EXIF may decode a PNG
+                    return (w, h)
                 try:
                     turned = im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED
                 except Exception:  # noqa: BLE001 - damaged EXIF: OpenCV ignores it too

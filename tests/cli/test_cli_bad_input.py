@@ -133,6 +133,14 @@ def _replace_output(index: int, by: int) -> Callable[[Path], None]:
     return setup
 
 
+def _encoded(ext: str) -> bytes:
+    """A 300 x 200 noise picture encoded as ``ext`` (OpenCV's own encoder)."""
+    import cv2
+
+    pixels = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    return cv2.imencode(ext, pixels)[1].tobytes()
+
+
 def _fp16_model(ws: Path) -> None:
     """``m16.onnx``: ``model.onnx`` converted to fp16 (as a device team's build would be)."""
     from scrfd_ref.quantize.convert import convert_model
@@ -1007,6 +1015,12 @@ CASES = [
          r"its end-of-image marker\)", one_line=True,
          setup=lambda ws: (ws / "t.jpg").write_bytes(
              (ws / "images/1--A/1_a_1.jpg").read_bytes()[:-40])),
+    Case("detect-truncated-webp", ("detect", "-m", M, f"{WS}/t.webp"), 1,
+         r"t\.webp: file does not decode as an image", one_line=True,
+         setup=lambda ws: (ws / "t.webp").write_bytes(_encoded(".webp")[:-300])),
+    Case("detect-truncated-bmp", ("detect", "-m", M, f"{WS}/t.bmp"), 1,
+         r"t\.bmp: file does not decode as an image", one_line=True,
+         setup=lambda ws: (ws / "t.bmp").write_bytes(_encoded(".bmp")[:5000])),
     # issue 33, class 5: paths of the wrong kind said only "File exists"
     Case("detect-scrfd-cache-is-a-file", ("detect", "-m", M, "--dtype", "fp16", IMG), 2,
          r"SCRFD_CACHE .*cf: .*cf is a file, not a folder; move it away, or choose another",

@@ -214,3 +214,41 @@ def test_a_deeply_nested_detections_document_is_bad_input(tmp_path):
     p.write_text('{"images": ' + "[" * 100000 + "]" * 100000 + "}")
     with pytest.raises(InputError, match="nested too deeply"):
         read_detections_json(p)
+
+
+def _big_png(path: Path, width: int, height: int) -> None:
+    """A valid all-black PNG of ``width x height`` written row by row (a few MB on disk,
+    never the whole picture in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * width)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_an_image_above_the_pixel_limit_is_refused_before_its_pixels_are_decoded(tmp_path):
+    """Issue 33, class 4: a 14000 x 14000 PNG (588 MB of pixels) was refused "from its
+    header" only after reading its EXIF decoded it (944 MB peak). The refusal now costs
+    what reading a header costs: peak memory of a fresh process well below the pixels."""
+    import subprocess
+    import sys
+
+    png = tmp_path / "big.png"
+    _big_png(png, 14000, 14000)
+    code = ("import resource, sys\n"
+            "from scrfd_ref.core.errors import InputError\n"
+            "from scrfd_ref.formats.images import read_image\n"
+            "try:\n    read_image(sys.argv[1])\nexcept InputError as exc:\n    print(exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True,
+                         text=True, timeout=300)
+    message, peak_kb = res.stdout.strip().splitlines()
+    assert "image is 14000x14000 = 196,000,000 pixels, above the limit" in message
+    assert int(peak_kb) < 400_000, f"peak {int(peak_kb) // 1024} MB: the pixels were decoded"
