@@ -27,13 +27,12 @@ accepted as unknown provenance (real vamp output), an incomplete run is refused 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,13 @@ from typing import Any
 from scrfd_ref import __version__
 from scrfd_ref.core.errors import ManifestError, UsageError
 from scrfd_ref.formats.files import display, file_digest, write_text
-from scrfd_ref.formats.manifest_check import MAX_DEPTH, manifest_problem, nesting_depth
+from scrfd_ref.formats.manifest_check import (  # noqa: F401 - list_sha256 re-exported
+    MANIFEST_VERSION,
+    MAX_DEPTH,
+    list_sha256,
+    manifest_problem,
+    nesting_depth,
+)
 from scrfd_ref.formats.run_outputs import (
     FolderLock,
     check_folders_free,
@@ -52,7 +57,6 @@ from scrfd_ref.formats.run_outputs import (
     removable,
 )
 
-MANIFEST_VERSION = 1
 DUMP_MANIFEST = "scrfd_dump.json"
 RUN_MANIFEST = "scrfd_run.json"
 KINDS = ("dump", "wider-run", "npz-decode")
@@ -65,17 +69,11 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def list_sha256(items: Iterable[str]) -> str:
-    """sha256 of a list of strings (one per line), e.g. an image list."""
-    h = hashlib.sha256()
-    for item in items:
-        h.update(item.encode("utf-8", "surrogateescape"))
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
-    """The manifest ``folder/name``, or None when there is none.
+def read_manifest(folder: str | Path, name: str, *, writer: bool = False
+                  ) -> dict[str, Any] | None:
+    """The manifest ``folder/name``, or None when there is none (``writer``: read by the
+    command that would write the folder, so the advice is ``--overwrite``; else by a
+    consumer of it).
 
     Raises:
         ManifestError: the file exists but is not a manifest (unreadable, not JSON, not an
@@ -84,6 +82,9 @@ def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
     p = Path(folder) / name
     if not p.exists():
         return None
+    advice = ("move it away or use --overwrite to start the run again" if writer else
+              "re-run the command that wrote the folder, or move the file away (the folder "
+              "is then read as of unknown provenance)")
     from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
 
     try:
@@ -92,12 +93,10 @@ def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
     except RecursionError:
         too_deep = True
     except (OSError, StrictFormatError) as exc:
-        raise ManifestError(f"{display(p)}: not a readable manifest ({exc}); move it away or "
-                            "use --overwrite to start the run again") from None
+        raise ManifestError(f"{display(p)}: not a readable manifest ({exc}); {advice}") from None
     if too_deep:
         raise ManifestError(f"{display(p)}: not a readable manifest (nested too deeply: more "
-                            f"than {MAX_DEPTH} levels); move it away or use --overwrite to "
-                            "start the run again")
+                            f"than {MAX_DEPTH} levels); {advice}")
     if not isinstance(doc, dict):
         raise ManifestError(f"{display(p)}: not a manifest (a JSON object is expected)")
     if "identity" not in doc and name == DUMP_MANIFEST and isinstance(doc.get("profile"), dict) \
@@ -113,11 +112,10 @@ def read_manifest(folder: str | Path, name: str) -> dict[str, Any] | None:
     if "identity" not in doc or not isinstance(doc.get("identity"), dict) \
             or not isinstance(doc.get("complete"), bool):
         raise ManifestError(f"{display(p)}: not a scrfd-ref manifest (no identity / complete "
-                            "fields); move it away or use --overwrite")
+                            f"fields); {advice}")
     problem = manifest_problem(doc)
     if problem:
-        raise ManifestError(f"{display(p)}: {problem} (a damaged manifest: re-run the command "
-                            "that wrote it, or move it away)")
+        raise ManifestError(f"{display(p)}: {problem} (a damaged manifest); {advice}")
     return doc
 
 
@@ -312,7 +310,7 @@ def _open_locked(out: Path, name: str, kind: str, identity: dict[str, Any], over
     existing = None
     unreadable = None
     try:
-        existing = read_manifest(out, name)
+        existing = read_manifest(out, name, writer=True)
     except ManifestError as exc:
         if not overwrite:
             raise

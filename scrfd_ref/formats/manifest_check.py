@@ -9,13 +9,27 @@ file's path.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from scrfd_ref.core.errors import InputError
 from scrfd_ref.formats.strict import nesting_depth  # noqa: F401 - re-exported
+
+#: the manifest layout this scrfd-ref writes (0: a first-wave ``scrfd_dump.json``)
+MANIFEST_VERSION = 1
+
+
+def list_sha256(items: Iterable[str]) -> str:
+    """sha256 of a list of strings (one per line), e.g. an image list."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(item.encode("utf-8", "surrogateescape"))
+        h.update(b"\n")
+    return h.hexdigest()
+
 
 #: deepest nesting a manifest may have (a real one has 4 levels)
 MAX_DEPTH = 32
@@ -42,8 +56,14 @@ def manifest_problem(doc: Mapping[str, Any]) -> str | None:
     profile from, text where text is expected, ``outputs`` a list of relative paths, the
     counts non-negative integers, ``landmarks`` true / false).
     """
+    from scrfd_ref.core.dtypes import DTYPES
     from scrfd_ref.core.profiles import profile_from_dict
 
+    version = doc.get("manifest", MANIFEST_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) \
+            or not 0 <= version <= MANIFEST_VERSION:
+        return (f"manifest version {json.dumps(version)[:20]}, but this scrfd-ref reads 0.."
+                f"{MANIFEST_VERSION} (written by a newer scrfd-ref, or damaged)")
     identity = doc["identity"]
     for key in ("profile", "vdsp_params", "source"):
         value = identity.get(key)
@@ -53,6 +73,9 @@ def manifest_problem(doc: Mapping[str, Any]) -> str | None:
         value = identity.get(key)
         if value is not None and not isinstance(value, str):
             return f"identity.{key} must be text, got {_json_type(value)}"
+    for key, allowed in (("dtype", DTYPES), ("output_dtype", ("fp16", "fp32"))):
+        if identity.get(key) is not None and identity[key] not in allowed:
+            return f"identity.{key} must be one of {', '.join(allowed)}, got {identity[key]!r}"
     if identity.get("profile") is not None:
         try:
             profile_from_dict(identity["profile"])
@@ -60,8 +83,13 @@ def manifest_problem(doc: Mapping[str, Any]) -> str | None:
             return f"identity.profile: {exc}"
     outputs = doc.get("outputs")
     if outputs is not None and not (isinstance(outputs, list) and all(
-            isinstance(o, str) and o and not os.path.isabs(o) for o in outputs)):
-        return "outputs must be a list of paths relative to the folder"
+            isinstance(o, str) and o and not os.path.isabs(o) and ".." not in o.split("/")
+            for o in outputs)):
+        return "outputs must be a list of paths relative to the folder (no absolute path, no ..)"
+    hashes = doc.get("sha256")
+    if hashes is not None and not (isinstance(hashes, dict) and all(
+            isinstance(v, str) and len(v) == 64 for v in hashes.values())):
+        return "sha256 must map each file to its 64-digit sha256"
     for key in ("images", "files", "written"):
         value = doc.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -73,4 +101,8 @@ def manifest_problem(doc: Mapping[str, Any]) -> str | None:
     if image_list is not None and not (isinstance(image_list, list)
                                        and all(isinstance(n, str) for n in image_list)):
         return "image_list must be a list of names"
+    want = identity.get("image_list_sha256")
+    if image_list is not None and isinstance(want, str) and list_sha256(image_list) != want:
+        return ("image_list does not match identity.image_list_sha256 (the list was edited: "
+                "its images would pair with the wrong outputs)")
     return None

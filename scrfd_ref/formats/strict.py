@@ -16,6 +16,7 @@ name the file: the caller adds the file or option, as its one line to the user.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -85,6 +86,25 @@ def nesting_depth(doc: Any, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
+#: the most digits an integer in a structured file may have (Python refuses > 4300 anyway)
+MAX_INT_DIGITS = 100
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise StrictFormatError(f"an integer of {len(text.lstrip('-'))} digits (no producer "
+                                "writes one)")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictFormatError(f"the number {text[:30]} is out of range (it reads as "
+                                "infinity)")
+    return value
+
+
 def json_loads(text: str) -> Any:
     """Parse JSON strictly (module docstring).
 
@@ -93,7 +113,8 @@ def json_loads(text: str) -> Any:
             JSON (the parser's message).
     """
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
+        doc = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant,
+                         parse_int=_bounded_int, parse_float=_finite_float)
     except RecursionError:
         raise StrictFormatError(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
     except StrictFormatError:
@@ -118,4 +139,12 @@ def strict_yaml_loader(base: type) -> type:
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):
+            digits = str(node.value).lstrip("+-").replace("_", "")
+            if len(digits) > MAX_INT_DIGITS:
+                raise StrictFormatError(f"an integer of {len(digits)} digits (line "
+                                        f"{node.start_mark.line + 1}; no producer writes one)")
+            return super().construct_yaml_int(node)
+
+    _Strict.add_constructor("tag:yaml.org,2002:int", _Strict.construct_yaml_int)
     return _Strict

@@ -1031,6 +1031,34 @@ CASES = [
     Case("wider-run-event-folder-is-a-file", (*WRUN, "--out", f"{WS}/p"), 2,
          r"--out .*p: 1--A must be folder\(s\) for this run's files but exist as files",
          setup=_write("p/1--A", "not a folder"), keep=("p/1--A",)),
+    # issue 33, class 2: a manifest's values checked against what this version writes
+    Case("decode-manifest-version-infinite", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump/scrfd_dump\.json: not a readable manifest \(the number 1e999 is out of range",
+         setup=lambda ws: (ws / "dump/scrfd_dump.json").write_text(
+             (ws / "dump/scrfd_dump.json").read_text().replace('"manifest": 1', '"manifest": 1e999')),
+         absent=("p",)),
+    Case("decode-manifest-version-newer", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"scrfd_dump\.json: manifest version 99, but this scrfd-ref reads 0\.\.1 .*; re-run the "
+         r"command that wrote the folder", setup=_manifest("dump/scrfd_dump.json", manifest=99),
+         absent=("p",)),
+    Case("decode-manifest-dtype-unknown", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"scrfd_dump\.json: identity\.dtype must be one of fp32, fp16, bf16, int8, got 'int4'",
+         setup=_identity("dump/scrfd_dump.json", lambda i: i.update(dtype="int4")),
+         absent=("p",)),
+    Case("decode-manifest-image-list-edited", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"scrfd_dump\.json: image_list does not match identity\.image_list_sha256",
+         setup=lambda ws: _manifest("dump/scrfd_dump.json", image_list=list(reversed(
+             json.loads((ws / "dump/scrfd_dump.json").read_text())["image_list"])))(ws),
+         absent=("p",)),
+    Case("check-config-vdsp-5000-digit-number", ("check-config", "--vdsp-params",
+                                                 f"{WS}/v.json"), 2,
+         r"--vdsp-params .*v\.json: not a readable JSON file \(an integer of 5000 digits",
+         setup=_write("v.json", '{"OpType": "x", "OpConfig": {"Padding": [' + "9" * 5000
+                      + ", 1, 1]}}")),
+    Case("check-config-yaml-5000-digit-number", ("check-config", "--build-yaml",
+                                                 f"{WS}/y.yaml"), 2,
+         r"--build-yaml .*y\.yaml: not a readable YAML file \(an integer of 5000 digits",
+         setup=_write("y.yaml", "backend: {dtype: fp16}\nbatch: " + "9" * 5000 + "\n")),
     # issue 33, class 1: a pre-built model runs as what it computes in, never as fp32
     Case("detect-fp16-file-runs-as-fp16", ("detect", "-m", f"{WS}/m16.onnx", IMG, "--json", "-"),
          0, r'"dtype": "fp16"', setup=_fp16_model,
