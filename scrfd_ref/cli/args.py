@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scrfd_ref.core.errors import DataMissingError, UsageError
+from scrfd_ref.core.errors import DataMissingError, InputError, UsageError
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import display, input_file
 
@@ -280,25 +280,22 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--dtype`` of the commands that run a model (detect, wider-run):
-    the model is converted for the backend and dtype (cached), see
-    :func:`scrfd_ref.quantize.prepare.prepare_model`."""
+    """``--backend`` and ``--dtype`` of the commands that run a model (detect, wider-run);
+    see :func:`scrfd_ref.quantize.prepare.prepare_model`."""
     from scrfd_ref.core.dtypes import DTYPES
 
     p.add_argument("--backend", "-B", default="ort", type=backend_name,
                    help="backend: ort (default), opencv, gpu, openvino (pip install -e "
                         "'.[openvino]') or an installed plugin")
     p.add_argument("--dtype", "-D", default=None, choices=DTYPES,
-                   help="precision (default: what the model file computes in, fp32 for an "
-                        "fp32 file): fp16 / int8 are ONNX conversions for ort "
-                        "(cached), bf16 the bf16-storage emulation on ort; on openvino "
-                        "fp32 / bf16 are its inference precision (bf16 needs a CPU with "
-                        "AVX512_BF16 or AMX) and int8 the NNCF model. A file that is int8 / "
-                        "fp16 already runs as that dtype; another --dtype is refused")
+                   help="precision (default: what the model file computes in): fp16 / int8 "
+                        "are cached ONNX conversions for ort, bf16 the bf16-storage emulation; "
+                        "on openvino fp32 / bf16 are its inference precision (bf16 needs "
+                        "AVX512_BF16 or AMX), int8 the NNCF model. A pre-built int8 / fp16 "
+                        "file runs as that dtype; another --dtype is refused")
 
 
-def resolve_dtype(args: argparse.Namespace, source: Path, option: str = "--dtype"
-                  ) -> tuple[str, bool]:
+def resolve_dtype(args: argparse.Namespace, source: Path, option: str = "--dtype") -> tuple[str, bool]:
     """``(dtype, prebuilt)`` of a command running the model file ``source`` (``args.dtype``
     set to it): an fp32 file is converted to ``--dtype`` (default fp32); a file that is
     int8 / fp16 / bf16 already (:func:`~scrfd_ref.device.model_identity.model_arithmetic`)
@@ -306,8 +303,7 @@ def resolve_dtype(args: argparse.Namespace, source: Path, option: str = "--dtype
     from scrfd_ref.device.model_identity import model_arithmetic
 
     declared = getattr(args, "dtype", None)
-    arith, evidence = (model_arithmetic(source) if Path(source).suffix == ".onnx"
-                       else ("fp32", ""))
+    arith, evidence = model_arithmetic(source) if Path(source).suffix == ".onnx" else ("fp32", "")
     if arith == "fp32":
         args.dtype = declared or "fp32"
         return args.dtype, False
@@ -337,6 +333,13 @@ def backend_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if name not in ("ort", "gpu"):
             raise UsageError(f"--providers: ONNX Runtime providers do not apply to --backend "
                              f"{name}")
+        from scrfd_ref.backends.ort import resolve_providers
+
+        try:   # checked here, so that a bad name is not blamed on the model file
+            resolve_providers(args.providers)
+        except InputError as exc:
+            raise UsageError(f"--providers {args.providers}: {exc}; give cpu, cuda, tensorrt or "
+                             "an installed provider's name") from None
         options["providers"] = args.providers
     return name, options
 

@@ -111,7 +111,12 @@ def _report(args: argparse.Namespace, head: str, result, seen: dict) -> int:
         print("  inconclusive gates accepted (--accept-inconclusive): not evidence that the "
               "device conforms", file=text)
         return 0
-    return 1 if result.failed or result.inconclusive else 0
+    if result.failed or result.inconclusive:   # every non-zero exit says why on stderr
+        what = ("the device fails a gate" if result.failed else
+                "the images cannot decide a gate (inconclusive; --accept-inconclusive accepts it)")
+        print(f"scrfd-ref diagnose: {what}: the causes are listed above", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _spread(keys: list, count: int) -> list:

@@ -210,7 +210,9 @@ class Run:
 
         with atomic_dir(target) as tmp:
             np.savez(tmp / "run.npz", **arrays)
-            meta["sha256"] = {"run.npz": file_digest(tmp / "run.npz")}  # checked by load
+            # checked by load: the arrays' file, and every other field of run.json
+            meta["sha256"] = {"run.npz": file_digest(tmp / "run.npz"),
+                              "run.json": _meta_digest(meta)}
             (tmp / "run.json").write_text(json.dumps(meta, indent=1))
         return target
 
@@ -219,14 +221,17 @@ class Run:
         """Read a run written by :meth:`save`; clear errors for a broken folder, or one
         whose ``run.npz`` is not the file :meth:`save` recorded (sha256 in ``run.json``)."""
         from scrfd_ref.formats.files import file_digest
+        from scrfd_ref.formats.strict import json_loads, regular_file_text
 
         f = Path(folder)
         try:
-            meta = json.loads((f / "run.json").read_text())
-            recorded = (meta.get("sha256") or {}).get("run.npz")
-            if recorded != file_digest(f / "run.npz"):
+            meta = json_loads(regular_file_text(f / "run.json"))
+            recorded = meta.get("sha256") or {}
+            if recorded.get("run.npz") != file_digest(f / "run.npz"):
                 raise InputError("run.npz is not the file saved with run.json (sha256 "
-                                 f"{'differs' if recorded else 'not recorded'})")
+                                 f"{'differs' if recorded.get('run.npz') else 'not recorded'})")
+            if recorded.get("run.json") != _meta_digest(meta):
+                raise InputError("run.json was changed after it was saved (its sha256 differs)")
             with np.load(f / "run.npz", allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             dets = {k: Detections(arrays[f"det/{k}/boxes"], arrays[f"det/{k}/scores"],
@@ -243,6 +248,14 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - any damage means "not a saved run"
             raise InputError(f"{f}: not a readable saved run ({type(exc).__name__}: "
                              f"{exc})") from exc
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of a saved run's ``run.json`` fields other than the ``sha256`` record."""
+    import hashlib
+
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _head_items(h: Heads) -> list[tuple[str, np.ndarray]]:

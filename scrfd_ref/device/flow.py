@@ -53,7 +53,6 @@ from scrfd_ref.formats.manifest import (
     Source,
     list_sha256,
     open_run,
-    read_manifest,
     read_source,
 )
 from scrfd_ref.formats.vdsp import VdspParams
@@ -109,15 +108,6 @@ def dump_identity(backend: Backend, profile: Profile, entries: Sequence[Path], d
     return identity
 
 
-def _previous_inputs(out: Path) -> Mapping[str, Any] | None:
-    """The input fingerprints a dump folder's manifest recorded (None: none readable)."""
-    try:
-        doc = read_manifest(out, DUMP_MANIFEST) if out.is_dir() else None
-    except InputError:
-        return None
-    return doc.get("inputs") if doc is not None else None
-
-
 def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: str | Path,
          profile: Profile, *,
          dtype: str = "fp32", progress: bool = True, meta: Mapping[str, Any] | None = None,
@@ -155,7 +145,7 @@ def dump(backend: Backend | Sequence[Backend], datalist: str | Path, out_dir: st
                              "this dump would overwrite; write the outputs elsewhere")
     sessions = list(backend) if isinstance(backend, (list, tuple)) else [backend]
     first = sessions[0]
-    fingerprints = input_fingerprints(entries, _previous_inputs(out))
+    fingerprints = input_fingerprints(entries)  # content, always (identity by content)
     identity = dump_identity(first, profile, entries, dtype, meta, fingerprints)
     copy = out / "datalist.txt"
     own_copy = not (copy.exists() and same_path(copy, datalist))
@@ -323,8 +313,11 @@ def npz_decode(datalist: str | Path, outputs_dir: str | Path, images_dir: str | 
             run.record(write_predictions(out, original.parent.name, original.stem, rows))
             n_dets += rows.shape[0]
             n_inv += inverted
+        # an incomplete dump decoded on purpose: the lines it has no output for are recorded
         run.finish(images=len(checked.slots), detections=n_dets, skipped=len(checked.skipped),
-                   skipped_entries={str(i + 1): why for i, why in checked.skipped.items()})
+                   skipped_entries={str(i + 1): why for i, why in checked.skipped.items()},
+                   source_complete=not partial,
+                   unfinished_lines=[i + 1 for i in checked.unfinished])
     return DecodeSummary(len(checked.slots), n_dets, n_inv, len(checked.skipped),
                          tuple(f"line {i + 1}: {why}" for i, why in checked.skipped.items()),
                          tuple(i + 1 for i in checked.unfinished),
@@ -344,7 +337,8 @@ def check_recorded_inputs(source: Source, datalist: str | Path, outputs: str | P
     A dump's manifest records each input's sha256 (``inputs``) and their list's
     (``identity.inputs_sha256``); inputs regenerated under the same names (another
     letterbox, another image) would otherwise be decoded against outputs made from
-    different pixels. Files whose size and time match the record are not read again.
+    different pixels. Every input is read and hashed (a file rewritten with its old size
+    and modification time is still told apart).
 
     Raises:
         InputError: an input's content differs from the record (the files named).
@@ -354,7 +348,7 @@ def check_recorded_inputs(source: Source, datalist: str | Path, outputs: str | P
         return
     # inputs that are not there are the pairing check's to name (check_outputs)
     entries = [e for e in read_datalist(datalist) if Path(e).is_file()]
-    now = input_fingerprints(entries, cached=recorded)
+    now = input_fingerprints(entries)  # content, always: a size and time can be kept
     changed = [name for name, fp in now.items()
                if isinstance(recorded.get(name), list) and len(recorded[name]) == 3
                and recorded[name][2] != fp[2]]

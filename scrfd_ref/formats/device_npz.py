@@ -184,8 +184,8 @@ def read_datalist(path: str | os.PathLike[str]) -> list[Path]:
     if p.is_dir():
         raise InputError(f"datalist {display(p)}: is a folder; give the datalist text file")
     try:
-        text = p.read_bytes().decode("utf-8", "surrogateescape")
-    except OSError as exc:
+        text = p.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+    except OSError as exc:  # (a UTF-8 BOM, as Windows editors write it, is not a path)
         raise InputError(f"datalist {display(p)}: cannot read: {exc.strerror or exc}") from None
     lines = [line.strip() for line in text.splitlines()]
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line]

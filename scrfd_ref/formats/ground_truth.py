@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scrfd_ref.core.errors import DataMissingError
+from scrfd_ref.core.errors import DataMissingError, InputError
+from scrfd_ref.formats.files import display
 from scrfd_ref.formats.ground_truth_mat import read_wider_mat, setting_mat_paths
 from scrfd_ref.formats.ground_truth_txt import read_wider_txt
 from scrfd_ref.formats.ground_truth_types import (
@@ -40,6 +41,21 @@ from scrfd_ref.formats.ground_truth_types import (
 
 
 def load_ground_truth(path: str | Path) -> GroundTruth:
+    """Load WIDER FACE ground truth from a folder or a file, with a note on boxes of a
+    negative width or height (the official files hold one; kept and counted as the official
+    evaluation does, never silently). See :func:`_load`."""
+    import dataclasses
+
+    gt = _load(path)
+    bad = sum(int(((img.boxes[:, 2] < 0) | (img.boxes[:, 3] < 0)).sum()) for img in gt.images)
+    if not bad:
+        return gt
+    note = (f"{bad} ground-truth box(es) with a negative width or height in {gt.source}: kept "
+            "and matched as the official evaluation does")
+    return dataclasses.replace(gt, note="; ".join(n for n in (gt.note, note) if n))
+
+
+def _load(path: str | Path) -> GroundTruth:
     """Load WIDER FACE ground truth from a folder or a file.
 
     * a folder with ``wider_face_val.mat``: :func:`read_wider_mat` (needs the three setting
@@ -53,6 +69,9 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         DataMissingError: nothing usable at ``path``.
     """
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():
+        raise InputError(f"{display(p)}: not a regular file (a FIFO or a device); give the "
+                         "ground-truth file or its folder")
     if p.is_file():
         if p.suffix.lower() == ".mat":
             return read_wider_mat(p.parent)

@@ -39,7 +39,7 @@ from typing import Any
 
 from scrfd_ref import __version__
 from scrfd_ref.core.errors import ManifestError, UsageError
-from scrfd_ref.formats.files import display, file_digest, write_text
+from scrfd_ref.formats.files import display, file_digest, make_dir, write_text
 from scrfd_ref.formats.manifest_check import (  # noqa: F401 - list_sha256 re-exported
     MANIFEST_VERSION,
     MAX_DEPTH,
@@ -294,7 +294,7 @@ def open_run(folder: str | Path, name: str, kind: str, identity: Mapping[str, An
     out = Path(folder)
     held = Inputs(i for i in inputs if i is not None)
     identity = json.loads(json.dumps(identity))  # plain JSON types, as a reload gives
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, option)
     lock = FolderLock(out, option)
     try:
         return _open_locked(out, name, kind, identity, overwrite, run_files, option, outputs,

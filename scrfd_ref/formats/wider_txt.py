@@ -209,8 +209,11 @@ def read_prediction_dir(pred_dir: str | Path, events: Iterable[str] | None = Non
     out: dict[PredictionKey, np.ndarray] = {}
     where: dict[str, Path] = {}
     problems: list[str] = []
-    files = [f for ev in names for f in sorted((root / ev).iterdir())
-             if not f.name.startswith(".") and f.suffix.lower() == ".txt" and f.is_file()]
+    named = [f for ev in names for f in sorted((root / ev).iterdir())
+             if not f.name.startswith(".") and f.suffix.lower() == ".txt"]
+    files = [f for f in named if f.is_file()]
+    problems += [f"{f}: not a regular file (a folder, FIFO or device under a prediction "
+                 "file's name); move it away" for f in named if not f.is_file()]
     problems += _recorded_content_problems(root, files)
     for f in files:
         ev = f.parent.name

@@ -176,8 +176,12 @@ def _reference(config: pytest.Config, run_cache: "_Runs", variant: str, model: P
             with open_backend(spec, model) as backend:
                 return run_device(backend, profile, items, head_images=heads,
                                   device=f"reference {spec.id}", progress=False)
+        from scrfd_ref.pytest_plugin.keys import NOTICES_KEY
+
         cache = config.getoption("--ref-cache")
-        run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute)
+        notices = config.stash.setdefault(NOTICES_KEY, [])
+        run_cache.runs[key] = cached_run(Path(cache) if cache else None, key, compute,
+                                         notice=notices.append)
     return run_cache.runs[key]
 
 

@@ -22,3 +22,5 @@ PERF_KEY = pytest.StashKey[list]()
 INCONCLUSIVE_KEY = pytest.StashKey[list]()
 #: the session verdict, once computed
 SESSION_VERDICT_KEY = pytest.StashKey[object]()
+#: notices of the session's caches (a --ref-cache entry rebuilt, and why), shown in the summary
+NOTICES_KEY = pytest.StashKey[list]()

@@ -19,6 +19,7 @@ from scrfd_ref.formats.datadir import SHARED_EVENTS, SHARED_MODEL_FILES  # noqa:
 from scrfd_ref.pytest_plugin.keys import (  # noqa: F401 - the keys, re-exported
     GATES_KEY,
     INCONCLUSIVE_KEY,
+    NOTICES_KEY,
     PERF_KEY,
     PLAN_KEY,
     RECIPE_KEY,
@@ -232,6 +233,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             if d.state != "pass" or d.reasons:
                 tr.write_line(f"- {d.device}: {d.state}"
                               + (f": {'; '.join(d.reasons)}" if d.reasons else ""))
+    notices = config.stash.get(NOTICES_KEY, [])
+    if notices:   # said here: inside a fixture, pytest would keep them to failed tests
+        tr.section("scrfd-ref: notices", yellow=True)
+        for line in dict.fromkeys(notices):
+            tr.write_line(f"- {line}")
     left_out = not_run_lines(config)
     if left_out:
         tr.section("scrfd-ref: not run here (allowed; see conftest.py / plan_matrix)")

@@ -114,7 +114,7 @@ def test_wider_run_resumes(tmp_path, data_root, need, capsys):
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert "34 already done, 2 written" in out  # the edited file is computed again
-    assert f"1 file(s) of the interrupted run do not match the sha256" in err
+    assert "1 file(s) of the interrupted run do not match the sha256" in err
     assert files[0].read_text() == first and files[1].read_text() == second
 
 

@@ -247,6 +247,16 @@ def _regenerate_input(ws: Path) -> None:
     write_input_npz(p, 255 - read_input_npz(p))
 
 
+def _regenerate_input_keeping_size_and_time(ws: Path) -> None:
+    """``npz/1_a_2.npz`` rewritten with other pixels of the same size, its modification
+    time set back (what a size-and-time shortcut cannot tell apart)."""
+    p = ws / "npz" / "1_a_2.npz"
+    st = p.stat()
+    _regenerate_input(ws)
+    assert p.stat().st_size == st.st_size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def _cut_dump(keep: int) -> Callable[[Path], None]:
     """Keep the first ``keep`` output files and datalist lines (manifest untouched)."""
     def setup(ws: Path) -> None:
@@ -1059,6 +1069,27 @@ CASES = [
                                                  f"{WS}/y.yaml"), 2,
          r"--build-yaml .*y\.yaml: not a readable YAML file \(an integer of 5000 digits",
          setup=_write("y.yaml", "backend: {dtype: fp16}\nbatch: " + "9" * 5000 + "\n")),
+    Case("decode-inputs-regenerated-same-size-and-time", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"--datalist .*datalist\.txt: 1 input npz file\(s\) differ from the ones the dump "
+         r".*dump was made from \(1_a_2\.npz\)",
+         setup=_regenerate_input_keeping_size_and_time, absent=("p",)),
+    Case("decode-datalist-with-a-bom", (*DECODE, "--out", f"{WS}/p"), 0, r"npz-decode: 3 images",
+         setup=lambda ws: (ws / "datalist.txt").write_bytes(
+             b"\xef\xbb\xbf" + (ws / "datalist.txt").read_bytes())),
+    Case("eval-gt-is-a-device", ("eval", "--pred", f"{WS}/pred", "--gt", "/dev/zero"), 1,
+         r"/dev/zero: not a regular file \(a FIFO or a device\); give the ground-truth file"),
+    Case("eval-prediction-name-is-a-folder", (*EVAL, "--allow-missing"), 1,
+         r"1_a_3\.txt: not a regular file \(a folder, FIFO or device under a prediction "
+         r"file's name\)", setup=_mkdir("pred/1--A/1_a_3.txt")),
+    Case("detect-providers-unknown", ("detect", "-m", M, "--providers", "foo", IMG), 2,
+         r"--providers foo: ONNX Runtime provider\(s\) foo not available", one_line=True),
+    Case("decode-incomplete-dump-recorded-as-such",
+         (*DECODE, "--out", f"{WS}/p", "--allow-incomplete"), 0, r"npz-decode: 2 images",
+         setup=_both(_manifest("dump/scrfd_dump.json", complete=False),
+                     lambda ws: (ws / "dump" / "output_000001.npz").unlink()),
+         check=lambda ws: (json.loads((ws / "p/scrfd_run.json").read_text())[
+             "unfinished_lines"] == [2] and not json.loads((ws / "p/scrfd_run.json").read_text())[
+             "source_complete"]) or pytest.fail("the run does not record the missing line")),
     # issue 33, class 1: a pre-built model runs as what it computes in, never as fp32
     Case("detect-fp16-file-runs-as-fp16", ("detect", "-m", f"{WS}/m16.onnx", IMG, "--json", "-"),
          0, r'"dtype": "fp16"', setup=_fp16_model,
@@ -1349,3 +1380,24 @@ def test_a_damaged_reference_cache_entry_is_rebuilt_with_a_notice(tmp_path, caps
     assert list(again.detections) == ["e/a"]
     assert re.search(r"reference cache entry .*run-k is damaged .*run\.npz is not the file "
                      r"saved with run\.json \(sha256 differs\)", capsys.readouterr().err)
+
+
+def test_a_reference_cache_entry_whose_run_json_was_edited_is_rebuilt(tmp_path, capsys):
+    """Issue 33's campaign: run.json's profile edited, or a duplicate key in it, was read
+    as it was (the arrays' sha256 alone was recorded)."""
+    from scrfd_ref.conformance.runs import Run, cached_run
+    from scrfd_ref.core.detections import Detections
+
+    def compute():
+        return Run("ref", {}, {"pad_value": 114.0}, {"e/a": Detections.empty(False)})
+
+    cached_run(tmp_path, "k", compute)
+    meta = tmp_path / "run-k" / "run.json"
+    for edit in (lambda t: t.replace("114.0", "0.0"),
+                 lambda t: t.replace('{\n "device": "ref"', '{\n "device": "x", "device": "ref"')):
+        text = meta.read_text()
+        meta.write_text(edit(text))
+        assert meta.read_text() != text
+        again = cached_run(tmp_path, "k", compute)
+        assert again.profile == {"pad_value": 114.0}
+        assert re.search(r"reference cache entry .*run-k is damaged", capsys.readouterr().err)
