@@ -73,7 +73,9 @@ def manifest_problem(doc: Mapping[str, Any]) -> str | None:
         value = identity.get(key)
         if value is not None and not isinstance(value, str):
             return f"identity.{key} must be text, got {_json_type(value)}"
-    for key, allowed in (("dtype", DTYPES), ("output_dtype", ("fp16", "fp32"))):
+    from scrfd_ref.formats.device_npz import OUTPUT_DTYPES
+
+    for key, allowed in (("dtype", DTYPES), ("output_dtype", tuple(OUTPUT_DTYPES))):
         if identity.get(key) is not None and identity[key] not in allowed:
             return f"identity.{key} must be one of {', '.join(allowed)}, got {identity[key]!r}"
     if identity.get("profile") is not None:
