@@ -96,7 +96,9 @@ def test_unmeasured_gates_as_report_json_writes_them_compare_without_error(tmp_p
     every real report with one crashed ``report diff`` (a float compared with a str)."""
     old = _doc()
     gate = old["devices"]["ort-fp16-1g"]["levels"]["ap"]["gates"][0]
-    gate["value"], gate["interval"] = "nan", ["nan", "nan"]
+    gate["value"], gate["interval"] = 0.999, ["nan", "nan"]   # a value without an interval
+    other = old["devices"]["ort-int8-1g"]["levels"]["ap"]["gates"][0]
+    other["value"], other["interval"] = "nan", ["nan", "nan"]  # nothing measured at all
     new = copy.deepcopy(old)
     new["devices"]["ort-fp16-1g"]["levels"]["ap"]["gates"][0]["interval"] = [0.99, 1.01]
     assert diff_reports(old, old).changes == () and not diff_reports(old, new).regressed
