@@ -16,7 +16,7 @@ from scrfd_ref.cli.args import (
     unique,
 )
 from scrfd_ref.core.dtypes import DTYPES
-from scrfd_ref.core.errors import UsageError
+from scrfd_ref.core.errors import InputError, UsageError
 from scrfd_ref.core.parallel import StageClock, format_split
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.device_npz import OUTPUT_DTYPES
@@ -108,9 +108,17 @@ def cmd_dump(args: argparse.Namespace) -> int:
     backend, options = backend_options(args)
     vdsp = read_vdsp_option(args)
     profile = resolve_profile(args, "device-flow", vdsp=vdsp)
-    model = prepare_model(source, layout="device", dtype="fp32" if prebuilt else args.dtype,
-                          backend=backend,
-                          input_size=profile.input_size, progress=not args.quiet)
+    try:
+        model = prepare_model(source, layout="device", dtype="fp32" if prebuilt else args.dtype,
+                              backend=backend, input_size=profile.input_size,
+                              progress=not args.quiet)
+    except InputError as exc:
+        if not prebuilt:
+            raise
+        raise InputError(f"--model {display(source)}: a pre-built {args.dtype} model that cannot "
+                         f"be exported to the device layout ({str(exc)[:160]}...); give the fp32 "
+                         f"model with --dtype {args.dtype}: dump exports it, then converts it") \
+            from None
     out_dtype = args.output_dtype or output_dtype(args.dtype)
     meta = {"variant": data_mod.variant_of(source), "dtype": args.dtype,
             "model": source.name, "model_sha256": file_digest(source),

@@ -79,6 +79,10 @@ def read_detections_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         for key in ("path", "width", "height", "detections"):
             if key not in img:
                 raise InputError(f"{p}: images[{i}] lacks {key!r}")
+        for key in ("width", "height"):
+            if not (_number(img[key]) and img[key] == int(img[key]) and img[key] >= 1):
+                raise InputError(f"{p}: images[{i}].{key} must be a whole number of pixels "
+                                 f">= 1, got {img[key]!r}")
         if not isinstance(img["detections"], list):
             raise InputError(f"{p}: images[{i}].detections must be a list")
         for j, d in enumerate(img["detections"]):

@@ -105,26 +105,26 @@ def find_datalist(folder: Path, datalist: str | Path | None = None) -> Path:
 
 def _file_problems(path: Path, input_size: tuple[int, int] | None,
                    allow_nonfinite: bool, max_batch: int | None = None
-                   ) -> tuple[int | None, str | None]:
-    """``(batch, problem)`` of one output file (batch None when unreadable)."""
+                   ) -> tuple[int | None, str | None, str | None]:
+    """``(batch, problem, dtype)`` of one output file (batch None when unreadable)."""
     from scrfd_ref.core.heads import normalize_heads
 
     try:
         arrays = read_output_npz(path, input_size=input_size, max_batch=max_batch)
     except ScrfdRefError as exc:
-        return None, str(exc)
-    batch = int(arrays[0].shape[0])
+        return None, str(exc), None
+    batch, dtype = int(arrays[0].shape[0]), str(arrays[0].dtype)
     try:
         normalize_heads(arrays, input_size, where=display(path), check_finite=False)
     except ScrfdRefError as exc:
-        return batch, str(exc)
+        return batch, str(exc), dtype
     if not allow_nonfinite:
         bad = nonfinite_counts(arrays)
         if bad:
             return batch, (f"{display(path)}: NaN/Inf values: "
                            + ", ".join(f"{k} {n} of {arrays[int(k.split('_')[1])].size}"
-                                       for k, n in bad.items()))
-    return batch, None
+                                       for k, n in bad.items())), dtype
+    return batch, None, dtype
 
 
 def _deal(entries: list[Path], files: list[Path], batches: list[int | None]
@@ -308,11 +308,21 @@ def check_outputs(outputs_dir: str | Path, datalist: str | Path | None = None, *
                                          manifest=DUMP_MANIFEST)
     bad_files: dict[Path, str] = {}
     batches: list[int | None] = []
+    dtypes: dict[str, list[str]] = {}
     for f in files:
-        batch, problem = _file_problems(f, input_size, allow_nonfinite, max(1, len(entries)))
+        batch, problem, dtype = _file_problems(f, input_size, allow_nonfinite,
+                                               max(1, len(entries)))
         batches.append(batch)
         if problem:
             bad_files[f] = problem
+        elif dtype is not None:   # a bad file is named for its own problem
+            dtypes.setdefault(dtype, []).append(f.name)
+    if len(dtypes) > 1:  # one device, one output dtype: a file of another build mixed in
+        fewest = min(dtypes, key=lambda d: len(dtypes[d]))
+        problems.append(f"{display(folder)}: the outputs mix dtypes ("
+                        + ", ".join(f"{len(v)} {d}" for d, v in dtypes.items())
+                        + f"): {', '.join(dtypes[fewest][:3])} {fewest} among the others; "
+                        "one device writes one dtype: use the files of one dump")
     problems += manifest_problems(folder, dl, entries, files, batches, manifest)
     unfinished: list[int] = []
     if partial:

@@ -1090,6 +1090,10 @@ CASES = [
          check=lambda ws: (json.loads((ws / "p/scrfd_run.json").read_text())[
              "unfinished_lines"] == [2] and not json.loads((ws / "p/scrfd_run.json").read_text())[
              "source_complete"]) or pytest.fail("the run does not record the missing line")),
+    Case("decode-outputs-mix-dtypes", (*DECODE, "--out", f"{WS}/p"), 1,
+         r"dump: the outputs mix dtypes \(2 float32, 1 float16\): output_000001\.npz float16 "
+         r"among the others", absent=("p",),
+         setup=_edit_output(1, lambda a: [x.astype(np.float16) for x in a])),
     # issue 33, class 1: a pre-built model runs as what it computes in, never as fp32
     Case("detect-fp16-file-runs-as-fp16", ("detect", "-m", f"{WS}/m16.onnx", IMG, "--json", "-"),
          0, r'"dtype": "fp16"', setup=_fp16_model,

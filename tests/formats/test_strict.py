@@ -74,3 +74,20 @@ def test_text_that_is_not_utf8_is_refused(tmp_path):
     f.write_bytes(b'{"a": "\xff"}')
     with pytest.raises(StrictFormatError, match="not UTF-8"):
         regular_file_text(f)
+
+
+def test_a_detections_json_with_an_impossible_image_size_is_refused(tmp_path):
+    """Issue 33's campaign: ``read_detections_json`` accepted an image of width -5."""
+    import json
+
+    import pytest
+
+    from scrfd_ref.core.errors import InputError
+    from scrfd_ref.formats.detections_json import read_detections_json
+
+    doc = {"model": "m", "profile": {}, "images": [
+        {"path": "a.jpg", "width": -5, "height": 10, "detections": []}]}
+    (tmp_path / "d.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"images\[0\]\.width must be a whole number of pixels "
+                                         r">= 1, got -5"):
+        read_detections_json(tmp_path / "d.json")
