@@ -183,6 +183,11 @@ def _gt_path(args: argparse.Namespace) -> Path:
             from scrfd_ref.core.errors import DataMissingError
 
             raise DataMissingError(f"--gt {display(p)}: ground truth not found")
+        if not p.is_file() and not p.is_dir():
+            from scrfd_ref.core.errors import UsageError
+
+            raise UsageError(f"--gt {display(p)}: not a regular file (a FIFO or a device); give "
+                             "the ground-truth file or its folder")
         return p
     root = data_mod.data_dir(getattr(args, "data_dir", None))
     return data_mod.require(data_mod.widerface_dir(root) / "ground_truth", "WIDER ground truth")

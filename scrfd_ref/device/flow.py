@@ -45,7 +45,7 @@ from scrfd_ref.formats.device_npz import (
 )
 from scrfd_ref.formats.device_outputs import CheckedOutputs, check_outputs
 from scrfd_ref.formats.files import display, same_path
-from scrfd_ref.formats.images import read_image
+from scrfd_ref.formats.images import read_image, read_image_size
 from scrfd_ref.formats.manifest import (
     DUMP_MANIFEST,
     RUN_MANIFEST,
@@ -80,6 +80,8 @@ def image2npz(dataset_path: str | Path, target_path: str | Path, text_path: str 
     if dupes:
         raise InputError(f"{display(dataset_path)}: image names repeat across events "
                          f"({', '.join(dupes[:5])}); the flat npz folder would overwrite them")
+    for item in items:   # every header within the pixel limit before one file is written
+        read_image_size(item.path)
     target = Path(target_path)
     paths = []
     for item, image in tqdm(prefetch(lambda it: read_image(it.path), items, depth=8),

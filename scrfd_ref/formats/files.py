@@ -201,7 +201,7 @@ def make_dir(path: PathLike, option: str | None = None) -> Path:
                          "move it away, or choose another folder") from None
     except OSError as exc:
         raise UsageError(f"{_name(option, p)}: cannot create folder: "
-                         f"{exc.strerror or exc}") from None
+                         f"{exc.strerror or exc}; choose a folder you can write") from None
     return p
 
 

@@ -84,10 +84,13 @@ def manifest_problem(doc: Mapping[str, Any]) -> str | None:
         except InputError as exc:
             return f"identity.profile: {exc}"
     outputs = doc.get("outputs")
-    if outputs is not None and not (isinstance(outputs, list) and all(
-            isinstance(o, str) and o and not os.path.isabs(o) and ".." not in o.split("/")
-            for o in outputs)):
-        return "outputs must be a list of paths relative to the folder (no absolute path, no ..)"
+    if outputs is not None:
+        bad = (["(not a list)"] if not isinstance(outputs, list) else
+               [o for o in outputs if not (isinstance(o, str) and o and not os.path.isabs(o)
+                                           and ".." not in o.split("/"))])
+        if bad:
+            return (f"outputs must be paths relative to the folder (no absolute path, no ..), "
+                    f"got {json.dumps(bad[0])[:60]}")
     hashes = doc.get("sha256")
     if hashes is not None and not (isinstance(hashes, dict) and all(
             isinstance(v, str) and len(v) == 64 for v in hashes.values())):

@@ -72,9 +72,12 @@ def _calibration_list(images: Sequence[Path] | None, num: int) -> list[Path]:
                                 if images is None else list(images)[:num])]
     if not chosen:
         raise InputError("calibration_images is empty: int8 calibration needs at least one image")
+    from scrfd_ref.formats.images import read_image_size
+
     for path in chosen:
         if not path.is_file():
             raise DataMissingError(f"calibration image not found: {path}")
+        read_image_size(path)   # every header within the pixel limit before any work
     return chosen
 
 

@@ -126,11 +126,17 @@ def _report_problem(doc: Mapping[str, Any]) -> str | None:
         return ("no session verdict (a report written before the sign-off, or a damaged "
                 "file): run the suite again to get a report that can be compared")
     if verdict == "PASS":
-        bad = [d for d, rec in doc["devices"].items() if isinstance(rec, dict)
-               and device_verdict(rec) not in ("pass", "inconclusive")]
+        states = {d: device_verdict(rec) for d, rec in doc["devices"].items()
+                  if isinstance(rec, dict)}
+        for rec in session.get("devices") or ():   # the verdict's own list of devices
+            if isinstance(rec, dict) and isinstance(rec.get("device"), str):
+                states.setdefault(rec["device"], str(rec.get("state")))
+                if rec.get("state") not in ("pass", "inconclusive"):
+                    states[rec["device"]] = str(rec.get("state"))
+        bad = [d for d, state in states.items() if state not in ("pass", "inconclusive")]
         if bad:
-            return (f"says PASS but device {bad[0]} is {device_verdict(doc['devices'][bad[0]])}:"
-                    " the verdict contradicts the file's own devices (edited or damaged)")
+            return (f"says PASS but device {bad[0]} is {states[bad[0]]}: the verdict "
+                    "contradicts the file's own devices (edited or damaged)")
     return None
 
 

@@ -1076,7 +1076,7 @@ CASES = [
     Case("decode-datalist-with-a-bom", (*DECODE, "--out", f"{WS}/p"), 0, r"npz-decode: 3 images",
          setup=lambda ws: (ws / "datalist.txt").write_bytes(
              b"\xef\xbb\xbf" + (ws / "datalist.txt").read_bytes())),
-    Case("eval-gt-is-a-device", ("eval", "--pred", f"{WS}/pred", "--gt", "/dev/zero"), 1,
+    Case("eval-gt-is-a-device", ("eval", "--pred", f"{WS}/pred", "--gt", "/dev/zero"), 2,
          r"/dev/zero: not a regular file \(a FIFO or a device\); give the ground-truth file"),
     Case("eval-prediction-name-is-a-folder", (*EVAL, "--allow-missing"), 1,
          r"1_a_3\.txt: not a regular file \(a folder, FIFO or device under a prediction "

@@ -129,7 +129,9 @@ def test_reports_that_cannot_be_compared_are_refused_naming_why(tmp_path, capsys
     newer["meta"]["report_format"] = 999
     lying = _doc()   # says PASS, but one of its devices failed
     lying["devices"]["ort-int8-1g"] = rs.device("1g", "ort", "int8", fail_heads=2)
+    lying_session = _doc(devices=[{"device": "ort-int8-1g", "state": "fail"}])
     for doc, msg in ((no_session, r"no session verdict"),
+                     (lying_session, r"says PASS but device ort-int8-1g is fail"),
                      (newer, r"report format 999, but this scrfd-ref reads 1\.\.1"),
                      (lying, r"says PASS but device ort-int8-1g is fail: the verdict "
                              r"contradicts the file's own devices")):
