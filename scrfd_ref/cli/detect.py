@@ -68,7 +68,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
                              f"{display(holding[0])}; the annotated copies would replace the "
                              "originals: choose another folder")
     if args.json and args.json != "-":
-        output_file(args.json, "--json", inputs=images)
+        from scrfd_ref.formats.detections_json import is_detections_json
+
+        output_file(args.json, "--json", inputs=images,
+                    own=(is_detections_json, "a detections JSON"))
     model, det = make_detector(args, "insightface")
     if out_dir:
         make_dir(out_dir, "--out")

@@ -62,7 +62,9 @@ def cmd_image2npz(args: argparse.Namespace) -> int:
 
     dataset = input_dir(args.dataset_path, "--dataset-path", "image folder")
     output_dir(args.target_path, "--target-path", inputs=[(dataset, "--dataset-path")])
-    output_file(args.text_path, "--text-path", inputs=[dataset])
+    from scrfd_ref.formats.device_npz import is_datalist
+
+    output_file(args.text_path, "--text-path", inputs=[dataset], own=(is_datalist, "a datalist"))
     text = Path(args.text_path)
     if text.suffix.lower() == ".npz" and Path(args.target_path).is_dir() \
             and is_inside(text, args.target_path):

@@ -36,6 +36,7 @@ from scrfd_ref.formats.device_npz import (
     OUTPUT_NAME,
     OUTPUT_PATTERN,
     input_fingerprints,
+    is_input_npz,
     output_path,
     read_datalist,
     read_input_npz,
@@ -83,6 +84,12 @@ def image2npz(dataset_path: str | Path, target_path: str | Path, text_path: str 
     for item in items:   # every header within the pixel limit before one file is written
         read_image_size(item.path)
     target = Path(target_path)
+    foreign = [f"{it.name}.npz" for it in items if (target / f"{it.name}.npz").exists()
+               and not is_input_npz(target / f"{it.name}.npz")]
+    if foreign:
+        raise UsageError(f"--target-path {display(target)}: {len(foreign)} file(s) under the "
+                         f"names image2npz writes are not input npz files ({', '.join(foreign[:5])})"
+                         "; they are not replaced: move them away, or choose another folder")
     paths = []
     for item, image in tqdm(prefetch(lambda it: read_image(it.path), items, depth=8),
                             total=len(items), desc="image2npz", unit="img", disable=not progress):

@@ -96,3 +96,12 @@ def read_detections_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_detections_json(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a detections JSON document (what ``detect --json`` writes)."""
+    try:
+        read_detections_json(path)
+        return True
+    except (InputError, OSError):
+        return False

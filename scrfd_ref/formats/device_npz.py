@@ -165,6 +165,27 @@ def read_input_npz(path: str | os.PathLike[str]) -> np.ndarray:
                       np.ascontiguousarray(a[0])])
 
 
+def is_datalist(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` reads as a datalist (non-empty lines of ``.npz`` paths): what
+    ``image2npz --text-path`` may replace."""
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    lines = [ln for ln in lines if ln]
+    return bool(lines) and all(ln.lower().endswith(".npz") for ln in lines)
+
+
+def is_input_npz(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is an input npz (``input_0`` uint8 RGB): what ``image2npz`` may
+    replace in ``--target-path``."""
+    try:
+        read_input_npz(path)
+        return True
+    except (InputError, OSError):
+        return False
+
+
 def write_datalist(path: str | os.PathLike[str], npz_paths: Sequence[Path]) -> Path:
     """Write the datalist: absolute npz paths, one per line (atomically)."""
     return write_text(path, "".join(f"{os.fspath(Path(x).resolve())}\n" for x in npz_paths))

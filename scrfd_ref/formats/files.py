@@ -22,7 +22,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -129,15 +129,21 @@ def _not_an_input(target: Path, option: str | None, inputs: Iterable[PathLike]) 
 
 
 def output_file(path: PathLike, option: str | None = None, *,
-                inputs: Iterable[PathLike] = ()) -> Path:
+                inputs: Iterable[PathLike] = (),
+                own: "tuple[Callable[[Path], bool], str] | None" = None) -> Path:
     """Check that a file can be written at ``path`` (``-`` is left to the caller).
 
     ``inputs`` are the command's input files and folders: ``path`` may be none of them,
     nor lie inside an input folder (a prediction folder, a report folder).
 
+    ``own`` is ``(recognizer, what)``: an existing file is replaced only when the
+    recognizer says it is a file of the kind this option writes (``what``, e.g. "a
+    detections JSON"); any other file is the user's and is refused by name.
+
     Raises:
-        UsageError: ``path`` is a folder, its folder cannot be created or written, or it
-            is (or lies in) one of ``inputs``.
+        UsageError: ``path`` is a folder, its folder cannot be created or written, it is
+            (or lies in) one of ``inputs``, or it is an existing file ``own`` does not
+            recognize.
     """
     p = Path(path)
     if p.is_dir():
@@ -151,9 +157,19 @@ def output_file(path: PathLike, option: str | None = None, *,
             raise UsageError(f"{_name(option, p)}: lies inside the input folder "
                              f"{display(inp)}; write the output somewhere else")
     _creatable_folder(p.parent, option, p)
+    if own is not None and p.is_file() and not _recognized(p, own[0]):
+        raise UsageError(f"{_name(option, p)}: exists and is not {own[1]} (a file of yours?); "
+                         "it is not replaced: remove it, or choose another name")
     if p.exists() and not os.access(p, os.W_OK):
         raise UsageError(f"{_name(option, p)}: exists and is not writable (permission denied)")
     return p
+
+
+def _recognized(path: Path, recognizer: "Callable[[Path], bool]") -> bool:
+    try:
+        return bool(recognizer(path))
+    except Exception:  # noqa: BLE001 - an unreadable file is not one we recognize
+        return False
 
 
 def output_dir(path: PathLike, option: str | None = None, *,

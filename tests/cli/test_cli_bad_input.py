@@ -1094,6 +1094,21 @@ CASES = [
          r"dump: the outputs mix dtypes \(2 float32, 1 float16\): output_000001\.npz float16 "
          r"among the others", absent=("p",),
          setup=_edit_output(1, lambda a: [x.astype(np.float16) for x in a])),
+    # issue 33, class 3: a named output replaces only a file of the kind it writes
+    Case("detect-json-onto-a-user-file", ("detect", "-m", M, IMG, "--json", f"{WS}/notes.json"),
+         2, r"--json .*notes\.json: exists and is not a detections JSON \(a file of yours\?\); "
+            r"it is not replaced", setup=_write("notes.json", '{"todo": 1}'), keep=("notes.json",)),
+    Case("image2npz-text-path-onto-a-user-file",
+         ("image2npz", "--dataset-path", f"{WS}/images", "--target-path", f"{WS}/n2",
+          "--text-path", f"{WS}/notes.txt"), 2,
+         r"--text-path .*notes\.txt: exists and is not a datalist", setup=_write(
+             "notes.txt", "meeting at 10\n"), keep=("notes.txt",), absent=("n2",)),
+    Case("image2npz-target-holds-a-user-npz",
+         ("image2npz", "--dataset-path", f"{WS}/images", "--target-path", f"{WS}/n2",
+          "--text-path", f"{WS}/n2.txt"), 2,
+         r"--target-path .*n2: 1 file\(s\) under the names image2npz writes are not input npz "
+         r"files \(1_a_1\.npz\)", setup=lambda ws: (ws / "n2").mkdir() or np.savez(
+             ws / "n2" / "1_a_1.npz", weights=np.ones(3)), keep=("n2/1_a_1.npz",)),
     # issue 33, class 1: a pre-built model runs as what it computes in, never as fp32
     Case("detect-fp16-file-runs-as-fp16", ("detect", "-m", f"{WS}/m16.onnx", IMG, "--json", "-"),
          0, r'"dtype": "fp16"', setup=_fp16_model,
