@@ -146,8 +146,9 @@ def test_output_folders_are_refused_before_any_test_runs(small_dump, data_root, 
     assert sorted(p.name for p in small_dump.iterdir()) == before
 
 
-@pytest.mark.parametrize("narrowing", [("--backend", "opencv", "--dtype", "int8"),
-                                       ("--variant", "10g")])
+@pytest.mark.parametrize("narrowing", [
+    pytest.param(("--backend", "opencv", "--dtype", "int8"), marks=pytest.mark.acceptance),
+    ("--variant", "10g")])
 def test_a_matrix_that_left_every_device_out_is_not_a_pass(data_root, tmp_path, narrowing):
     """Issue 33's campaign: a combination the plan leaves out, or a variant without weights,
     skipped every test and exited 0 without a verdict (no --report, no --device-outputs)."""

@@ -6,8 +6,8 @@ report ``landmarks: null`` with exit 0.
 :func:`variant_problem` reads the heads from the graph (:func:`~scrfd_ref.device.onnx_tools.
 find_heads`) and compares them with what the variant has: three strides of score and box
 heads, and landmark heads exactly for the ``_bnkps`` variants. Variants with the same heads
-(500m, 1g, 2.5g, 10g, 34g; or the three ``_bnkps``) cannot be told apart this way; the
-file's name then stays the only evidence, and reports name the file and its sha256.
+(500m, 1g, 2.5g, 10g, 34g; or the three ``_bnkps``) are told apart by their compute
+(:func:`compute_problem`): each name states its regime in GMACs at 640 x 480.
 
 :func:`model_arithmetic` reads what a file computes in (int8 QDQ nodes, bf16 Casts, fp16
 weights): a pre-built int8 or fp16 file is run and labelled as that dtype, never as fp32.
@@ -42,9 +42,72 @@ def variant_problem(model: str | Path, variant: str) -> str | None:
     return None
 
 
+#: the compute a variant's name states: GMACs at VGA (640 x 480), the SCRFD paper's regimes
+#: (its "GFLOPs" count multiply-accumulates, as mmdet's get_flops does)
+NOMINAL_GMACS = {"500m": 0.5, "1g": 1.0, "2.5g": 2.5, "10g": 10.0, "34g": 34.0}
+#: how far a file's compute may be from its name's (adjacent regimes are 2x and more apart)
+GMACS_FACTOR = 1.4
+_VGA = (640, 480)
+
+
+def model_gmacs(model: str | Path) -> float:
+    """GMACs of one 640 x 480 image through ``model`` (a model fixed to another size is run
+    at that size and scaled by the area: convolutions cost in proportion to it), kept in
+    the model cache under the file's sha256 (counting runs the graph once)."""
+    import json
+
+    from scrfd_ref.formats import datadir as data_mod
+    from scrfd_ref.formats.files import file_digest, write_text
+    from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
+
+    entry = data_mod.cache_dir() / f"compute.{file_digest(model)[:24]}.json"
+    try:
+        value = json_loads(regular_file_text(entry)).get("gmacs_vga")
+        if isinstance(value, float) and value > 0:
+            return value
+    except (OSError, StrictFormatError, AttributeError):
+        pass
+    value = _count_gmacs(model)
+    write_text(entry, json.dumps({"model": Path(model).name, "gmacs_vga": value}) + "\n")
+    return value
+
+
+def _count_gmacs(model: str | Path) -> float:
+    import numpy as np
+    import onnx
+
+    from scrfd_ref.device.model_summary import conv_macs
+
+    proto = onnx.load(str(model))
+    inp = proto.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
+    h, w = (dims[2], dims[3]) if len(dims) == 4 and dims[2] > 0 and dims[3] > 0 else _VGA[::-1]
+    macs = sum(conv_macs(proto, inp.name, np.zeros((1, 3, h, w), np.float32)).values())
+    return macs * (_VGA[0] * _VGA[1]) / (w * h) / 1e9
+
+
+def compute_problem(model: str | Path, variant: str) -> str | None:
+    """Why ``model``'s compute is not the one ``variant``'s name states (None when it is
+    within :data:`GMACS_FACTOR`): weights of another regime with the same heads (2.5g_bnkps
+    saved as 500m_bnkps) are told apart by what they compute."""
+    import math
+
+    nominal = NOMINAL_GMACS.get(variant.split("_")[0])
+    if nominal is None:
+        return None
+    gmacs = model_gmacs(model)
+    if nominal / GMACS_FACTOR <= gmacs <= nominal * GMACS_FACTOR:
+        return None
+    like = min(NOMINAL_GMACS, key=lambda k: abs(math.log(gmacs / NOMINAL_GMACS[k])))
+    return (f"{Path(model).name} is named as SCRFD {variant} ({nominal:g} GMACs at 640x480, "
+            f"the compute its name states) but its graph computes {gmacs:.2f} GMACs: it looks "
+            f"like a {like} variant")
+
+
 def check_variant(model: str | Path, variant: str) -> None:
-    """Raise :class:`InputError` when ``model`` is not the ``variant`` its name says."""
-    problem = variant_problem(model, variant)
+    """Raise :class:`InputError` when ``model`` is not the ``variant`` its name says (its
+    heads, then its compute)."""
+    problem = variant_problem(model, variant) or compute_problem(model, variant)
     if problem:
         raise InputError(f"{problem}; put the right weights under that name, or pass the "
                          "file's path instead of the variant name")

@@ -3,12 +3,16 @@
 Used by ``scrfd-ref quantize`` for its summary. Compute nodes are the ops that carry
 weights (:data:`WEIGHTED_OPS`). In a QDQ int8 model a node counts as quantized when its
 weight input comes from a ``DequantizeLinear`` (the weight is stored as int8); in an
-fp16 model when its weight initializer is stored as float16.
+fp16 model when its weight initializer is stored as float16. :func:`conv_macs` counts the
+multiply-accumulates of each of them (the compute a variant's name states).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from onnx import TensorProto
 
@@ -76,3 +80,31 @@ def conversion_summary(path: str | os.PathLike) -> ConversionSummary:
         nodes=len(graph.node), compute_nodes=len(compute), converted=n_conv,
         float_kept=len(compute) - n_conv,
         qdq_pairs=sum(n.op_type == "QuantizeLinear" for n in graph.node))
+
+
+def weighted_nodes(model: Any) -> list[Any]:
+    """The nodes of :data:`WEIGHTED_OPS` that have a weight input."""
+    return [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1]
+
+
+def conv_macs(model: Any, input_name: str, blob: np.ndarray) -> dict[str, int]:
+    """Multiply-accumulates of each weighted node for one input ``blob`` (run once with
+    every node output exposed): ``prod(output shape) * prod(weight shape[1:])``."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    weighted = weighted_nodes(m)
+    known = {o.name for o in m.graph.output}
+    for n in weighted:
+        if n.output[0] not in known:
+            m.graph.output.append(onnx.ValueInfoProto(name=n.output[0]))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [n.output[0] for n in weighted]
+    shapes = dict(zip(names, (a.shape for a in sess.run(names, {input_name: blob}))))
+    inits = {i.name: tuple(i.dims) for i in m.graph.initializer}
+    per_output = {n.name: int(np.prod(inits.get(n.input[1], (1, 1))[1:])) for n in weighted}
+    return {n.name: int(np.prod(shapes[n.output[0]])) * per_output[n.name] for n in weighted}

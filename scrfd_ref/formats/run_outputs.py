@@ -13,7 +13,7 @@ output folder is recorded in the run's manifest with its sha256 when it is writt
   (:func:`removable`): anything else is named and nothing is removed.
 
 :class:`FolderLock` keeps two runs from writing into one folder at once (an advisory
-``fcntl`` lock on ``<folder>/.scrfd-ref.lock``, held for the run, released by the OS if the
+``fcntl.flock`` on the folder itself, held for the run, released by the OS if the
 process dies); :class:`Inputs` tells whether a path is one of a command's inputs.
 """
 from __future__ import annotations
@@ -21,12 +21,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from scrfd_ref.core.errors import UsageError
 from scrfd_ref.formats.files import display, file_digest, is_inside
 
-LOCK_NAME = ".scrfd-ref.lock"
 #: files named in a message before the rest are only counted
 NAMED = 8
 
@@ -163,41 +162,37 @@ class Inputs:
 
 
 class FolderLock:
-    """An exclusive, non-blocking writer lock on an output folder.
+    """An exclusive, non-blocking writer lock on an output folder: ``flock`` on the folder
+    itself (nothing is written into it; the OS releases it if the process dies).
 
-    Raises :class:`~scrfd_ref.core.errors.UsageError` naming the folder (and the other
-    writer's process id) when another run holds it. Without ``fcntl`` (Windows) no lock
-    is taken.
+    Raises :class:`~scrfd_ref.core.errors.UsageError` naming the folder when another run
+    holds it. Without ``fcntl`` (Windows) no lock is taken.
     """
 
     def __init__(self, folder: Path, option: str = "--out") -> None:
-        self.path = Path(folder) / LOCK_NAME
-        self.handle: IO[str] | None = None
+        self.fd: int | None = None
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             return
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        fd = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()[:20]
-            handle.close()
+            os.close(fd)
             raise UsageError(f"{option} {display(folder)}: another scrfd-ref run is writing "
-                             f"into this folder now{f' (process {holder})' if holder else ''}; "
-                             "wait for it to finish, or choose another folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self.handle = handle
+                             "into this folder now; wait for it to finish, or choose another "
+                             "folder") from None
+        self.fd = fd
 
     def release(self) -> None:
         """Release the lock (idempotent)."""
-        if self.handle is not None:
-            self.handle.close()  # closing the file releases the flock
-            self.handle = None
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __del__(self) -> None:  # a run dropped without close(): as a file object would
+        self.release()
 
 
 # ----------------------------------------------------------------------------- cache entries

@@ -84,7 +84,7 @@ def variant_file(data_root, pytestconfig):
     """``variant_file(name)``: the ONNX file of a variant in the data folder. A missing one
     fails under --require-data and skips otherwise (the conformance matrix leaves out the
     variants whose absence is allowed before it gets here)."""
-    from scrfd_ref.device.model_identity import variant_problem
+    from scrfd_ref.device.model_identity import compute_problem, variant_problem
 
     checked: set[Path] = set()
 
@@ -96,7 +96,7 @@ def variant_file(data_root, pytestconfig):
                 pytest.fail(f"--require-data: {reason}", pytrace=False)
             pytest.skip(reason)
         if model not in checked:   # weights under another variant's name judge nothing
-            problem = variant_problem(model, variant)
+            problem = variant_problem(model, variant) or compute_problem(model, variant)
             if problem:
                 pytest.fail(problem, pytrace=False)
             checked.add(model)

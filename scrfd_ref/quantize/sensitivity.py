@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from scrfd_ref.device.model_summary import WEIGHTED_OPS, int8_nodes
+from scrfd_ref.device.model_summary import conv_macs, int8_nodes, weighted_nodes
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,6 @@ class NodeSensitivity:
                 for k, v in asdict(self).items()}
 
 
-def _weighted(model: Any) -> list[Any]:
-    return [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1]
-
-
 def _after_relu(model: Any, tensor: str) -> str:
     """The Relu output when ``tensor`` feeds only a Relu (ORT's QDQ folds that Relu into
     the quantization grid, so the int8 model names the node's output after it)."""
@@ -60,29 +56,6 @@ def _after_relu(model: Any, tensor: str) -> str:
     if len(consumers) == 1 and consumers[0].op_type == "Relu":
         return consumers[0].output[0]
     return tensor
-
-
-def conv_macs(model: Any, input_name: str, blob: np.ndarray) -> dict[str, int]:
-    """Multiply-accumulates of each weighted node for one input ``blob`` (run once with
-    every node output exposed): ``prod(output shape) * prod(weight shape[1:])``."""
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    weighted = _weighted(m)
-    known = {o.name for o in m.graph.output}
-    for n in weighted:
-        if n.output[0] not in known:
-            m.graph.output.append(onnx.ValueInfoProto(name=n.output[0]))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [n.output[0] for n in weighted]
-    shapes = dict(zip(names, (a.shape for a in sess.run(names, {input_name: blob}))))
-    inits = {i.name: tuple(i.dims) for i in m.graph.initializer}
-    per_output = {n.name: int(np.prod(inits.get(n.input[1], (1, 1))[1:])) for n in weighted}
-    return {n.name: int(np.prod(shapes[n.output[0]])) * per_output[n.name] for n in weighted}
 
 
 def node_sensitivity(fp32_model: Any, qdq_path: str | Path, reader_factory,
@@ -128,7 +101,7 @@ def node_sensitivity(fp32_model: Any, qdq_path: str | Path, reader_factory,
     total = sum(macs.values()) or 1
     quantized = int8_nodes(onnx.load(str(qdq_path)))
     rows = []
-    for n in _weighted(fp32_model):
+    for n in weighted_nodes(fp32_model):
         out = _after_relu(fp32_model, n.output[0])
         o = errors.get(out, {}).get("xmodel_err")
         i = errors.get(n.input[0], {}).get("xmodel_err")

@@ -1346,7 +1346,9 @@ def test_bad_suite_options_stop_the_session_with_one_message(name, args, setup, 
     assert "errors during collection" not in text, text[-3000:]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "another-model", "no-record"])
+@pytest.mark.parametrize("damage", [pytest.param("truncated", marks=pytest.mark.acceptance),
+                                    "another-model",
+                                    pytest.param("no-record", marks=pytest.mark.acceptance)])
 def test_a_damaged_model_cache_entry_is_rebuilt_with_a_notice(base_workspace, tmp_path, damage):
     """Issue 33, class 1: a cache entry is used only when its bytes are the ones recorded
     when it was written; another loadable model under its name was used before."""

@@ -71,3 +71,29 @@ def test_model_arithmetic_reads_what_a_file_computes_in(tmp_path):
     assert model_arithmetic(_tiny(tmp_path, bf, [], "b"))[0] == "bf16"
     full = [numpy_helper.from_array(np.ones(3, np.float32), "w")]
     assert model_arithmetic(_tiny(tmp_path, cast, full, "f"))[0] == "fp32"
+
+
+@pytest.mark.data
+def test_weights_of_another_regime_with_the_same_heads_are_refused_by_their_compute(
+        data_root, need, tmp_path, monkeypatch):
+    """Issue 33's campaign (I02/I04): 2.5g_bnkps weights saved as scrfd_500m_bnkps ran as
+    500m_bnkps (same heads). Each variant's name states its compute at 640 x 480 (the SCRFD
+    paper's regimes: 0.5 / 1 / 2.5 / 10 / 34 GMACs); the graph's own count tells them apart."""
+    import shutil
+
+    from scrfd_ref.core.errors import InputError
+    from scrfd_ref.device.model_identity import check_variant, model_gmacs
+
+    monkeypatch.setenv("SCRFD_CACHE", str(tmp_path / "cache"))
+    small = need(data_root / "models" / "scrfd_500m_bnkps_dynamic.onnx", "model file")
+    big = need(data_root / "models" / "scrfd_2.5g_bnkps_dynamic.onnx", "model file")
+    assert 0.5 / 1.4 <= model_gmacs(small) <= 0.5 * 1.4
+    assert 2.5 / 1.4 <= model_gmacs(big) <= 2.5 * 1.4
+    check_variant(small, "500m_bnkps")
+    renamed = tmp_path / "scrfd_500m_bnkps.onnx"
+    shutil.copy(big, renamed)
+    with pytest.raises(InputError, match=r"scrfd_500m_bnkps\.onnx is named as SCRFD 500m_bnkps "
+                       r"\(0\.5 GMACs at 640x480.*computes 2\.\d+ GMACs: it looks like a 2\.5g "
+                       r"variant"):
+        check_variant(renamed, "500m_bnkps")
+    assert list((tmp_path / "cache").glob("compute.*.json"))   # counted once per file

@@ -79,7 +79,7 @@ def test_two_runs_never_write_into_one_folder_at_once(tmp_path):
     out = tmp_path / "pred"
     with _start(out, {"n": 1}, ["a/1.txt"]):
         with pytest.raises(UsageError, match=r"--out .*pred: another scrfd-ref run is writing "
-                                             r"into this folder now \(process \d+\)"):
+                                             r"into this folder now; wait for it"):
             _start(out, {"n": 1}, ["a/1.txt"])
     with _start(out, {"n": 1}, ["a/1.txt"]) as again:  # released when the first one ended
         assert again.resumed

@@ -218,7 +218,7 @@ def test_an_unknown_float_node_is_refused_with_the_closest_name(tmp_path):
 def test_macs_of_a_conv_follow_from_its_shapes(data_root, need):
     """MACs of the first conv of 500m_bnkps at 640x640, from its weight shape, stride and
     padding (output side = (640 + pads - kernel) / stride + 1)."""
-    from scrfd_ref.quantize.sensitivity import conv_macs
+    from scrfd_ref.device.model_summary import conv_macs
 
     model = onnx.load(str(need(data_root / "models" / "scrfd_500m_bnkps.onnx", "model file")))
     first = next(n for n in model.graph.node if n.op_type == "Conv")
