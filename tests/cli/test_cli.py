@@ -132,6 +132,7 @@ def test_export_device_layout_command(tmp_path, data_root, need, capsys):
     assert "score_8" in capsys.readouterr().out
 
 
+@pytest.mark.acceptance   # 13 s of reference runs: acceptance (conformance/ covers the rest)
 def test_diagnose_predictions_names_the_profile_a_device_followed(tmp_path, data_root, need,
                                                                   capsys):
     """wider-run with the device-flow profile, then diagnose its prediction files: against

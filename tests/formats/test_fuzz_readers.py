@@ -315,6 +315,7 @@ def test_the_valid_mat_files_are_valid(gt_folder):
     assert gt.num_boxes == 1 and gt.num_counted("hard") == 1
 
 
+@pytest.mark.acceptance   # a forked child per example: the default tier's budget
 @FUZZ_MAT
 @given(data=mutated(VALID_FACE_MAT))
 def test_face_mat_reader(gt_folder, data):
@@ -324,6 +325,7 @@ def test_face_mat_reader(gt_folder, data):
     _accepts_or_refuses(read_wider_mat, gt_folder)
 
 
+@pytest.mark.acceptance   # a forked child per example: the default tier's budget
 @FUZZ_MAT
 @given(data=mutated(VALID_SETTING_MAT))
 def test_setting_mat_reader(gt_folder, data):
@@ -335,6 +337,7 @@ def test_setting_mat_reader(gt_folder, data):
 
 
 @pytest.mark.filterwarnings("ignore::scipy.io.matlab.MatWriteWarning")
+@pytest.mark.acceptance   # a forked child per example: the default tier's budget
 @FUZZ_MAT
 @given(value=JSON_VALUES, key=st.sampled_from(["event_list", "file_list", "face_bbx_list"]))
 def test_face_mat_with_odd_structure(gt_folder, value, key):

@@ -40,7 +40,7 @@ near_boundaries = st.sampled_from([1e-4, 1e16]).flatmap(
     lambda b: st.floats(b / 4, b * 4)).flatmap(lambda v: st.sampled_from([v, -v]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(hnp.arrays(np.float64, st.tuples(st.integers(0, 40), st.just(5)),
                   elements=st.one_of(finite, near_boundaries)))
 def test_any_finite_rows_equal_repr(rows):
