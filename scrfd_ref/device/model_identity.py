@@ -58,17 +58,15 @@ def model_gmacs(model: str | Path) -> float:
 
     from scrfd_ref.formats import datadir as data_mod
     from scrfd_ref.formats.files import file_digest, write_text
-    from scrfd_ref.formats.strict import StrictFormatError, json_loads, regular_file_text
+    from scrfd_ref.formats.run_outputs import record_entry, verified_entry
+    from scrfd_ref.formats.strict import json_loads, regular_file_text
 
     entry = data_mod.cache_dir() / f"compute.{file_digest(model)[:24]}.json"
-    try:
-        value = json_loads(regular_file_text(entry)).get("gmacs_vga")
-        if isinstance(value, float) and value > 0:
-            return value
-    except (OSError, StrictFormatError, AttributeError):
-        pass
+    if verified_entry(entry, "cached model compute"):   # the caches' one rule: as recorded
+        return float(json_loads(regular_file_text(entry))["gmacs_vga"])
     value = _count_gmacs(model)
     write_text(entry, json.dumps({"model": Path(model).name, "gmacs_vga": value}) + "\n")
+    record_entry(entry)
     return value
 
 

@@ -21,7 +21,7 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -222,29 +222,20 @@ def read_datalist(path: str | os.PathLike[str]) -> list[Path]:
     return [Path(line) for _, line in numbered]
 
 
-def input_fingerprints(entries: Sequence[Path], cached: Mapping[str, Any] | None = None
-                       ) -> dict[str, list]:
+def input_fingerprints(entries: Sequence[Path]) -> dict[str, list]:
     """``{name: [size, mtime_ns, sha256]}`` of the input npz files of a datalist.
 
-    The sha256 of a file whose size and modification time match its ``cached`` entry (a
-    manifest's record) is taken from there; any other file is hashed, so inputs
-    regenerated under the same names are told apart by their content at the cost of one
-    read of the files that changed.
+    Every file is read and hashed (a size and a modification time can be kept while the
+    content changes), so inputs regenerated under the same names are told apart.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from scrfd_ref.core.parallel import usable_cores
 
-    cached = cached if isinstance(cached, Mapping) else {}
-
     def one(e: Path) -> list:
         p = Path(e)
         try:
             st = p.stat()
-            old = cached.get(p.name)
-            if (isinstance(old, list) and len(old) == 3 and old[0] == st.st_size
-                    and old[1] == st.st_mtime_ns and isinstance(old[2], str)):
-                return [st.st_size, st.st_mtime_ns, old[2]]
             return [st.st_size, st.st_mtime_ns, file_digest(p)]
         except OSError as exc:
             raise InputError(f"{display(p)}: cannot read: {exc.strerror or exc}") from None

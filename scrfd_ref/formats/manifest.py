@@ -215,7 +215,8 @@ class RunManifest:
         notice on stderr counts the files present that will be computed again."""
         if not (resume and self.resumed):
             return set()
-        kept = {r for r in rels if self.intact(r)}
+        hashes = recorded_hashes(self.doc)   # once: a resume may check thousands of files
+        kept = {r for r in rels if intact(self.folder, r, hashes)}
         stale = [r for r in rels if r not in kept and (self.folder / r).exists()]
         if stale:
             print(f"scrfd-ref: notice: {display(self.folder)}: {len(stale)} file(s) of the "
