@@ -35,7 +35,8 @@ COMMAND_MODULES: tuple[str, ...] = ("scrfd_ref.cli.detect", "scrfd_ref.cli.wider
                                     "scrfd_ref.cli.device",
                                     "scrfd_ref.cli.config", "scrfd_ref.cli.int8",
                                     "scrfd_ref.cli.diagnose", "scrfd_ref.cli.perf",
-                                    "scrfd_ref.cli.gates", "scrfd_ref.cli.report")
+                                    "scrfd_ref.cli.gates", "scrfd_ref.cli.report",
+                                    "scrfd_ref.cli.localize")
 
 DEBUG_ENV = "SCRFD_DEBUG"
 #: values of $SCRFD_DEBUG that turn tracebacks on (``no``, ``0``, ``false`` do not)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from scrfd_ref.cli.args import add_json_option, add_vdsp_option, positive_int
 from scrfd_ref.core.dtypes import DTYPES
@@ -79,7 +80,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                                     count=args.count, progress=not args.quiet)
     head = (f"diagnose: {display(outputs)} ({dtype}, {len(seen.get('images', []))} images, "
             f"profile {profile.name}) against {display(model)}")
-    return _report(args, head, result, seen)
+    datalist = outputs / "datalist.txt"
+    hint = localize_hint(model, datalist if datalist.is_file() else None)
+    return _report(args, head, result, seen, hint)
+
+
+def localize_hint(model: Path, datalist: Path | None) -> str:
+    """The next step for a failing device whose heads no known cause explains: cut the
+    network at its stages, run the cuts on the device, judge which stage diverges."""
+    images = display(datalist) if datalist is not None else "DATALIST"
+    return (f"next: find the stage inside the network that diverges: scrfd-ref localize cut "
+            f"--model {display(model)} --datalist {images} --out CUTS, run CUTS/models/*.onnx "
+            "on the device (or scrfd-ref localize run), then scrfd-ref localize judge --cuts "
+            "CUTS --outputs DIR")
 
 
 def _dtype(args: argparse.Namespace, identity: dict, manifest) -> str:
@@ -93,7 +106,8 @@ def _dtype(args: argparse.Namespace, identity: dict, manifest) -> str:
     return args.dtype or recorded or "fp32"
 
 
-def _report(args: argparse.Namespace, head: str, result, seen: dict) -> int:
+def _report(args: argparse.Namespace, head: str, result, seen: dict,
+            hint: str | None = None) -> int:
     """Print the verdict and the ranked causes (and write --json); exit 1 when the
     device failed (or, without a verdict, when a cause is named), or when the images
     cannot decide a gate unless --accept-inconclusive."""
@@ -101,8 +115,12 @@ def _report(args: argparse.Namespace, head: str, result, seen: dict) -> int:
     print(head, file=text)
     for line in result.lines():
         print(f"  {line}", file=text)
+    unexplained = hint is not None and result.failed and not result.causes
+    if unexplained:
+        print(f"  {hint}", file=text)
     if args.json:
-        doc = json.dumps({**result.to_dict(), "looked_at": seen}, indent=1) + "\n"
+        doc = json.dumps({**result.to_dict(), "looked_at": seen,
+                          **({"next_step": hint} if unexplained else {})}, indent=1) + "\n"
         if args.json == "-":
             sys.stdout.write(doc)
         else:

@@ -59,7 +59,7 @@ from scrfd_ref.formats.run_outputs import (
 
 DUMP_MANIFEST = "scrfd_dump.json"
 RUN_MANIFEST = "scrfd_run.json"
-KINDS = ("dump", "wider-run", "npz-decode")
+KINDS = ("dump", "wider-run", "npz-decode", "localize-cut", "localize-run")
 #: seconds between two saves of a running manifest's sha256 table
 FLUSH_SECONDS = 2.0
 

@@ -1,0 +1,172 @@
+"""``scrfd-ref localize trials``: how well localize works on a model (see
+:mod:`scrfd_ref.diagnose.localize_trials`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from scrfd_ref.cli.args import add_command, resolve_model, resolve_profile
+from scrfd_ref.formats.files import display, input_file, output_dir, write_bytes, write_text
+
+#: margin below the lowest honest score, per dtype (dB): other images move an honest
+#: device's SNR by a few dB (int8 most: its ranges follow the images)
+BAND_MARGIN_DB = {"fp32": 20.0, "fp16": 6.0, "bf16": 6.0, "int8": 6.0}
+#: what trials must reach to exit 0
+MIN_HONEST, MIN_NAMED = 0.95, 0.90
+
+
+def _slug(model: str) -> str:
+    """A folder name for a model given as a variant or a path."""
+    return model.replace("/", "_").replace("\\", "_")
+
+
+def bands_toml(bands: Mapping[str, Mapping[str, Mapping[str, Any]]], source: str,
+               fallback: Mapping[str, Mapping[str, Any]]) -> str:
+    """The bands file text: one table per dtype and stage kind with its justification."""
+    from scrfd_ref.core.dtypes import DTYPES
+    from scrfd_ref.device.stages import STAGE_KINDS
+
+    lines = ["# Localize bands: the lowest segment SNR and worst-channel SNR (dB) that honest",
+             "# devices of each dtype reach on each kind of stage, less a margin for other",
+             "# images. Tolerant comparisons (never bit-exact: an honest device of another",
+             "# arithmetic rounds differently). A stage below either bound is outside its band.",
+             f"# Measured by `scrfd-ref localize trials` on {source}.", "version = 1", ""]
+    for dtype in DTYPES:
+        for kind in STAGE_KINDS:
+            e = (bands.get(dtype) or {}).get(kind)
+            if e is None:
+                f = fallback[dtype][kind]
+                lines += [f"[{dtype}.{kind}]", f"snr_db = {f.snr_db}",
+                          f"channel_snr_db = {f.channel_snr_db}", f'why = "{f.why}"', ""]
+                continue
+            low_snr, low_ch = e["lowest_db"]
+            why = (f"lowest of {', '.join(e['devices'])} over {e['n']} stage run(s): segment "
+                   f"{low_snr} dB, worst channel {low_ch} dB, less {BAND_MARGIN_DB[dtype]:g} dB "
+                   "for other images")
+            lines += [f"[{dtype}.{kind}]", f"snr_db = {e['snr_db']}",
+                      f"channel_snr_db = {e['channel_snr_db']}", f'why = "{why}"', ""]
+    return "\n".join(lines)
+
+
+def trials_markdown(summary: Mapping[str, Any]) -> str:
+    """The trial table as Markdown (rate per fault x device, honest rows first)."""
+    table, stages = summary["table"], summary["stages"]
+    devices = sorted({d for row in table.values() for d in row})
+    out = ["| trial | stages | " + " | ".join(devices) + " | all |",
+           "|---|---|" + "---|" * (len(devices) + 1)]
+    for fault in sorted(table, key=lambda f: (f != "honest", f)):
+        row = table[fault]
+        cells = [f"{row[d][1]}/{row[d][0]}" if d in row else "" for d in devices]
+        n, k = sum(v[0] for v in row.values()), sum(v[1] for v in row.values())
+        label = "honest (no stage)" if fault == "honest" else f"{fault} (stage named)"
+        out.append(f"| {label} | {'' if fault == 'honest' else stages[fault]} | "
+                   + " | ".join(cells) + f" | {k}/{n} ({100 * k / max(n, 1):.0f} %) |")
+    return "\n".join(out) + "\n"
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    """Measure localize on a model: honest devices and faults injected into single nodes.
+
+    For each --model and each --datalist (image sets), the model is cut and every honest
+    device (--honest) runs every segment: it should get "no stage". Then each fault of
+    --faults is injected into one node per stage it applies to (seeded choice) and run on
+    each --fault-devices device (int8_scale into the ort/int8 build): the stage holding
+    the node should be named. With --calibration-datalist the bands are first measured on
+    those images (honest devices, all models) and written to OUT/bands.toml. Writes
+    trials.json and trials.md; exit 1 when honest devices get "no stage" in fewer than
+    95 % of trials or faults are named in fewer than 90 %.
+    """
+    import orjson
+
+    from scrfd_ref.diagnose import localize_trials as lt
+    from scrfd_ref.diagnose.localize_folder import read_bands
+
+    out = output_dir(args.out, "--out")
+    profile = resolve_profile(args, "device-flow")
+    profile = profile.replace(input_size=profile.input_size or (640, 640))
+    models = {m: resolve_model(m, args.data_dir) for m in (args.model or ["500m_bnkps"])}
+    lists = [input_file(d, "--datalist", "datalist") for d in args.datalist]
+    source, bands = read_bands(input_file(args.bands, "--bands", "bands file")
+                               if args.bands else None)
+    work = out / "cuts"
+    if args.calibration_datalist:
+        cal = input_file(args.calibration_datalist, "--calibration-datalist", "datalist")
+        scores = []
+        for name, model in models.items():
+            image_set = lt.make_image_set(model, cal, work / f"{_slug(name)}.calibration",
+                                          profile)
+            for device in args.honest:
+                scores += [r | {"variant": name} for r in
+                           lt.segment_scores(image_set, device, work / "tmp")]
+        measured = lt.measure_bands(scores, BAND_MARGIN_DB)
+        text = bands_toml(measured, f"{', '.join(models)} x {display(cal)}", bands)
+        write_text(out / "bands.toml", text)
+        write_bytes(out / "calibration_scores.json", orjson.dumps(scores, option=orjson.OPT_INDENT_2))
+        source, bands = read_bands(out / "bands.toml")
+        print(f"localize trials: bands measured on {display(cal)} -> {display(out / 'bands.toml')}")
+    sets = [(name, d.stem, lt.make_image_set(model, d, work / f"{_slug(name)}.{d.stem}",
+                                              profile))
+            for name, model in models.items() for d in lists]
+
+    def report(r: lt.TrialResult) -> None:
+        if not args.quiet:
+            mark = "ok  " if r.correct else "MISS"
+            print(f"  {mark} {r.variant:12s} {r.image_set:10s} {r.device:18s} {r.fault:18s} "
+                  f"{r.node or '':14s} expected {r.expected} named {r.named}", file=sys.stderr)
+
+    results = lt.run_trials(sets, bands, faults=args.faults, fault_devices=args.fault_devices,
+                            honest_devices=args.honest, seed=args.seed, report=report)
+    summary = lt.trial_table(results)
+    summary["bands"] = source
+    write_bytes(out / "trials.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    md = trials_markdown(summary)
+    write_text(out / "trials.md", f"# localize trials\n\nbands: {source}\n\n{md}")
+    print(md)
+    honest = [r for r in results if r.fault == "honest"]
+    faults = [r for r in results if r.fault != "honest"]
+    ok_h = sum(r.correct for r in honest) / max(1, len(honest))
+    ok_f = sum(r.correct for r in faults) / max(1, len(faults))
+    print(f"honest devices: no stage in {100 * ok_h:.1f} % of {len(honest)} trials (target "
+          f"{100 * MIN_HONEST:g} %); faults: stage named in {100 * ok_f:.1f} % of {len(faults)} "
+          f"(target {100 * MIN_NAMED:g} %)")
+    if not honest and not faults:
+        print("scrfd-ref localize trials: no trial ran", file=sys.stderr)
+        return 1
+    return 0 if ok_h >= MIN_HONEST and ok_f >= MIN_NAMED else 1
+
+
+def register_trials(lsub: Any, honest: Sequence[str] | None = None) -> None:
+    """Add ``localize trials`` to the ``localize`` sub-parsers."""
+    from scrfd_ref.core.profiles import PROFILES
+    from scrfd_ref.diagnose.localize_trials import (
+        FAULT_DEVICES,
+        FLOAT_FAULTS,
+        HONEST_DEVICES,
+    )
+    from scrfd_ref.device.node_faults import NODE_FAULTS
+    from scrfd_ref.quantize.cut_builds import CUT_DEVICES
+
+    t = add_command(lsub, "trials", cmd_trials)
+    t.add_argument("--model", "-m", action="append", default=None,
+                   help="model or variant (repeat for several; default 500m_bnkps)")
+    t.add_argument("--datalist", action="append", required=True, metavar="FILE",
+                   help="an image set (input npz datalist) for the trials; repeat for several")
+    t.add_argument("--calibration-datalist", default=None, metavar="FILE",
+                   help="measure the bands on these images first (write OUT/bands.toml)")
+    t.add_argument("--bands", default=None, metavar="FILE",
+                   help="bands file (default: the shipped data/localize_bands.toml)")
+    t.add_argument("--honest", nargs="+", default=list(HONEST_DEVICES), choices=list(CUT_DEVICES),
+                   metavar="DEVICE", help="honest devices (default: %(default)s)")
+    t.add_argument("--fault-devices", nargs="+", default=list(FAULT_DEVICES),
+                   choices=list(CUT_DEVICES), metavar="DEVICE",
+                   help="devices faults are injected into (default: %(default)s)")
+    t.add_argument("--faults", nargs="+", default=[*FLOAT_FAULTS, "int8_scale"],
+                   choices=list(NODE_FAULTS), metavar="FAULT",
+                   help="faults: " + "; ".join(f"{k}: {v}" for k, v in NODE_FAULTS.items()))
+    t.add_argument("--seed", type=int, default=0, help="seed of the node choice (default 0)")
+    t.add_argument("--profile", "-P", default=None, choices=sorted(PROFILES),
+                   help="preprocessing of the images (default device-flow)")
+    t.add_argument("--out", required=True, metavar="DIR", help="folder for trials.json / .md")
+    t.add_argument("--quiet", "-q", action="store_true", help="no line per trial")

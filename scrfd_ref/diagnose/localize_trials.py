@@ -1,0 +1,267 @@
+"""How well localize works on a model: honest devices and faults injected into single nodes.
+
+``scrfd-ref localize trials`` measures the two numbers a device team needs before it
+trusts a named stage: how often an **honest** device (same model, another arithmetic) gets
+"no stage" on image sets the bands were not measured on, and how often a **fault** injected
+into one ONNX node (:mod:`scrfd_ref.device.node_faults`) is named in the stage that holds
+the node. Bands can be measured here too (:func:`measure_bands`): the lowest segment and
+channel SNR honest devices of each dtype reach on each kind of stage, less a margin.
+
+A trial runs the same code as ``localize judge`` (:func:`~scrfd_ref.diagnose.
+localize_folder.judge_stages`) on arrays: the goldens and each honest device's segment
+outputs are computed once per image set; a fault trial rebuilds only the segment that holds
+the faulted node (the other segments read fp32 golden inputs, so their outputs are the
+honest device's), exactly what the device would hand back for every cut.
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from scrfd_ref.device.cuts import write_cuts
+from scrfd_ref.device.node_faults import eligible_nodes, inject_node_fault
+from scrfd_ref.diagnose.localize import Band, output_scores
+from scrfd_ref.diagnose.localize_folder import judge_stages
+from scrfd_ref.diagnose.localize_run import DEVICE_DTYPES, cut_feeds
+from scrfd_ref.formats.cut_npz import read_cut_npz
+from scrfd_ref.formats.device_npz import OUTPUT_PATTERN
+from scrfd_ref.quantize.cut_builds import build_cut_runner
+
+#: devices whose outputs are honest (the bands are measured on them)
+HONEST_DEVICES = ("ort/fp16", "ort/int8", "ort/fp16-storage", "ort/bf16-storage",
+                  "openvino/fp32", "openvino/int8", "openvino/bf16")
+#: devices faults are injected into
+FAULT_DEVICES = ("ort/fp32", "ort/fp16", "ort/int8", "openvino/fp32", "openvino/int8")
+#: faults of the float graph (``int8_scale`` is injected into a QDQ build, ort/int8 only)
+#: a faulty build within this SNR of the honest build of the same device changed nothing a
+#: judge could see (fp16 rounding alone is 50-75 dB): the right verdict is then "no stage"
+NO_EFFECT_DB = 80.0
+FLOAT_FAULTS = ("conv_weight_scale", "conv_bias_drop", "relu_clip6", "relu_identity",
+                "resize_mode", "add_drop", "pad_shift")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial: what was run and what localize named."""
+
+    variant: str
+    image_set: str
+    device: str
+    fault: str            # "honest" for an honest device
+    node: str | None
+    expected: str | None  # the stage holding the node (None: no stage)
+    named: str | None
+    effect_db: float | None = None  # faulty vs honest build of the segment (SNR, dB)
+
+    @property
+    def correct(self) -> bool:
+        """Named the expected stage (or no stage for an honest device)."""
+        return self.named == self.expected
+
+
+class ImageSet:
+    """Cuts, goldens and segment inputs of one model on one image set (in memory)."""
+
+    def __init__(self, cuts: Path, doc: Mapping[str, Any]) -> None:
+        self.cuts, self.doc = cuts, doc
+        images = int(doc["images"])
+        self.goldens = {s["slug"]: [read_cut_npz(cuts / s["golden"] / OUTPUT_PATTERN.format(i),
+                                                 [o["shape"] for o in s["outputs"]])
+                                    for i in range(images)] for s in doc["stages"]}
+        self.feeds = {s["slug"]: cut_feeds(cuts, doc, s, "segment") for s in doc["stages"]}
+        self._honest: dict[str, dict[str, list]] = {}
+
+    def run_segment(self, stage: Mapping[str, Any], device: str, model: Path,
+                    work: Path) -> list[list[np.ndarray]]:
+        """Outputs of one segment model (any file) built as ``device``."""
+        feeds = self.feeds[stage["slug"]]
+        with build_cut_runner(model, device, feeds, work) as runner:
+            return [runner.run(f) for f in feeds]
+
+    def honest(self, device: str, work: Path) -> dict[str, list]:
+        """Every segment's outputs as ``device`` builds it (computed once)."""
+        if device not in self._honest:
+            self._honest[device] = {
+                s["slug"]: self.run_segment(s, device, self.cuts / s["segment"]["model"], work)
+                for s in self.doc["stages"]}
+        return self._honest[device]
+
+    def judge(self, outputs: Mapping[str, list], device: str,
+              bands: Mapping[str, Mapping[str, Band]]) -> str | None:
+        """The stage localize names for these segment outputs (None: no stage)."""
+        dtype = DEVICE_DTYPES[device]
+        result = judge_stages(self.doc["stages"], self.goldens, outputs, bands[dtype],
+                              dtype=dtype, device=device, bands_source="trials")
+        return result.named.name if result.named else None
+
+
+def make_image_set(model: Path, datalist: Path, folder: Path, profile: Any) -> ImageSet:
+    """Cut ``model`` for the images of ``datalist`` into ``folder`` and load it."""
+    doc = write_cuts(model, datalist, folder, profile, overwrite=True, progress=False)
+    return ImageSet(folder, doc)
+
+
+def segment_scores(image_set: ImageSet, device: str, work: Path) -> list[dict[str, Any]]:
+    """Each stage's segment SNR and worst channel SNR for an honest ``device``."""
+    from scrfd_ref.diagnose.localize import score_stage
+
+    outputs = image_set.honest(device, work)
+    band = Band(-1e9, -1e9, "none")
+    out = []
+    for s in image_set.doc["stages"]:
+        score = score_stage(s["index"], s, image_set.goldens[s["slug"]], outputs[s["slug"]], band)
+        out.append({"device": device, "dtype": DEVICE_DTYPES[device], "kind": s["kind"],
+                    "stage": s["name"], "snr_db": score.snr_db,
+                    "channel_snr_db": score.channel_snr_db})
+    return out
+
+
+def measure_bands(scores: Sequence[Mapping[str, Any]], margin_db: Mapping[str, float]
+                  ) -> dict[str, dict[str, dict[str, Any]]]:
+    """Bands from honest segment scores: per dtype and stage kind, the lowest SNR and worst
+    channel SNR seen, less ``margin_db[dtype]`` (rounded down to 0.5 dB)."""
+    bands: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in scores:
+        entry = bands.setdefault(row["dtype"], {}).setdefault(
+            row["kind"], {"snr_db": np.inf, "channel_snr_db": np.inf, "devices": set(), "n": 0})
+        entry["snr_db"] = min(entry["snr_db"], row["snr_db"])
+        entry["channel_snr_db"] = min(entry["channel_snr_db"], row["channel_snr_db"])
+        entry["devices"].add(row["device"])
+        entry["n"] += 1
+    for dtype, kinds in bands.items():
+        for entry in kinds.values():
+            m = margin_db[dtype]
+            entry["lowest_db"] = (round(entry["snr_db"], 1), round(entry["channel_snr_db"], 1))
+            entry["snr_db"] = float(np.floor(2 * (entry["snr_db"] - m)) / 2)
+            entry["channel_snr_db"] = float(np.floor(2 * (entry["channel_snr_db"] - m)) / 2)
+            entry["devices"] = sorted(entry["devices"])
+    return bands
+
+
+def _int8_scale_outputs(image_set: ImageSet, stage: Mapping[str, Any], node: str,
+                        work: Path) -> list[list[np.ndarray]] | None:
+    """The segment built as ort/int8, then one activation scale doubled (None: not eligible)."""
+    import onnxruntime as ort
+
+    model = image_set.cuts / stage["segment"]["model"]
+    feeds = image_set.feeds[stage["slug"]]
+    with build_cut_runner(model, "ort/int8", feeds, work):
+        qdq = work / f"{model.stem}.ort-int8.onnx"
+        built = onnx.load(str(qdq))
+    if node not in eligible_nodes(built, "int8_scale"):
+        return None
+    broken = inject_node_fault(built, node, "int8_scale")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(broken.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return [[np.asarray(a, np.float32) for a in sess.run(names, f)] for f in feeds]
+
+
+def fault_trial(image_set: ImageSet, variant: str, set_name: str, device: str, fault: str,
+                node: str, bands: Mapping[str, Mapping[str, Band]],
+                work: Path) -> TrialResult | None:
+    """Inject ``fault`` into ``node``, run its segment as ``device``, judge every stage."""
+    stage = next(s for s in image_set.doc["stages"] if node in s["nodes"])
+    if fault == "int8_scale":
+        broken = _int8_scale_outputs(image_set, stage, node, work)
+        if broken is None:
+            return None
+    else:
+        seg = image_set.cuts / stage["segment"]["model"]
+        faulty = inject_node_fault(onnx.load(str(seg)), node, fault)
+        path = work / f"{seg.stem}.{fault}.onnx"
+        path.write_bytes(faulty.SerializeToString())
+        broken = image_set.run_segment(stage, device, path, work)
+    outputs = dict(image_set.honest(device, work))
+    honest = outputs[stage["slug"]]
+    effect = min(output_scores([h[k] for h in honest], [b[k] for b in broken])["snr_db"]
+                 for k in range(len(honest[0])))
+    outputs[stage["slug"]] = broken
+    named = image_set.judge(outputs, device, bands)
+    # a fault that leaves the device's own output unchanged (below NO_EFFECT_DB apart) is
+    # no divergence: "no stage" is then the right answer
+    expected = stage["name"] if effect < NO_EFFECT_DB else None
+    return TrialResult(variant, set_name, device, fault, node, expected, named, effect)
+
+
+def pick_nodes(image_set: ImageSet, fault: str, seed: int) -> list[str]:
+    """One node per stage the fault applies to (seeded choice among the stage's nodes)."""
+    rng = random.Random(seed)
+    if fault == "int8_scale":
+        candidates = [n for s in image_set.doc["stages"] for n, op in
+                      zip(s["nodes"], s["op_types"]) if op == "Conv"]
+    else:
+        merged = set()
+        for s in image_set.doc["stages"]:
+            seg = onnx.load(str(image_set.cuts / s["segment"]["model"]))
+            merged.update(eligible_nodes(seg, fault))
+        candidates = [n for s in image_set.doc["stages"] for n in s["nodes"] if n in merged]
+    chosen = []
+    for s in image_set.doc["stages"]:
+        mine = [n for n in s["nodes"] if n in set(candidates)]
+        if mine:
+            chosen.append(rng.choice(mine))
+    return chosen
+
+
+def run_trials(sets: Sequence[tuple[str, str, ImageSet]], bands: Mapping[str, Mapping[str, Band]],
+               *, faults: Sequence[str], fault_devices: Sequence[str],
+               honest_devices: Sequence[str], seed: int = 0,
+               report: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
+    """Honest trials on every ``(variant, set name, ImageSet)``, then fault trials (each
+    fault in one node per eligible stage, image sets taken in turn)."""
+    results: list[TrialResult] = []
+    with tempfile.TemporaryDirectory(prefix="scrfd-localize-") as tmp:
+        work = Path(tmp)
+
+        def keep(r: TrialResult | None) -> None:
+            if r is not None:
+                results.append(r)
+                if report:
+                    report(r)
+
+        for variant, name, image_set in sets:
+            for device in honest_devices:
+                named = image_set.judge(image_set.honest(device, work), device, bands)
+                keep(TrialResult(variant, name, device, "honest", None, None, named))
+        by_variant: dict[str, list[tuple[str, ImageSet]]] = {}
+        for variant, name, image_set in sets:
+            by_variant.setdefault(variant, []).append((name, image_set))
+        turn = 0
+        for variant, entries in by_variant.items():
+            for fault in faults:
+                devices = ["ort/int8"] if fault == "int8_scale" else list(fault_devices)
+                for node in pick_nodes(entries[0][1], fault, seed):
+                    for device in devices:
+                        name, image_set = entries[turn % len(entries)]
+                        turn += 1
+                        keep(fault_trial(image_set, variant, name, device, fault, node, bands,
+                                         work))
+    return results
+
+
+def trial_table(results: Sequence[TrialResult]) -> dict[str, Any]:
+    """Counts per fault x device (and per honest device): trials, correct, rate."""
+    table: dict[str, dict[str, list[int]]] = {}
+    for r in results:
+        row = table.setdefault(r.fault, {}).setdefault(r.device, [0, 0])
+        row[0] += 1
+        row[1] += int(r.correct)
+    stages = {f: sorted({(r.variant, r.expected) for r in results if r.fault == f})
+              for f in table}
+    return {"table": table, "stages": {f: len(v) for f, v in stages.items()},
+            "trials": [asdict(r) | {"correct": r.correct} for r in results]}
+
+
+__all__ = ["FAULT_DEVICES", "FLOAT_FAULTS", "HONEST_DEVICES", "ImageSet", "TrialResult",
+           "fault_trial", "make_image_set", "measure_bands", "pick_nodes", "run_trials",
+           "segment_scores", "trial_table"]
