@@ -13,7 +13,15 @@ from pathlib import Path
 
 from scrfd_ref.cli.args import add_command, positive_int, resolve_model, resolve_profile
 from scrfd_ref.core.dtypes import DTYPES
-from scrfd_ref.formats.files import display, input_dir, input_file, output_dir, write_text
+from scrfd_ref.core.errors import UsageError
+from scrfd_ref.formats.files import (
+    display,
+    input_dir,
+    input_file,
+    output_dir,
+    same_path,
+    write_text,
+)
 
 
 def cmd_cut(args: argparse.Namespace) -> int:
@@ -28,17 +36,23 @@ def cmd_cut(args: argparse.Namespace) -> int:
     lists every stage's ONNX nodes, op types, tensors and every file's sha256.
     """
     from scrfd_ref.device.cuts import write_cuts
+    from scrfd_ref.device.onnx_tools import describe_model
 
     model = resolve_model(args.model, args.data_dir)
-    from scrfd_ref.formats.device_npz import read_datalist
+    from scrfd_ref.cli.localize_trials import datalist_folders
 
     datalist = input_file(args.datalist, "--datalist", "datalist")
-    folders = sorted({Path(e).parent for e in read_datalist(datalist)})
     out = output_dir(args.out, "--out", inputs=[(datalist, "--datalist"), (model, "--model"),
-                                                *folders])
+                                                *datalist_folders(datalist)])
     profile = resolve_profile(args, "device-flow")
+    fixed = describe_model(model).input_shape[2:]
+    static = tuple(fixed[::-1]) if all(isinstance(d, int) for d in fixed) else None
     if profile.input_size is None:
-        profile = profile.replace(input_size=(640, 640))
+        profile = profile.replace(input_size=static or (640, 640))
+    elif static and tuple(profile.input_size) != static:
+        raise UsageError(f"--input-size {profile.input_size[0]},{profile.input_size[1]}: "
+                         f"{display(model)} is fixed at {static[0]}x{static[1]}; drop "
+                         "--input-size (cuts are made at the size the model runs)")
     doc = write_cuts(model, datalist, out, profile, overwrite=args.overwrite,
                      progress=not args.quiet)
     stages = doc["stages"]
@@ -63,8 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scrfd_ref.diagnose.localize_run import run_cuts
     from scrfd_ref.quantize.cut_builds import device_unavailable
 
+    from scrfd_ref.cli.localize_trials import datalist_folders
+
     cuts = input_dir(args.cuts, "--cuts", "cut folder")
-    out = output_dir(args.out, "--out", inputs=[(cuts, "--cuts")])
+    out = output_dir(args.out, "--out",
+                     inputs=[(cuts, "--cuts"), *datalist_folders(cuts / "images.txt")])
     why = device_unavailable(args.device)
     if why:
         from scrfd_ref.core.errors import BackendUnavailable
@@ -95,9 +112,14 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     cuts = input_dir(args.cuts, "--cuts", "cut folder")
     outputs = input_dir(args.outputs, "--outputs", "device output folder")
-    out = (output_dir(args.out, "--out", inputs=[(cuts, "--cuts"), (outputs, "--outputs")])
-           if args.out else None)
     bands = input_file(args.bands, "--bands", "bands file") if args.bands else None
+    out = (output_dir(args.out, "--out", inputs=[(cuts, "--cuts"), (outputs, "--outputs"),
+                                                 (bands, "--bands")]) if args.out else None)
+    if out is not None:
+        for name in ("localize.json", "localize.md", "localize.png", "report.html"):
+            if bands is not None and same_path(out / name, bands):
+                raise UsageError(f"--out {display(out)}: {name} would replace --bands "
+                                 f"{display(bands)}; write the verdict elsewhere")
     result = judge_folder(cuts, outputs, args.dtype, bands, args.device_name)
     lines = result.lines()
     print(f"localize judge: {display(outputs)} against {display(cuts)}")

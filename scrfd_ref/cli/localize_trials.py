@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -12,9 +13,18 @@ from scrfd_ref.formats.files import display, input_file, output_dir, write_bytes
 
 #: margin below the lowest honest score, per dtype (dB): other images move an honest
 #: device's SNR by a few dB (int8 most: its ranges follow the images)
-BAND_MARGIN_DB = {"fp32": 20.0, "fp16": 6.0, "bf16": 6.0, "int8": 6.0}
+BAND_MARGIN_DB = {"fp32": 20.0, "fp16": 6.0, "bf16": 6.0, "int8": 8.0}
 #: what trials must reach to exit 0
 MIN_HONEST, MIN_NAMED = 0.95, 0.90
+
+
+def datalist_folders(datalist: Path) -> list[Path]:
+    """The folders of a datalist's input npz files (inputs: no output goes inside them)."""
+    from scrfd_ref.formats.device_npz import read_datalist
+
+    if not datalist.is_file():
+        return []
+    return sorted({Path(e).parent for e in read_datalist(datalist)})
 
 
 def _slug(model: str) -> str:
@@ -22,31 +32,41 @@ def _slug(model: str) -> str:
     return model.replace("/", "_").replace("\\", "_")
 
 
-def bands_toml(bands: Mapping[str, Mapping[str, Mapping[str, Any]]], source: str,
-               fallback: Mapping[str, Mapping[str, Any]]) -> str:
-    """The bands file text: one table per dtype and stage kind with its justification."""
+def _entry(header: str, e: Mapping[str, Any], dtype: str) -> list[str]:
+    low_snr, low_ch = e["lowest_db"]
+    why = (f"lowest of {', '.join(e['devices'])} over {e['n']} stage run(s) of "
+           f"{', '.join(e['variants'])}: segment {low_snr} dB, worst channel {low_ch} dB, "
+           f"less {BAND_MARGIN_DB[dtype]:g} dB for other images")
+    return [header, f"snr_db = {e['snr_db']}", f"channel_snr_db = {e['channel_snr_db']}",
+            f'why = "{why}"', ""]
+
+
+def bands_toml(measured: tuple[Mapping, Mapping], source: str, fallback: Any) -> str:
+    """The bands file text (:func:`~scrfd_ref.diagnose.localize_trials.measure_bands`'s
+    kind and stage bands), each table with its justification; a dtype x kind nothing
+    measured keeps ``fallback``'s (a :class:`~scrfd_ref.diagnose.localize.Bands`)."""
     from scrfd_ref.core.dtypes import DTYPES
     from scrfd_ref.device.stages import STAGE_KINDS
 
+    kinds, stages = measured
     lines = ["# Localize bands: the lowest segment SNR and worst-channel SNR (dB) that honest",
-             "# devices of each dtype reach on each kind of stage, less a margin for other",
-             "# images. Tolerant comparisons (never bit-exact: an honest device of another",
-             "# arithmetic rounds differently). A stage below either bound is outside its band.",
+             "# devices of each dtype reach on each kind of stage (any model), and on each stage",
+             "# of the variants measured, less a margin for other images. Tolerant comparisons",
+             "# (never bit-exact: an honest device of another arithmetic rounds differently).",
+             "# A stage below either bound is outside its band; a stage of a measured variant",
+             "# is judged by its own band, any other by its kind's.",
              f"# Measured by `scrfd-ref localize trials` on {source}.", "version = 1", ""]
     for dtype in DTYPES:
         for kind in STAGE_KINDS:
-            e = (bands.get(dtype) or {}).get(kind)
-            if e is None:
-                f = fallback[dtype][kind]
-                lines += [f"[{dtype}.{kind}]", f"snr_db = {f.snr_db}",
-                          f"channel_snr_db = {f.channel_snr_db}", f'why = "{f.why}"', ""]
+            e = (kinds.get(dtype) or {}).get(kind)
+            if e is not None:
+                lines += _entry(f"[{dtype}.{kind}]", e, dtype)
                 continue
-            low_snr, low_ch = e["lowest_db"]
-            why = (f"lowest of {', '.join(e['devices'])} over {e['n']} stage run(s): segment "
-                   f"{low_snr} dB, worst channel {low_ch} dB, less {BAND_MARGIN_DB[dtype]:g} dB "
-                   "for other images")
-            lines += [f"[{dtype}.{kind}]", f"snr_db = {e['snr_db']}",
-                      f"channel_snr_db = {e['channel_snr_db']}", f'why = "{why}"', ""]
+            f = fallback.kinds[dtype][kind]
+            lines += [f"[{dtype}.{kind}]", f"snr_db = {f.snr_db}",
+                      f"channel_snr_db = {f.channel_snr_db}", f'why = "{f.why}"', ""]
+    for (variant, dtype, stage), e in sorted(stages.items()):
+        lines += _entry(f'[stages."{variant}".{dtype}."{stage}"]', e, dtype)
     return "\n".join(lines)
 
 
@@ -83,32 +103,44 @@ def cmd_trials(args: argparse.Namespace) -> int:
     from scrfd_ref.diagnose import localize_trials as lt
     from scrfd_ref.diagnose.localize_folder import read_bands
 
-    out = output_dir(args.out, "--out")
     profile = resolve_profile(args, "device-flow")
     profile = profile.replace(input_size=profile.input_size or (640, 640))
     models = {m: resolve_model(m, args.data_dir) for m in (args.model or ["500m_bnkps"])}
     lists = [input_file(d, "--datalist", "datalist") for d in args.datalist]
-    source, bands = read_bands(input_file(args.bands, "--bands", "bands file")
-                               if args.bands else None)
+    cals = [input_file(d, "--calibration-datalist", "datalist")
+            for d in args.calibration_datalist or []]
+    lists_all = [*lists, *cals]
+    out = output_dir(args.out, "--out", inputs=[*lists_all, *models.values(),
+                                                *(f for d in lists_all
+                                                  for f in datalist_folders(d))])
+    bands = read_bands(input_file(args.bands, "--bands", "bands file") if args.bands else None)
     work = out / "cuts"
-    if args.calibration_datalist:
-        cal = input_file(args.calibration_datalist, "--calibration-datalist", "datalist")
+    if cals:
         scores = []
         for name, model in models.items():
-            image_set = lt.make_image_set(model, cal, work / f"{_slug(name)}.calibration",
-                                          profile)
-            for device in args.honest:
-                scores += [r | {"variant": name} for r in
-                           lt.segment_scores(image_set, device, work / "tmp")]
+            for cal in cals:
+                image_set = lt.make_image_set(
+                    model, cal, work / f"{_slug(name)}.calibration.{cal.stem}", profile)
+                for device in args.honest:
+                    scores += lt.segment_scores(image_set, device, work / "tmp")
+                image_set.release()
+                shutil.rmtree(image_set.cuts, ignore_errors=True)
         measured = lt.measure_bands(scores, BAND_MARGIN_DB)
-        text = bands_toml(measured, f"{', '.join(models)} x {display(cal)}", bands)
-        write_text(out / "bands.toml", text)
-        write_bytes(out / "calibration_scores.json", orjson.dumps(scores, option=orjson.OPT_INDENT_2))
-        source, bands = read_bands(out / "bands.toml")
-        print(f"localize trials: bands measured on {display(cal)} -> {display(out / 'bands.toml')}")
-    sets = [(name, d.stem, lt.make_image_set(model, d, work / f"{_slug(name)}.{d.stem}",
-                                              profile))
-            for name, model in models.items() for d in lists]
+        where = f"{', '.join(models)} x {', '.join(display(c) for c in cals)}"
+        write_text(out / "bands.toml", bands_toml(measured, where, bands))
+        write_bytes(out / "calibration_scores.json",
+                    orjson.dumps(scores, option=orjson.OPT_INDENT_2))
+        bands = read_bands(out / "bands.toml")
+        print(f"localize trials: bands measured on {where} -> {display(out / 'bands.toml')}")
+    def maker(model: Path, name: str, d: Path):
+        return lambda: lt.make_image_set(model, d, work / f"{_slug(name)}.{d.stem}", profile)
+
+    plan = [(name, [(d.stem, maker(model, name, d)) for d in lists])
+            for name, model in models.items()]
+
+    def release(image_set: lt.ImageSet) -> None:
+        image_set.release()
+        shutil.rmtree(image_set.cuts, ignore_errors=True)   # goldens: tens of MB per image
 
     def report(r: lt.TrialResult) -> None:
         if not args.quiet:
@@ -116,13 +148,14 @@ def cmd_trials(args: argparse.Namespace) -> int:
             print(f"  {mark} {r.variant:12s} {r.image_set:10s} {r.device:18s} {r.fault:18s} "
                   f"{r.node or '':14s} expected {r.expected} named {r.named}", file=sys.stderr)
 
-    results = lt.run_trials(sets, bands, faults=args.faults, fault_devices=args.fault_devices,
-                            honest_devices=args.honest, seed=args.seed, report=report)
+    results = lt.run_trials(plan, bands, faults=args.faults, fault_devices=args.fault_devices,
+                            honest_devices=args.honest, seed=args.seed, report=report,
+                            release=release)
     summary = lt.trial_table(results)
-    summary["bands"] = source
+    summary["bands"] = bands.source
     write_bytes(out / "trials.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     md = trials_markdown(summary)
-    write_text(out / "trials.md", f"# localize trials\n\nbands: {source}\n\n{md}")
+    write_text(out / "trials.md", f"# localize trials\n\nbands: {bands.source}\n\n{md}")
     print(md)
     honest = [r for r in results if r.fault == "honest"]
     faults = [r for r in results if r.fault != "honest"]
@@ -153,8 +186,9 @@ def register_trials(lsub: Any, honest: Sequence[str] | None = None) -> None:
                    help="model or variant (repeat for several; default 500m_bnkps)")
     t.add_argument("--datalist", action="append", required=True, metavar="FILE",
                    help="an image set (input npz datalist) for the trials; repeat for several")
-    t.add_argument("--calibration-datalist", default=None, metavar="FILE",
-                   help="measure the bands on these images first (write OUT/bands.toml)")
+    t.add_argument("--calibration-datalist", action="append", default=None, metavar="FILE",
+                   help="measure the bands on these images first (write OUT/bands.toml); "
+                        "repeat for several image sets (the bands hold the lowest of all)")
     t.add_argument("--bands", default=None, metavar="FILE",
                    help="bands file (default: the shipped data/localize_bands.toml)")
     t.add_argument("--honest", nargs="+", default=list(HONEST_DEVICES), choices=list(CUT_DEVICES),

@@ -17,6 +17,7 @@ ONNX nodes, op types, input and output tensors and shapes, every file with its s
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,7 +27,7 @@ from onnx import TensorProto, helper
 from tqdm import tqdm
 
 from scrfd_ref import __version__
-from scrfd_ref.core.errors import InputError
+from scrfd_ref.core.errors import InputError, UsageError, problem_list
 from scrfd_ref.core.preprocess import preprocess
 from scrfd_ref.core.profiles import Profile
 from scrfd_ref.device.onnx_tools import keep_outputs, save_model
@@ -34,6 +35,7 @@ from scrfd_ref.device.stages import Stage, StageGraph, find_stages
 from scrfd_ref.formats.cut_npz import write_cut_npz
 from scrfd_ref.formats.device_npz import (
     OUTPUT_PATTERN,
+    datalist_problems,
     input_fingerprints,
     read_datalist,
     read_input_npz,
@@ -130,13 +132,41 @@ def _planned(stages: list[dict[str, Any]], names: list[str]) -> list[str]:
     return files
 
 
+def identify_variant(model_path: Path) -> str | None:
+    """The SCRFD variant ``model_path`` is, by its graph (heads, then compute), or None when
+    it is none of them or several."""
+    from scrfd_ref.device.model_identity import compute_problem, variant_problem
+    from scrfd_ref.formats.datadir import VARIANTS
+
+    fits = [v for v in VARIANTS if variant_problem(model_path, v) is None
+            and compute_problem(model_path, v) is None]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _check_inputs(entries: Sequence[Path], datalist: Path) -> None:
+    """Every input npz readable, no image twice: checked before anything is written."""
+    problems = datalist_problems(entries)
+    for e in entries:
+        try:
+            read_input_npz(e)
+        except (InputError, OSError) as exc:
+            problems.append(str(exc))
+    if not entries:
+        problems.append("no input npz listed")
+    if problems:
+        raise problem_list(problems, f"datalist {display(datalist)}")
+
+
 def write_cuts(model_path: Path, datalist: Path, out: Path, profile: Profile, *,
-               overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+               overwrite: bool = False, progress: bool = True,
+               variant: str | None = None) -> dict[str, Any]:
     """Cut ``model_path`` at its stage boundaries and write the cut folder ``out``.
 
     Every image of ``datalist`` (input npz files, ``scrfd-ref image2npz``) is letterboxed
     with ``profile`` and run through the fp32 reference once; its boundary tensors are the
-    goldens and the segment inputs. Returns the finished manifest.
+    goldens and the segment inputs. ``variant`` (default: the one the graph is, see
+    :func:`identify_variant`) picks the stage bands the judge applies. Returns the finished
+    manifest.
 
     Raises:
         InputError: the model cannot be cut or run at the profile's input size, an input
@@ -145,20 +175,23 @@ def write_cuts(model_path: Path, datalist: Path, out: Path, profile: Profile, *,
             open_run`).
     """
     entries = read_datalist(datalist)
+    _check_inputs(entries, datalist)
     graph = find_stages(model_path, profile.input_size)
     names = [Path(e).stem for e in entries]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"{display(datalist)}: image names repeat ({', '.join(dup[:3])}); "
-                         "each cut input file is named after its image")
     stages = [stage_record(graph, i, s) for i, s in enumerate(graph.stages)]
     fingerprints = input_fingerprints(entries)
     identity = {"model": model_path.name, "model_sha256": file_digest(model_path),
+                "variant": variant or identify_variant(model_path),
                 "profile": profile.to_dict(), "input_size": list(profile.input_size),
                 "image_list_sha256": list_sha256(Path(e).name for e in entries),
                 "inputs_sha256": list_sha256(fingerprints[Path(e).name][2] for e in entries),
                 "cuts_format": CUTS_FORMAT}
     planned = _planned(stages, names)
+    taken = {os.path.realpath(p) for p in [datalist, model_path, *entries]}
+    clash = [p for p in planned if os.path.realpath(out / p) in taken]
+    if clash:
+        raise UsageError(f"--out {display(out)}: the cut folder's file {clash[0]} would replace "
+                         "one of the inputs; write the cuts into another folder")
     run = open_run(out, CUTS_MANIFEST, "localize-cut", identity, overwrite=overwrite,
                    run_files=lambda folder: [folder / p for p in planned
                                              if (folder / p).is_file()],

@@ -75,6 +75,21 @@ class Band:
     why: str
 
 
+@dataclass(frozen=True)
+class Bands:
+    """The bands of a bands file: per dtype and kind of stage (any model), and per stage of
+    the variants they were measured on (tighter: a stage's own honest noise)."""
+
+    source: str
+    kinds: Mapping[str, Mapping[str, Band]]
+    stages: Mapping[tuple[str, str, str], Band] = field(default_factory=dict)
+
+    def band(self, dtype: str, kind: str, stage: str, variant: str | None = None) -> Band:
+        """The band of ``stage`` (of ``kind``) of ``variant`` for a ``dtype`` device: the
+        stage's own when it was measured for that variant, else its kind's."""
+        return self.stages.get((variant or "", dtype, stage)) or self.kinds[dtype][kind]
+
+
 @dataclass
 class StageScore:
     """One stage's scores and whether it is inside its band."""
@@ -90,6 +105,7 @@ class StageScore:
     worst_channels: list[dict[str, Any]]
     band: Band
     prefix_snr_db: float | None = None
+    nonfinite: bool = False
     outside: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,9 +116,10 @@ class StageScore:
         """One line: scores against the band."""
         prefix = ("" if self.prefix_snr_db is None
                   else f"; prefix (image -> here) {self.prefix_snr_db:.1f} dB")
+        bad = "; NaN or Inf in the device's outputs" if self.nonfinite else ""
         return (f"{self.name}: segment SNR {self.snr_db:.1f} dB (band >= {self.band.snr_db:.1f}), "
                 f"worst channel {self.channel_snr_db:.1f} dB (band >= "
-                f"{self.band.channel_snr_db:.1f}), cosine {self.cosine:.6f}{prefix}"
+                f"{self.band.channel_snr_db:.1f}), cosine {self.cosine:.6f}{prefix}{bad}"
                 + ("  << outside its band" if self.outside else ""))
 
 
@@ -134,6 +151,7 @@ class LocalizeResult:
         later = [t.name for t in self.stages if t.outside and t is not s]
         return [f"stage {s.name} diverges: its own (segment) error leaves the {self.dtype} band "
                 f"({self.images} image(s))",
+                *(["  the device wrote NaN or Inf in this stage's outputs"] if s.nonfinite else []),
                 f"  SNR {s.snr_db:.1f} dB < {s.band.snr_db:.1f} or worst channel "
                 f"{s.channel_snr_db:.1f} dB < {s.band.channel_snr_db:.1f}; cosine {s.cosine:.6f}",
                 f"  nodes ({len(s.nodes)}): {', '.join(s.nodes[:12])}"
@@ -169,7 +187,8 @@ def score_stage(index: int, stage: Mapping[str, Any], golden: Sequence[Sequence[
     return StageScore(index, stage["name"], stage["kind"], list(stage["nodes"]),
                       list(stage["op_types"]), min(o["snr_db"] for o in per_output),
                       min(o["cosine"] for o in per_output), channels[0]["snr_db"],
-                      channels[:WORST_CHANNELS], band, prefix_db)
+                      channels[:WORST_CHANNELS], band, prefix_db,
+                      any(not o["finite"] for o in per_output))
 
 
-__all__ = ["Band", "EXACT_DB", "LocalizeResult", "StageScore", "output_scores", "score_stage"]
+__all__ = ["Band", "Bands", "EXACT_DB", "LocalizeResult", "StageScore", "output_scores", "score_stage"]

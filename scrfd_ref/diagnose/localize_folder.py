@@ -11,6 +11,7 @@ checked against their recorded sha256 and the run must have used these cuts.
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,12 +20,12 @@ from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import InputError, ManifestError
 from scrfd_ref.device.cuts import CUTS_FORMAT, CUTS_MANIFEST
 from scrfd_ref.device.stages import STAGE_KINDS
-from scrfd_ref.diagnose.localize import Band, LocalizeResult, score_stage
+from scrfd_ref.diagnose.localize import EXACT_DB, Band, Bands, LocalizeResult, score_stage
 from scrfd_ref.formats.cut_npz import read_cut_npz
 from scrfd_ref.formats.datadir import project_file
 from scrfd_ref.formats.device_npz import OUTPUT_PATTERN
 from scrfd_ref.formats.files import display, file_digest
-from scrfd_ref.formats.manifest import read_source
+from scrfd_ref.formats.manifest import list_sha256, read_source
 from scrfd_ref.formats.run_outputs import hash_problems
 from scrfd_ref.formats.strict import StrictFormatError, regular_file_text
 
@@ -32,10 +33,24 @@ RUN_MANIFEST = "localize_run.json"
 DEFAULT_BANDS = project_file("localize_bands.toml")
 
 
-def read_bands(path: str | Path | None = None) -> tuple[str, dict[str, dict[str, Band]]]:
-    """The bands file (default ``data/localize_bands.toml``): ``(source, {dtype: {kind:
-    Band}})``; every dtype x stage kind must have ``snr_db``, ``channel_snr_db`` (numbers)
-    and ``why`` (text).
+def _band(entry: Any, where: str) -> Band:
+    if not isinstance(entry, dict) or set(entry) != {"snr_db", "channel_snr_db", "why"}:
+        raise InputError(f"{where} must hold exactly snr_db, channel_snr_db and why")
+    nums = [entry["snr_db"], entry["channel_snr_db"]]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) and abs(v) <= EXACT_DB for v in nums) \
+            or not isinstance(entry["why"], str) or not entry["why"].strip():
+        raise InputError(f"{where}: snr_db and channel_snr_db are finite numbers of dB (-{EXACT_DB:g} "
+                         f"to {EXACT_DB:g}), why a sentence")
+    return Band(float(nums[0]), float(nums[1]), entry["why"].strip())
+
+
+def read_bands(path: str | Path | None = None) -> Bands:
+    """The bands file (default ``data/localize_bands.toml``).
+
+    ``[<dtype>.<kind>]`` for every dtype and stage kind (any model), and optionally
+    ``[stages.<variant>.<dtype>."<stage name>"]`` for the stages of measured variants;
+    each holds ``snr_db``, ``channel_snr_db`` (numbers, dB) and ``why`` (text).
 
     Raises:
         InputError: unreadable, not TOML, a missing or unknown section or key (named).
@@ -47,44 +62,104 @@ def read_bands(path: str | Path | None = None) -> tuple[str, dict[str, dict[str,
         raise InputError(f"bands file not found: {display(p)}") from None
     except (StrictFormatError, OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"bands file {display(p)}: not a readable TOML file ({exc})") from None
-    table: dict[str, dict[str, Band]] = {}
-    extra = sorted(set(doc) - set(DTYPES) - {"version"})
+    where = f"bands file {display(p)}"
+    extra = sorted(set(doc) - set(DTYPES) - {"version", "stages"})
+    if doc.get("version", 1) != 1 or isinstance(doc.get("version"), bool):
+        raise InputError(f"{where}: version {doc.get('version')!r}; this scrfd-ref reads "
+                         "version 1")
     if extra:
-        raise InputError(f"bands file {display(p)}: unknown section(s) {', '.join(extra)}; "
-                         f"sections are the dtypes {', '.join(DTYPES)}")
+        raise InputError(f"{where}: unknown section(s) {', '.join(extra)}; sections are the "
+                         f"dtypes {', '.join(DTYPES)} and stages")
+    kinds: dict[str, dict[str, Band]] = {}
     for dtype in DTYPES:
         section = doc.get(dtype)
         if not isinstance(section, dict):
-            raise InputError(f"bands file {display(p)}: no [{dtype}] section")
-        table[dtype] = {}
-        for kind in STAGE_KINDS:
-            entry = section.get(kind)
-            where = f"bands file {display(p)}: [{dtype}.{kind}]"
-            if not isinstance(entry, dict) or set(entry) != {"snr_db", "channel_snr_db", "why"}:
-                raise InputError(f"{where} must hold exactly snr_db, channel_snr_db and why")
-            nums = [entry["snr_db"], entry["channel_snr_db"]]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums) \
-                    or not isinstance(entry["why"], str) or not entry["why"].strip():
-                raise InputError(f"{where}: snr_db and channel_snr_db are numbers (dB), why "
-                                 "a sentence")
-            table[dtype][kind] = Band(float(nums[0]), float(nums[1]), entry["why"].strip())
-    return display(p), table
+            raise InputError(f"{where}: no [{dtype}] section")
+        unknown = sorted(set(section) - set(STAGE_KINDS))
+        if unknown:
+            raise InputError(f"{where}: [{dtype}] has unknown kind(s) {', '.join(unknown)}; "
+                             f"kinds are {', '.join(STAGE_KINDS)}")
+        kinds[dtype] = {k: _band(section.get(k), f"{where}: [{dtype}.{k}]") for k in STAGE_KINDS}
+    stages: dict[tuple[str, str, str], Band] = {}
+    table = doc.get("stages", {})
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise InputError(f"{where}: [stages] holds one table per variant ([stages.<variant>."
+                         "<dtype>.\"<stage>\"])")
+    for variant, by_dtype in table.items():
+        for dtype, by_stage in by_dtype.items():
+            if dtype not in DTYPES or not isinstance(by_stage, dict):
+                raise InputError(f"{where}: [stages.{variant}.{dtype}] is not a dtype's table")
+            for stage, entry in by_stage.items():
+                stages[(variant, dtype, stage)] = _band(
+                    entry, f"{where}: [stages.{variant}.{dtype}.\"{stage}\"]")
+    digest = file_digest(p)[:12] if p.is_file() else "?"
+    return Bands(f"{display(p)} (sha256 {digest})", kinds, stages)
+
+
+_STAGE_KEYS = ("index", "name", "kind", "slug", "nodes", "op_types", "inputs", "outputs",
+               "prefix", "segment", "golden")
+
+
+def _stage_problem(s: Any, i: int) -> str | None:
+    if not isinstance(s, dict) or any(k not in s for k in _STAGE_KEYS):
+        return f"stage {i} lacks some of {', '.join(_STAGE_KEYS)}"
+    if s["kind"] not in STAGE_KINDS or s["index"] != i or not s["outputs"]:
+        return f"stage {i} ({s.get('name')!r}) has a wrong kind, index or no outputs"
+    for t in [*s["inputs"], *s["outputs"]]:
+        if not (isinstance(t, dict) and isinstance(t.get("shape"), list)
+                and all(isinstance(d, int) and 0 < d < 1 << 20 for d in t["shape"])):
+            return f"stage {i} ({s['name']}) declares a tensor without a valid shape"
+    return None
+
+
+def cuts_digest(doc: Mapping[str, Any]) -> str:
+    """One sha256 over every file of a cut folder (its manifest's record): what a run of
+    the cuts records, so its outputs are judged only against the same cuts."""
+    return list_sha256(f"{k}={v}" for k, v in sorted((doc.get("sha256") or {}).items()))
+
+
+def _finished(folder: Path, name: str, option: str, again: str) -> dict | None:
+    """The manifest ``name`` of ``folder`` (None: none), refused when its run did not finish
+    (``again`` says what to run)."""
+    try:
+        return read_source(folder, name, option=option).manifest
+    except ManifestError as exc:
+        if "did not finish" in str(exc):
+            raise ManifestError(f"{option} {display(folder)}: the run that wrote it did not "
+                                f"finish ({name} says complete: false); {again}") from None
+        raise
 
 
 def read_cuts(cuts: Path, option: str = "--cuts") -> dict[str, Any]:
-    """The finished manifest of a cut folder (its goldens checked against their sha256)."""
-    source = read_source(cuts, CUTS_MANIFEST, option=option)
-    if source.manifest is None:
-        raise ManifestError(f"{option} {display(cuts)}: no {CUTS_MANIFEST}; give the folder "
+    """The finished manifest of a cut folder, every file it wrote checked against its sha256.
+
+    Raises:
+        ManifestError: no manifest, an incomplete or foreign one, stages that do not parse.
+        InputError: a file of the folder missing or changed since ``localize cut`` wrote it.
+    """
+    where = f"{option} {display(cuts)}"
+    doc = _finished(cuts, CUTS_MANIFEST, option, "run `scrfd-ref localize cut` again")
+    if doc is None:
+        raise ManifestError(f"{where}: no {CUTS_MANIFEST}; give the folder "
                             "`scrfd-ref localize cut` wrote")
-    doc = source.manifest
     if doc.get("kind") != "localize-cut" or doc["identity"].get("cuts_format") != CUTS_FORMAT:
-        raise ManifestError(f"{option} {display(cuts)}: {CUTS_MANIFEST} is not a cut folder of "
-                            f"format {CUTS_FORMAT}; cut the model again with this scrfd-ref")
-    images = int(doc.get("images") or 0)
-    goldens = [f"{s['golden']}/{OUTPUT_PATTERN.format(i)}" for s in doc["stages"]
-               for i in range(images)]
-    problems = hash_problems(cuts, goldens, doc, manifest=CUTS_MANIFEST)
+        raise ManifestError(f"{where}: {CUTS_MANIFEST} is not a cut folder of format "
+                            f"{CUTS_FORMAT}; cut the model again with this scrfd-ref")
+    stages, images = doc.get("stages"), doc.get("images")
+    problem = ("no stages" if not isinstance(stages, list) or not stages else
+               next((p for i, st in enumerate(stages) if (p := _stage_problem(st, i))), None))
+    names = doc.get("image_list")
+    if problem is None and not (isinstance(names, list) and len(names) == images):
+        problem = "images and image_list disagree"
+    if problem:
+        raise ManifestError(f"{where}: {CUTS_MANIFEST} is damaged ({problem}); cut the model "
+                            "again")
+    files = list(doc.get("outputs") or [])
+    missing = [f for f in files if not (cuts / f).is_file()]
+    if missing or not doc.get("sha256"):
+        raise InputError(f"{where}: {len(missing)} file(s) of the cut folder are missing "
+                         f"({', '.join(missing[:3])}); restore them or cut the model again")
+    problems = hash_problems(cuts, files, doc, manifest=CUTS_MANIFEST)
     if problems:
         raise InputError(problems[0])
     return doc
@@ -109,16 +184,14 @@ def _device_files(outputs: Path, folder: str, images: int, required: bool) -> li
 
 
 def _check_run(outputs: Path, cuts_doc: Mapping[str, Any], rels: list[str]) -> dict | None:
-    source = read_source(outputs, RUN_MANIFEST, option="--outputs")
-    doc = source.manifest
+    doc = _finished(outputs, RUN_MANIFEST, "--outputs",
+                    "run `scrfd-ref localize run` again (it starts over)")
     if doc is None:
         return None
-    want = cuts_doc["identity"]["model_sha256"]
-    if doc["identity"].get("cuts_model_sha256") != want \
-            or doc["identity"].get("cuts_image_list_sha256") \
-            != cuts_doc["identity"]["image_list_sha256"]:
+    if doc["identity"].get("cuts_sha256") != cuts_digest(cuts_doc):
         raise InputError(f"--outputs {display(outputs)}: {RUN_MANIFEST} says it ran other cuts "
-                         "(another model or image list than --cuts); judge it with its own cuts")
+                         "(another model, image list, profile or input size than --cuts, or "
+                         "cuts written again since); judge it with its own cuts")
     problems = hash_problems(outputs, rels, doc, manifest=RUN_MANIFEST)
     if problems:
         raise InputError(problems[0])
@@ -153,7 +226,7 @@ def judge_folder(cuts: Path, outputs: Path, dtype: str | None = None,
     elif recorded is not None and recorded != dtype:
         raise InputError(f"--dtype {dtype}: {RUN_MANIFEST} in {display(outputs)} records "
                          f"{recorded}; drop --dtype or judge with --dtype {recorded}")
-    source, table = read_bands(bands)
+    table = read_bands(bands)
     goldens, got, prefixes = {}, {}, {}
     for s, seg, pre in plan:
         shapes = [o["shape"] for o in s["outputs"]]
@@ -163,24 +236,24 @@ def judge_folder(cuts: Path, outputs: Path, dtype: str | None = None,
         if pre:
             prefixes[s["slug"]] = [read_cut_npz(f, shapes) for f in pre]
     label = device or (run or {}).get("identity", {}).get("device") or display(outputs)
-    if Path(source).is_file():
-        source = f"{source} (sha256 {file_digest(source)[:12]})"
-    return judge_stages(doc["stages"], goldens, got, table[dtype], dtype=dtype, device=label,
-                        bands_source=source, prefixes=prefixes)
+    return judge_stages(doc["stages"], goldens, got, table, dtype=dtype, device=label,
+                        variant=doc["identity"].get("variant"), prefixes=prefixes)
 
 
 def judge_stages(stages: list[Mapping[str, Any]], goldens: Mapping[str, list],
-                 outputs: Mapping[str, list], bands: Mapping[str, Band], *, dtype: str,
-                 device: str, bands_source: str,
+                 outputs: Mapping[str, list], bands: Bands, *, dtype: str, device: str,
+                 variant: str | None = None,
                  prefixes: Mapping[str, list] | None = None) -> LocalizeResult:
     """Judge arrays already read: ``goldens[slug][i][k]`` / ``outputs[slug][i][k]`` is
-    output k of image i of that stage's segment; ``bands`` the dtype's bands by kind."""
+    output k of image i of that stage's segment; each stage against its band for a
+    ``dtype`` device (the stage's own when ``bands`` holds it for ``variant``)."""
     scores = [score_stage(s["index"], s, goldens[s["slug"]], outputs[s["slug"]],
-                          bands[s["kind"]], (prefixes or {}).get(s["slug"]))
+                          bands.band(dtype, s["kind"], s["name"], variant),
+                          (prefixes or {}).get(s["slug"]))
               for s in stages]
     images = len(next(iter(goldens.values()), []))
-    return LocalizeResult(dtype, device, images, scores, bands_source)
+    return LocalizeResult(dtype, device, images, scores, bands.source)
 
 
-__all__ = ["DEFAULT_BANDS", "RUN_MANIFEST", "judge_folder", "judge_stages", "read_bands",
+__all__ = ["DEFAULT_BANDS", "RUN_MANIFEST", "cuts_digest", "judge_folder", "judge_stages", "read_bands",
            "read_cuts"]

@@ -19,7 +19,7 @@ from scrfd_ref import __version__
 from scrfd_ref.core.preprocess import preprocess
 from scrfd_ref.core.profiles import profile_from_dict
 from scrfd_ref.device.cuts import CUT_KINDS
-from scrfd_ref.diagnose.localize_folder import RUN_MANIFEST, read_cuts
+from scrfd_ref.diagnose.localize_folder import RUN_MANIFEST, cuts_digest, read_cuts
 from scrfd_ref.formats.cut_npz import read_cut_npz, write_cut_npz
 from scrfd_ref.formats.device_npz import OUTPUT_PATTERN, read_datalist, read_input_npz
 from scrfd_ref.formats.manifest import open_run
@@ -68,7 +68,7 @@ def run_cuts(cuts: Path, out: Path, device: str, *, kinds: Sequence[str] = CUT_K
                for i in range(images)]
     identity = {"device": device, "dtype": DEVICE_DTYPES[device], "kinds": list(kinds),
                 "cuts_model_sha256": doc["identity"]["model_sha256"],
-                "cuts_image_list_sha256": doc["identity"]["image_list_sha256"],
+                "cuts_sha256": cuts_digest(doc),
                 "calibration_images": calibration}
     run = open_run(out, RUN_MANIFEST, "localize-run", identity, overwrite=overwrite,
                    run_files=lambda f: [f / p for p in planned if (f / p).is_file()],

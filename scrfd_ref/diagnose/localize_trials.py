@@ -26,7 +26,7 @@ import onnx
 
 from scrfd_ref.device.cuts import write_cuts
 from scrfd_ref.device.node_faults import eligible_nodes, inject_node_fault
-from scrfd_ref.diagnose.localize import Band, output_scores
+from scrfd_ref.diagnose.localize import Band, Bands, output_scores
 from scrfd_ref.diagnose.localize_folder import judge_stages
 from scrfd_ref.diagnose.localize_run import DEVICE_DTYPES, cut_feeds
 from scrfd_ref.formats.cut_npz import read_cut_npz
@@ -58,6 +58,8 @@ class TrialResult:
     expected: str | None  # the stage holding the node (None: no stage)
     named: str | None
     effect_db: float | None = None  # faulty vs honest build of the segment (SNR, dB)
+    margin_db: float | None = None  # closest any stage comes to its band (negative: outside)
+    scores: tuple = ()              # (stage, segment SNR, worst channel SNR) per stage
 
     @property
     def correct(self) -> bool:
@@ -84,6 +86,10 @@ class ImageSet:
         with build_cut_runner(model, device, feeds, work) as runner:
             return [runner.run(f) for f in feeds]
 
+    def release(self) -> None:
+        """Forget the device outputs computed so far (memory)."""
+        self._honest.clear()
+
     def honest(self, device: str, work: Path) -> dict[str, list]:
         """Every segment's outputs as ``device`` builds it (computed once)."""
         if device not in self._honest:
@@ -93,12 +99,18 @@ class ImageSet:
         return self._honest[device]
 
     def judge(self, outputs: Mapping[str, list], device: str,
-              bands: Mapping[str, Mapping[str, Band]]) -> str | None:
-        """The stage localize names for these segment outputs (None: no stage)."""
+              bands: Bands) -> tuple[str | None, float, tuple]:
+        """The stage localize names for these segment outputs (None: no stage), the
+        closest any stage comes to its band (dB; negative: outside) and every stage's
+        ``(name, SNR, worst channel SNR)``."""
         dtype = DEVICE_DTYPES[device]
-        result = judge_stages(self.doc["stages"], self.goldens, outputs, bands[dtype],
-                              dtype=dtype, device=device, bands_source="trials")
-        return result.named.name if result.named else None
+        result = judge_stages(self.doc["stages"], self.goldens, outputs, bands, dtype=dtype,
+                              device=device, variant=self.doc["identity"].get("variant"))
+        margin = min(min(s.snr_db - s.band.snr_db, s.channel_snr_db - s.band.channel_snr_db)
+                     for s in result.stages)
+        scores = tuple((s.name, round(s.snr_db, 2), round(s.channel_snr_db, 2))
+                       for s in result.stages)
+        return (result.named.name if result.named else None), round(margin, 2), scores
 
 
 def make_image_set(model: Path, datalist: Path, folder: Path, profile: Any) -> ImageSet:
@@ -117,31 +129,38 @@ def segment_scores(image_set: ImageSet, device: str, work: Path) -> list[dict[st
     for s in image_set.doc["stages"]:
         score = score_stage(s["index"], s, image_set.goldens[s["slug"]], outputs[s["slug"]], band)
         out.append({"device": device, "dtype": DEVICE_DTYPES[device], "kind": s["kind"],
+                    "variant": image_set.doc["identity"].get("variant"),
                     "stage": s["name"], "snr_db": score.snr_db,
                     "channel_snr_db": score.channel_snr_db})
     return out
 
 
+def _lowest(rows: Sequence[Mapping[str, Any]], margin: float) -> dict[str, Any]:
+    snr = min(r["snr_db"] for r in rows)
+    chan = min(r["channel_snr_db"] for r in rows)
+    return {"snr_db": float(np.floor(2 * (snr - margin)) / 2),
+            "channel_snr_db": float(np.floor(2 * (chan - margin)) / 2),
+            "lowest_db": (round(snr, 1), round(chan, 1)), "n": len(rows),
+            "devices": sorted({r["device"] for r in rows}),
+            "variants": sorted({r.get("variant", "?") for r in rows})}
+
+
 def measure_bands(scores: Sequence[Mapping[str, Any]], margin_db: Mapping[str, float]
-                  ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Bands from honest segment scores: per dtype and stage kind, the lowest SNR and worst
-    channel SNR seen, less ``margin_db[dtype]`` (rounded down to 0.5 dB)."""
-    bands: dict[str, dict[str, dict[str, Any]]] = {}
+                  ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[tuple, dict[str, Any]]]:
+    """Bands from honest segment scores (rows of :func:`segment_scores` with a ``variant``):
+    per dtype and stage kind (every variant), and per variant, dtype and stage: the lowest
+    SNR and worst channel SNR seen, less ``margin_db[dtype]`` (rounded down to 0.5 dB)."""
+    by_kind: dict[tuple[str, str], list] = {}
+    by_stage: dict[tuple[str, str, str], list] = {}
     for row in scores:
-        entry = bands.setdefault(row["dtype"], {}).setdefault(
-            row["kind"], {"snr_db": np.inf, "channel_snr_db": np.inf, "devices": set(), "n": 0})
-        entry["snr_db"] = min(entry["snr_db"], row["snr_db"])
-        entry["channel_snr_db"] = min(entry["channel_snr_db"], row["channel_snr_db"])
-        entry["devices"].add(row["device"])
-        entry["n"] += 1
-    for dtype, kinds in bands.items():
-        for entry in kinds.values():
-            m = margin_db[dtype]
-            entry["lowest_db"] = (round(entry["snr_db"], 1), round(entry["channel_snr_db"], 1))
-            entry["snr_db"] = float(np.floor(2 * (entry["snr_db"] - m)) / 2)
-            entry["channel_snr_db"] = float(np.floor(2 * (entry["channel_snr_db"] - m)) / 2)
-            entry["devices"] = sorted(entry["devices"])
-    return bands
+        by_kind.setdefault((row["dtype"], row["kind"]), []).append(row)
+        if row.get("variant"):   # stage bands only for a model known as a variant
+            by_stage.setdefault((row["variant"], row["dtype"], row["stage"]), []).append(row)
+    kinds: dict[str, dict[str, dict[str, Any]]] = {}
+    for (dtype, kind), rows in by_kind.items():
+        kinds.setdefault(dtype, {})[kind] = _lowest(rows, margin_db[dtype])
+    stages = {key: _lowest(rows, margin_db[key[1]]) for key, rows in by_stage.items()}
+    return kinds, stages
 
 
 def _int8_scale_outputs(image_set: ImageSet, stage: Mapping[str, Any], node: str,
@@ -167,7 +186,7 @@ def _int8_scale_outputs(image_set: ImageSet, stage: Mapping[str, Any], node: str
 
 
 def fault_trial(image_set: ImageSet, variant: str, set_name: str, device: str, fault: str,
-                node: str, bands: Mapping[str, Mapping[str, Band]],
+                node: str, bands: Bands,
                 work: Path) -> TrialResult | None:
     """Inject ``fault`` into ``node``, run its segment as ``device``, judge every stage."""
     stage = next(s for s in image_set.doc["stages"] if node in s["nodes"])
@@ -186,11 +205,12 @@ def fault_trial(image_set: ImageSet, variant: str, set_name: str, device: str, f
     effect = min(output_scores([h[k] for h in honest], [b[k] for b in broken])["snr_db"]
                  for k in range(len(honest[0])))
     outputs[stage["slug"]] = broken
-    named = image_set.judge(outputs, device, bands)
+    named, margin, scores = image_set.judge(outputs, device, bands)
     # a fault that leaves the device's own output unchanged (below NO_EFFECT_DB apart) is
     # no divergence: "no stage" is then the right answer
     expected = stage["name"] if effect < NO_EFFECT_DB else None
-    return TrialResult(variant, set_name, device, fault, node, expected, named, effect)
+    return TrialResult(variant, set_name, device, fault, node, expected, named, effect, margin,
+                       scores)
 
 
 def pick_nodes(image_set: ImageSet, fault: str, seed: int) -> list[str]:
@@ -213,12 +233,18 @@ def pick_nodes(image_set: ImageSet, fault: str, seed: int) -> list[str]:
     return chosen
 
 
-def run_trials(sets: Sequence[tuple[str, str, ImageSet]], bands: Mapping[str, Mapping[str, Band]],
+SetFactory = Callable[[], ImageSet]
+
+
+def run_trials(plan: Sequence[tuple[str, Sequence[tuple[str, SetFactory]]]], bands: Bands,
                *, faults: Sequence[str], fault_devices: Sequence[str],
                honest_devices: Sequence[str], seed: int = 0,
-               report: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
-    """Honest trials on every ``(variant, set name, ImageSet)``, then fault trials (each
-    fault in one node per eligible stage, image sets taken in turn)."""
+               report: Callable[[TrialResult], None] | None = None,
+               release: Callable[[ImageSet], None] | None = None) -> list[TrialResult]:
+    """Per variant of ``plan`` (``(variant, [(set name, make the ImageSet)])``): honest
+    trials on every image set, and fault trials (each fault in one node per eligible stage,
+    the trials dealt to the image sets in turn). One image set is in memory at a time
+    (``release`` is called when it is done: its goldens and device outputs are large)."""
     results: list[TrialResult] = []
     with tempfile.TemporaryDirectory(prefix="scrfd-localize-") as tmp:
         work = Path(tmp)
@@ -229,23 +255,30 @@ def run_trials(sets: Sequence[tuple[str, str, ImageSet]], bands: Mapping[str, Ma
                 if report:
                     report(r)
 
-        for variant, name, image_set in sets:
-            for device in honest_devices:
-                named = image_set.judge(image_set.honest(device, work), device, bands)
-                keep(TrialResult(variant, name, device, "honest", None, None, named))
-        by_variant: dict[str, list[tuple[str, ImageSet]]] = {}
-        for variant, name, image_set in sets:
-            by_variant.setdefault(variant, []).append((name, image_set))
-        turn = 0
-        for variant, entries in by_variant.items():
+        for variant, sets in plan:
+            first = sets[0][1]()
+            dealt: list[list[tuple[str, str, str]]] = [[] for _ in sets]
+            turn = 0
             for fault in faults:
                 devices = ["ort/int8"] if fault == "int8_scale" else list(fault_devices)
-                for node in pick_nodes(entries[0][1], fault, seed):
+                for node in pick_nodes(first, fault, seed):
                     for device in devices:
-                        name, image_set = entries[turn % len(entries)]
+                        dealt[turn % len(sets)].append((fault, node, device))
                         turn += 1
-                        keep(fault_trial(image_set, variant, name, device, fault, node, bands,
-                                         work))
+            for j, (name, make) in enumerate(sets):
+                image_set = first if j == 0 else make()
+                for device in honest_devices:
+                    named, margin, scores = image_set.judge(image_set.honest(device, work),
+                                                            device, bands)
+                    keep(TrialResult(variant, name, device, "honest", None, None, named,
+                                     margin_db=margin, scores=scores))
+                for fault, node, device in dealt[j]:
+                    keep(fault_trial(image_set, variant, name, device, fault, node, bands,
+                                     work))
+                if release is not None:
+                    release(image_set)
+                del image_set
+                first = None
     return results
 
 

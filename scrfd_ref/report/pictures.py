@@ -29,10 +29,17 @@ def plot_pr_comparison(reference: Any, device: Any, path: str | Path, title: str
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower left")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (with the user's umask) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     p = Path(path)
     with atomic_write(p, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
+        fig.savefig(handle, format="png", dpi=dpi)
     plt.close(fig)
     return p
 

@@ -91,6 +91,7 @@ def test_real_500m_stages_agree_with_the_module_names_of_the_export(data_root, n
 # ----------------------------------------------------------------------------- commands
 
 def _images(folder: Path, n: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
@@ -104,7 +105,7 @@ def workspace(tmp_path_factory):
     """A synthetic model cut at 160x160, its fp16 run and judge (in process)."""
     root = tmp_path_factory.mktemp("localize")
     model = write_synthetic_model(root / "m.onnx")
-    datalist = _images(root)
+    datalist = _images(root / "npz")
     assert main(["localize", "cut", "--model", str(model), "--datalist", str(datalist),
                  "--out", str(root / "cuts"), "--input-size", "160,160", "-q"]) == 0
     assert main(["localize", "run", "--cuts", str(root / "cuts"), "--device", "ort/fp16",
@@ -202,7 +203,7 @@ def test_judge_refuses_changed_goldens_and_bad_bands(workspace, tmp_path, capsys
     cuts = tmp_path / "cuts"
     shutil.copytree(root / "cuts", cuts)
     bands = tmp_path / "bands.toml"
-    shipped = Path(read_bands()[0]).read_text()
+    shipped = Path(read_bands().source.split(" (sha256")[0]).read_text()
     bands.write_text(shipped.replace("[fp16.stem]\nsnr_db", "[fp16.stem]\nsnr_dB"))
     assert main(["localize", "judge", "--cuts", str(cuts), "--outputs", str(root / "fp16"),
                  "--bands", str(bands)]) == 1
@@ -221,8 +222,9 @@ def test_outputs_never_inside_the_cut_folder(workspace, capsys):
 
 
 def test_shipped_bands_cover_every_dtype_and_stage_kind():
-    source, table = read_bands()
-    assert source.endswith("localize_bands.toml")
+    bands = read_bands()
+    assert "localize_bands.toml" in bands.source
+    table = bands.kinds
     for dtype, kinds in table.items():
         for kind, band in kinds.items():
             assert band.why and band.snr_db > 0, (dtype, kind)
@@ -236,3 +238,69 @@ def test_a_stage_name_outside_the_graph_is_refused(tmp_path):
     g = find_stages(write_synthetic_model(tmp_path / "m.onnx"), SIZE)
     with pytest.raises(InputError, match="in no stage"):
         stage_of_node(g, "no_such_node")
+
+
+def test_a_changed_cut_file_or_other_cuts_are_refused(workspace, tmp_path, capsys):
+    root, model = workspace
+    cuts = tmp_path / "cuts"
+    shutil.copytree(root / "cuts", cuts)
+    seg = sorted(cuts.glob("models/*.segment.onnx"))[1]
+    seg.write_bytes(seg.read_bytes() + b"\0")          # a model edited after the cut
+    assert main(["localize", "run", "--cuts", str(cuts), "--device", "ort/fp32",
+                 "--out", str(tmp_path / "o")]) == 1
+    assert "differ from the sha256" in capsys.readouterr().err
+    # the same model and images cut with another profile: the fp16 run is not of these cuts
+    assert main(["localize", "cut", "--model", str(model), "--datalist",
+                 str(root / "npz" / "list.txt"), "--out", str(tmp_path / "other"),
+                 "--input-size", "160,160", "-P", "insightface", "-q"]) == 0
+    capsys.readouterr()
+    assert _judge_with(tmp_path / "other", root / "fp16") == 1
+    assert "ran other cuts" in capsys.readouterr().err
+
+
+def _judge_with(cuts: Path, outputs: Path) -> int:
+    return main(["localize", "judge", "--cuts", str(cuts), "--outputs", str(outputs)])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e308", "true"])
+def test_bands_must_be_finite_numbers(workspace, tmp_path, capsys, value):
+    root, _ = workspace
+    shipped = Path(read_bands().source.split(" (sha256")[0]).read_text()
+    bands = tmp_path / "bands.toml"
+    head, _, rest = shipped.partition("[fp16.stem]\nsnr_db = ")
+    bands.write_text(head + "[fp16.stem]\nsnr_db = " + value + rest[rest.index("\n"):])
+    assert main(["localize", "judge", "--cuts", str(root / "cuts"), "--outputs",
+                 str(root / "fp16"), "--bands", str(bands)]) == 1
+    assert "finite numbers of dB" in capsys.readouterr().err
+
+
+def test_cut_never_replaces_its_inputs(workspace, tmp_path, capsys):
+    root, model = workspace
+    datalist = tmp_path / "images.txt"                     # named like the cut's own copy
+    shutil.copy(root / "npz" / "list.txt", datalist)
+    before = datalist.read_bytes()
+    assert main(["localize", "cut", "--model", str(model), "--datalist", str(datalist),
+                 "--out", str(tmp_path), "--input-size", "160,160", "-q"]) == 2
+    assert datalist.read_bytes() == before
+    assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("causes", [[], ["bbox_32 scaled"]])
+def test_diagnose_points_to_localize_only_when_no_head_cause_explains(tmp_path, capsys, causes):
+    import argparse
+    from types import SimpleNamespace
+
+    from scrfd_ref.cli.diagnose import _report, localize_hint
+
+    result = SimpleNamespace(lines=lambda: ["FAIL"], failed=True, causes=causes,
+                             inconclusive=False, to_dict=lambda: {})
+    args = argparse.Namespace(json=str(tmp_path / "d.json"), accept_inconclusive=False)
+    hint = localize_hint(Path("m.onnx"), Path("dump/datalist.txt"))
+    assert _report(args, "diagnose: x", result, {}, hint) == 1
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "d.json").read_text())
+    if causes:
+        assert "localize" not in out and "next_step" not in doc
+    else:
+        assert "scrfd-ref localize cut --model m.onnx --datalist dump/datalist.txt" in out
+        assert doc["next_step"] == hint
