@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,7 +14,7 @@ from scrfd_ref.formats.files import display, input_file, output_dir, write_bytes
 
 #: margin below the lowest honest score, per dtype (dB): other images move an honest
 #: device's SNR by a few dB (int8 most: its ranges follow the images)
-BAND_MARGIN_DB = {"fp32": 20.0, "fp16": 6.0, "bf16": 6.0, "int8": 8.0}
+BAND_MARGIN_DB = {"fp32": 20.0, "fp16": 6.0, "bf16": 6.0, "int8": 10.0}
 #: what trials must reach to exit 0
 MIN_HONEST, MIN_NAMED = 0.95, 0.90
 
@@ -71,18 +72,23 @@ def bands_toml(measured: tuple[Mapping, Mapping], source: str, fallback: Any) ->
 
 
 def trials_markdown(summary: Mapping[str, Any]) -> str:
-    """The trial table as Markdown (rate per fault x device, honest rows first)."""
-    table, stages = summary["table"], summary["stages"]
-    devices = sorted({d for row in table.values() for d in row})
-    out = ["| trial | stages | " + " | ".join(devices) + " | all |",
-           "|---|---|" + "---|" * (len(devices) + 1)]
-    for fault in sorted(table, key=lambda f: (f != "honest", f)):
-        row = table[fault]
+    """The trial table as Markdown: per fault x device, stage named in the trials whose
+    fault moves its stage beyond the honest band; honest rows first; a last column counts
+    the faults that stay inside the honest noise (right: no stage or their stage)."""
+    table, below, stages = summary["table"], summary["below_noise"], summary["stages"]
+    devices = sorted({d for row in [*table.values(), *below.values()] for d in row})
+    out = ["| trial | stages | " + " | ".join(devices) + " | all | inside honest noise |",
+           "|---|---|" + "---|" * (len(devices) + 2)]
+    for fault in sorted(set(table) | set(below), key=lambda f: (f != "honest", f)):
+        row = table.get(fault, {})
         cells = [f"{row[d][1]}/{row[d][0]}" if d in row else "" for d in devices]
         n, k = sum(v[0] for v in row.values()), sum(v[1] for v in row.values())
+        bn = sum(v[0] for v in below.get(fault, {}).values())
+        bk = sum(v[1] for v in below.get(fault, {}).values())
         label = "honest (no stage)" if fault == "honest" else f"{fault} (stage named)"
-        out.append(f"| {label} | {'' if fault == 'honest' else stages[fault]} | "
-                   + " | ".join(cells) + f" | {k}/{n} ({100 * k / max(n, 1):.0f} %) |")
+        out.append(f"| {label} | {'' if fault == 'honest' else stages.get(fault, 0)} | "
+                   + " | ".join(cells) + f" | {k}/{n} ({100 * k / max(n, 1):.0f} %) | "
+                   + (f"{bk}/{bn}" if bn else "") + " |")
     return "\n".join(out) + "\n"
 
 
@@ -142,7 +148,12 @@ def cmd_trials(args: argparse.Namespace) -> int:
         image_set.release()
         shutil.rmtree(image_set.cuts, ignore_errors=True)   # goldens: tens of MB per image
 
+    stream = out / "trials.jsonl"     # each trial as it ends: nothing lost to an interruption
+    stream.unlink(missing_ok=True)
+
     def report(r: lt.TrialResult) -> None:
+        with open(stream, "ab") as f:
+            f.write(orjson.dumps(asdict(r) | {"correct": r.correct}) + b"\n")
         if not args.quiet:
             mark = "ok  " if r.correct else "MISS"
             print(f"  {mark} {r.variant:12s} {r.image_set:10s} {r.device:18s} {r.fault:18s} "
@@ -158,12 +169,13 @@ def cmd_trials(args: argparse.Namespace) -> int:
     write_text(out / "trials.md", f"# localize trials\n\nbands: {bands.source}\n\n{md}")
     print(md)
     honest = [r for r in results if r.fault == "honest"]
-    faults = [r for r in results if r.fault != "honest"]
+    faults = [r for r in results if r.fault != "honest" and r.observable]
     ok_h = sum(r.correct for r in honest) / max(1, len(honest))
     ok_f = sum(r.correct for r in faults) / max(1, len(faults))
     print(f"honest devices: no stage in {100 * ok_h:.1f} % of {len(honest)} trials (target "
           f"{100 * MIN_HONEST:g} %); faults: stage named in {100 * ok_f:.1f} % of {len(faults)} "
-          f"(target {100 * MIN_NAMED:g} %)")
+          f"(target {100 * MIN_NAMED:g} %) among the faults that move their stage beyond the "
+          "honest band")
     if not honest and not faults:
         print("scrfd-ref localize trials: no trial ran", file=sys.stderr)
         return 1

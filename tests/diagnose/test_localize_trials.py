@@ -40,6 +40,9 @@ def test_faults_in_nodes_are_named_in_their_stage_and_honest_devices_are_not(
     for fault in ("relu_identity", "pad_shift", "int8_scale"):
         mine = [t for t in faults if t["fault"] == fault]
         assert len({t["expected"] for t in mine}) >= 8, (fault, mine)
-    named = sum(t["named"] == t["expected"] for t in faults)
-    assert named >= 0.9 * len(faults), [t for t in faults if t["named"] != t["expected"]]
+    seen = [t for t in faults if t["observable"]]        # moved beyond the honest band
+    assert len(seen) >= 0.8 * len(faults)
+    named = sum(t["named"] == t["expected"] for t in seen)
+    assert named >= 0.9 * len(seen), [t for t in seen if t["named"] != t["expected"]]
+    assert all(t["named"] in (None, t["expected"]) for t in faults if not t["observable"])
     assert rc == 0, capsys.readouterr().out
