@@ -167,7 +167,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     description="Cut the model at its stage boundaries, run the cuts on the "
                                 "device (your compiler, or `localize run`), and judge which "
                                 "stage's own error leaves the band honest devices reach.")
-    lsub = p.add_subparsers(dest="localize_command", metavar="ACTION", required=True)
+    lsub = p.add_subparsers(dest="localize_command", metavar="ACTION", required=True,
+                            help="cut: cut models and goldens; run: run the cuts as a suite "
+                                 "device; judge: name the stage; trials: measure localize")
     c = add_command(lsub, "cut", cmd_cut)
     c.add_argument("--model", "-m", default=None,
                    help="fp32 ONNX model or variant name (default: the default variant)")
