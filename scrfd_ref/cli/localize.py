@@ -19,7 +19,7 @@ from scrfd_ref.formats.files import (
     input_dir,
     input_file,
     output_dir,
-    same_path,
+    output_file,
     write_text,
 )
 
@@ -115,11 +115,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     bands = input_file(args.bands, "--bands", "bands file") if args.bands else None
     out = (output_dir(args.out, "--out", inputs=[(cuts, "--cuts"), (outputs, "--outputs"),
                                                  (bands, "--bands")]) if args.out else None)
-    if out is not None:
-        for name in ("localize.json", "localize.md", "localize.png", "report.html"):
-            if bands is not None and same_path(out / name, bands):
-                raise UsageError(f"--out {display(out)}: {name} would replace --bands "
-                                 f"{display(bands)}; write the verdict elsewhere")
+    for name in ("localize.json", "localize.md", "localize.png", "report.html") if out else ():
+        output_file(out / name, "--out", inputs=[bands])   # never over --bands
     result = judge_folder(cuts, outputs, args.dtype, bands, args.device_name)
     lines = result.lines()
     print(f"localize judge: {display(outputs)} against {display(cuts)}")

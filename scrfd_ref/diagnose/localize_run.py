@@ -10,7 +10,7 @@ cuts were made with. int8 devices calibrate each cut on its own inputs (the firs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -34,38 +34,35 @@ assert set(DEVICE_DTYPES) == set(CUT_DEVICES)
 #: calibration images per cut for the int8 devices
 CALIBRATION_IMAGES = 8
 Feeds = list[dict[str, np.ndarray]]
-Builder = Callable[..., Any]
 
 
-def cut_feeds(cuts: Path, doc: Mapping[str, Any], stage: Mapping[str, Any], kind: str) -> Feeds:
-    """The inputs of one cut, one feed per image (input name -> float32 array)."""
-    if kind == "segment":
-        names = [i["name"] for i in stage["inputs"]]
-        shapes = [i["shape"] for i in stage["inputs"]]
-        files = [cuts / stage["segment"]["inputs"] / f"{Path(n).stem}.npz"
-                 for n in doc["image_list"]]
-        return [dict(zip(names, read_cut_npz(f, shapes, "input"))) for f in files]
+def segment_feeds(cuts: Path, doc: Mapping[str, Any], stage: Mapping[str, Any]) -> Feeds:
+    """The inputs of one stage's segment, one feed per image (input name -> float32)."""
+    names = [i["name"] for i in stage["inputs"]]
+    shapes = [i["shape"] for i in stage["inputs"]]
+    files = [cuts / stage["segment"]["inputs"] / f"{Path(n).stem}.npz" for n in doc["image_list"]]
+    return [dict(zip(names, read_cut_npz(f, shapes, "input"))) for f in files]
+
+
+def prefix_blobs(cuts: Path, doc: Mapping[str, Any]) -> list[np.ndarray]:
+    """The images of the cut folder's datalist, letterboxed with the cuts' profile (what
+    every prefix reads)."""
     profile = profile_from_dict(doc["identity"]["profile"])
-    entries = read_datalist(cuts / "images.txt")
-    return [{"__image__": preprocess([read_input_npz(e)], profile)[0]} for e in entries]
+    return [preprocess([read_input_npz(e)], profile)[0]
+            for e in read_datalist(cuts / "images.txt")]
 
 
 def run_cuts(cuts: Path, out: Path, device: str, *, kinds: Sequence[str] = CUT_KINDS,
              overwrite: bool = False, progress: bool = True,
-             calibration: int = CALIBRATION_IMAGES, builder: Builder = build_cut_runner,
-             work_dir: Path | None = None, stages: Sequence[int] | None = None) -> dict[str, Any]:
+             calibration: int = CALIBRATION_IMAGES) -> dict[str, Any]:
     """Build every cut of ``cuts`` as ``device`` and write its outputs into ``out``.
+    Returns the finished manifest."""
+    import onnx
 
-    ``builder`` (default :func:`~scrfd_ref.quantize.cut_builds.build_cut_runner`) makes a
-    runner from ``(model path, device, calibration feeds, work_dir)``; fault-injection
-    trials pass one that breaks a node first. ``stages`` limits the run to those stage
-    indices (the judge then needs the others from elsewhere). Returns the manifest.
-    """
     doc = read_cuts(cuts)
     images = int(doc["images"])
-    chosen = [s for s in doc["stages"] if stages is None or s["index"] in stages]
-    planned = [f"{s['slug']}.{k}/{OUTPUT_PATTERN.format(i)}" for s in chosen for k in kinds
-               for i in range(images)]
+    planned = [f"{s['slug']}.{k}/{OUTPUT_PATTERN.format(i)}" for s in doc["stages"]
+               for k in kinds for i in range(images)]
     identity = {"device": device, "dtype": DEVICE_DTYPES[device], "kinds": list(kinds),
                 "cuts_model_sha256": doc["identity"]["model_sha256"],
                 "cuts_sha256": cuts_digest(doc),
@@ -73,23 +70,19 @@ def run_cuts(cuts: Path, out: Path, device: str, *, kinds: Sequence[str] = CUT_K
     run = open_run(out, RUN_MANIFEST, "localize-run", identity, overwrite=overwrite,
                    run_files=lambda f: [f / p for p in planned if (f / p).is_file()],
                    outputs=planned, inputs=[cuts])
-    image_feeds: Feeds | None = None
+    blobs: list[np.ndarray] | None = None     # read once, for every prefix
     with run:
-        todo = [(s, k) for s in chosen for k in kinds]
+        todo = [(s, k) for s in doc["stages"] for k in kinds]
         for stage, kind in tqdm(todo, desc=f"localize run {device}", unit="cut",
                                 disable=not progress):
-            if kind == "prefix":
-                image_feeds = image_feeds or cut_feeds(cuts, doc, stage, kind)
-                feeds = image_feeds
-            else:
-                feeds = cut_feeds(cuts, doc, stage, kind)
             model = cuts / stage[kind]["model"]
             if kind == "prefix":
-                import onnx
-
+                blobs = blobs if blobs is not None else prefix_blobs(cuts, doc)
                 name = onnx.load(str(model), load_external_data=False).graph.input[0].name
-                feeds = [{name: f["__image__"]} for f in feeds]
-            with builder(model, device, feeds[:calibration], work_dir) as runner:
+                feeds = [{name: b} for b in blobs]
+            else:
+                feeds = segment_feeds(cuts, doc, stage)
+            with build_cut_runner(model, device, feeds[:calibration]) as runner:
                 folder = out / f"{stage['slug']}.{kind}"
                 folder.mkdir(parents=True, exist_ok=True)
                 for i, feed in enumerate(feeds):
@@ -99,4 +92,4 @@ def run_cuts(cuts: Path, out: Path, device: str, *, kinds: Sequence[str] = CUT_K
     return run.doc
 
 
-__all__ = ["CALIBRATION_IMAGES", "DEVICE_DTYPES", "cut_feeds", "run_cuts"]
+__all__ = ["CALIBRATION_IMAGES", "DEVICE_DTYPES", "prefix_blobs", "run_cuts", "segment_feeds"]

@@ -26,12 +26,12 @@ import onnx
 
 from scrfd_ref.device.cuts import write_cuts
 from scrfd_ref.device.node_faults import eligible_nodes, inject_node_fault
-from scrfd_ref.diagnose.localize import Band, Bands, output_scores
+from scrfd_ref.diagnose.localize import Band, Bands, output_scores, score_stage
 from scrfd_ref.diagnose.localize_folder import judge_stages
-from scrfd_ref.diagnose.localize_run import DEVICE_DTYPES, cut_feeds
+from scrfd_ref.diagnose.localize_run import DEVICE_DTYPES, segment_feeds
 from scrfd_ref.formats.cut_npz import read_cut_npz
 from scrfd_ref.formats.device_npz import OUTPUT_PATTERN
-from scrfd_ref.quantize.cut_builds import build_cut_runner
+from scrfd_ref.quantize.cut_builds import build_cut_runner, built_model
 
 #: devices whose outputs are honest (the bands are measured on them)
 HONEST_DEVICES = ("ort/fp16", "ort/int8", "ort/fp16-storage", "ort/bf16-storage",
@@ -78,7 +78,7 @@ class ImageSet:
         self.goldens = {s["slug"]: [read_cut_npz(cuts / s["golden"] / OUTPUT_PATTERN.format(i),
                                                  [o["shape"] for o in s["outputs"]])
                                     for i in range(images)] for s in doc["stages"]}
-        self.feeds = {s["slug"]: cut_feeds(cuts, doc, s, "segment") for s in doc["stages"]}
+        self.feeds = {s["slug"]: segment_feeds(cuts, doc, s) for s in doc["stages"]}
         self._honest: dict[str, dict[str, list]] = {}
 
     def run_segment(self, stage: Mapping[str, Any], device: str, model: Path,
@@ -123,8 +123,6 @@ def make_image_set(model: Path, datalist: Path, folder: Path, profile: Any) -> I
 
 def segment_scores(image_set: ImageSet, device: str, work: Path) -> list[dict[str, Any]]:
     """Each stage's segment SNR and worst channel SNR for an honest ``device``."""
-    from scrfd_ref.diagnose.localize import score_stage
-
     outputs = image_set.honest(device, work)
     band = Band(-1e9, -1e9, "none")
     out = []
@@ -173,8 +171,7 @@ def _int8_scale_outputs(image_set: ImageSet, stage: Mapping[str, Any], node: str
     model = image_set.cuts / stage["segment"]["model"]
     feeds = image_set.feeds[stage["slug"]]
     with build_cut_runner(model, "ort/int8", feeds, work):
-        qdq = work / f"{model.stem}.ort-int8.onnx"
-        built = onnx.load(str(qdq))
+        built = onnx.load(str(built_model(model, "ort/int8", work)))
     if node not in eligible_nodes(built, "int8_scale"):
         return None
     broken = inject_node_fault(built, node, "int8_scale")
@@ -229,9 +226,10 @@ def pick_nodes(image_set: ImageSet, fault: str, seed: int) -> list[str]:
             seg = onnx.load(str(image_set.cuts / s["segment"]["model"]))
             merged.update(eligible_nodes(seg, fault))
         candidates = [n for s in image_set.doc["stages"] for n in s["nodes"] if n in merged]
+    eligible = set(candidates)
     chosen = []
     for s in image_set.doc["stages"]:
-        mine = [n for n in s["nodes"] if n in set(candidates)]
+        mine = [n for n in s["nodes"] if n in eligible]
         if mine:
             chosen.append(rng.choice(mine))
     return chosen

@@ -126,6 +126,12 @@ class CutRunner:
         self.close()
 
 
+def built_model(model_path: Path, device: str, folder: Path) -> Path:
+    """Where :func:`build_cut_runner` writes the ONNX file it converts ``model_path`` to
+    for an ``ort/*`` device, in ``folder`` (its ``work_dir``)."""
+    return Path(folder) / f"{Path(model_path).stem}.{device.replace('/', '-')}.onnx"
+
+
 def build_cut_runner(model_path: Path, device: str,
                      calibration: Sequence[dict[str, np.ndarray]] = (),
                      work_dir: Path | None = None) -> CutRunner:
@@ -169,7 +175,7 @@ def build_cut_runner(model_path: Path, device: str,
         raise BackendUnavailable(reason)
     folder = Path(tempfile.mkdtemp(prefix="scrfd-cut.") if work_dir is None else work_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = str(folder / f"{model_path.stem}.{device.replace('/', '-')}")
+    stem = str(built_model(model_path, device, folder).with_suffix(""))
 
     def cleanup() -> None:
         if work_dir is None:

@@ -304,3 +304,14 @@ def test_diagnose_points_to_localize_only_when_no_head_cause_explains(tmp_path, 
     else:
         assert "scrfd-ref localize cut --model m.onnx --datalist dump/datalist.txt" in out
         assert doc["next_step"] == hint
+
+
+def test_judge_never_writes_its_verdict_over_the_bands_file(workspace, tmp_path, capsys):
+    root, _ = workspace
+    bands = tmp_path / "localize.md"                       # named like a verdict file
+    bands.write_text(Path(read_bands().source.split(" (sha256")[0]).read_text())
+    before = bands.read_bytes()
+    assert main(["localize", "judge", "--cuts", str(root / "cuts"), "--outputs",
+                 str(root / "fp16"), "--bands", str(bands), "--out", str(tmp_path)]) == 2
+    assert bands.read_bytes() == before
+    assert "is one of the command's inputs" in capsys.readouterr().err
