@@ -271,7 +271,9 @@ def test_every_declared_gate_is_failed_by_some_fault(results, dtype):
             if CONTROLS[base] == dtype:
                 for r in levels.values():
                     failed |= r.failed_gates
-    bounds = {g.name for g in declared() if g.kind != "param"}
+    # the slice bounds judge WIDER AP per face attribute on the 344 held-out images, not
+    # these two-event dumps: conformance/test_slice_faults.py shows each of them failing
+    bounds = {g.name for g in declared() if g.kind != "param" and g.group != "slices"}
     assert bounds <= failed, f"{dtype}: no fault fails {sorted(bounds - failed)}"
 
 

@@ -27,6 +27,7 @@ from scrfd_ref.cli.args import (
     unique,
     workers_count,
 )
+from scrfd_ref.cli.wider_slices import add_slice_options, check_slice_options, slice_block
 from scrfd_ref.core.errors import InputError, UsageError
 from scrfd_ref.formats import datadir as data_mod
 from scrfd_ref.formats.files import (
@@ -153,6 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=None, metavar="S",
                    help=f"with --compare: seed of the resampling (default {SEED}); the same "
                         "seed gives the same intervals")
+    add_slice_options(p)
 
 
 def report_lines(result: WiderResult) -> list[str]:
@@ -202,7 +204,9 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     Predictions need not be sorted; boxes with a negative width or height are evaluated
     as the official code does (one warning with their count). Every file is checked
     first and every bad one listed. With --compare DIR: the AP delta and ratio of a second
-    folder on the same images, with paired-bootstrap confidence intervals.
+    folder on the same images, with paired-bootstrap confidence intervals. With --by attribute: per slice of the
+    WIDER FACE face labels and scales, the faces, AP and recall at the operating point
+    (paired deltas with intervals under --compare).
     """
     from scrfd_ref.formats.ground_truth import load_ground_truth
     from scrfd_ref.widerface.evaluate import evaluate_dir
@@ -216,6 +220,7 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         output_file(args.json, "--json", inputs=inputs)
     if args.plot:
         output_file(args.plot, "--plot", inputs=inputs)
+    check_slice_options(args, inputs)
     events = unique(args.events, "--events")
     gt = load_ground_truth(gt_path)
     unknown = [e for e in events or () if e not in gt.events]
@@ -227,10 +232,21 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
                          f"{', '.join(gt.events[:3])})")
     if gt.note:
         print(f"scrfd-ref eval: notice: {gt.note}", file=sys.stderr)
+    if args.by:
+        from scrfd_ref.widerface.slices import require_attributes
+
+        require_attributes(gt)  # before any prediction file is read
     boot = None
+    sets: list = []
     if compare:
-        boot = _paired(args, pred, compare, gt, events)
+        boot, sets = _paired(args, pred, compare, gt, events)
         result = boot.result_a
+    elif args.by:
+        from scrfd_ref.widerface.evaluate import evaluate, read_predictions_for
+
+        sets = [read_predictions_for(pred, gt, events=events, allow_missing=args.allow_missing)]
+        result = evaluate(sets[0], gt, events=events, allow_missing=args.allow_missing,
+                          kernel=args.kernel)
     else:
         result = evaluate_dir(pred, gt, events=events, allow_missing=args.allow_missing,
                               kernel=args.kernel)
@@ -248,6 +264,12 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     if boot is not None:
         doc["compare"] = {"pred": str(compare), "result": boot.result_b.to_dict(),
                           "bootstrap": boot.to_dict()}
+    if args.by:
+        settings = None if boot is None else {"confidence": boot.confidence,
+                                              "resamples": boot.resamples, "seed": boot.seed}
+        lines, doc["slices"] = slice_block(args, gt, sets, events, settings, compare)
+        for line in lines:
+            print(line, file=text_out)
     if args.plot:
         from scrfd_ref.widerface.plot import plot_pr_curves
 
@@ -290,8 +312,9 @@ def _compare_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _paired(args: argparse.Namespace, pred: Path, compare: Path, gt: GroundTruth,
-            events: list[str] | None) -> PairedBootstrap:
-    """Read both folders, check they hold the same images, run the paired bootstrap."""
+            events: list[str] | None) -> tuple[PairedBootstrap, list]:
+    """Read both folders, check they hold the same images, run the paired bootstrap:
+    ``(bootstrap, [pred predictions, compare predictions])``."""
     from scrfd_ref.widerface.bootstrap import paired_bootstrap_matchings, pairing_problem
     from scrfd_ref.widerface.evaluate import match_predictions, read_predictions_for
 
@@ -312,7 +335,7 @@ def _paired(args: argparse.Namespace, pred: Path, compare: Path, gt: GroundTruth
     return paired_bootstrap_matchings(
         *matched, confidence=CONFIDENCE if args.confidence is None else args.confidence,
         resamples=RESAMPLES if args.resamples is None else args.resamples,
-        seed=SEED if args.seed is None else args.seed)
+        seed=SEED if args.seed is None else args.seed), sets
 
 
 def compare_lines(boot: PairedBootstrap, pred: Path, compare: Path) -> list[str]:

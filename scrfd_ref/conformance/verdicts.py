@@ -15,7 +15,7 @@ fail before inconclusive before pass; nothing judged is inconclusive.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 #: the three verdicts of a gate row, a level and a device (worst first)
@@ -54,6 +54,7 @@ class GateResult:
     interval: tuple[float, float] | None = None
     images_to_decide: int | None = None
     lack: str = ""
+    fail_interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.verdict:
@@ -81,6 +82,9 @@ class GateResult:
         if self.interval is not None:
             lo, hi = self.interval
             value += f" [{lo:.6g}, {hi:.6g}]"
+        if self.fail_interval is not None:
+            lo, hi = self.fail_interval
+            value += f", corrected [{lo:.6g}, {hi:.6g}]"
         if self.images_to_decide:
             value += f"; about {self.images_to_decide} images would decide it"
         return (f"{_WORD[self.verdict]} {self.level}/{self.gate} on {self.subject}: {value} "
@@ -91,15 +95,33 @@ class GateResult:
         d = asdict(self)
         d["value"] = self.value if math.isfinite(self.value) else str(self.value)
         d["interval"] = list(self.interval) if self.interval is not None else None
+        d["fail_interval"] = (list(self.fail_interval) if self.fail_interval is not None
+                              else None)
         return d
 
 
 def judged(g: Any, t: Any, subject: str, value: float,
-           interval: tuple[float, float] | None, images: int | None) -> GateResult:
+           interval: tuple[float, float] | None, images: int | None, *,
+           fail_interval: tuple[float, float] | None = None) -> GateResult:
     """The row of gate ``g`` (a :class:`~scrfd_ref.conformance.gates.GateSpec`) with
     threshold ``t`` for one measured value, judged on its interval when it has one: pass
     or fail only when the whole interval is on one side of the limit, else inconclusive
-    with the images that would decide it."""
+    with the images that would decide it.
+
+    With ``fail_interval`` (a wider, multiplicity-corrected interval containing
+    ``interval``): pass when ``interval`` is inside the limit, fail only when the whole
+    ``fail_interval`` is beyond it, inconclusive otherwise."""
+    if interval is not None and fail_interval is not None and not math.isnan(value):
+        row = judged(g, t, subject, value, interval, images)
+        flo, fhi = float(fail_interval[0]), float(fail_interval[1])
+        if row.verdict != "fail":
+            return replace(row, fail_interval=(flo, fhi))
+        wide = judged(g, t, subject, value, (flo, fhi), images)
+        if wide.verdict == "fail":
+            return replace(row, fail_interval=(flo, fhi))
+        return replace(wide, interval=row.interval, fail_interval=(flo, fhi),
+                       lack="the interval is beyond the limit but the corrected one "
+                            "(multiplicity across slices) reaches it")
     def ok(v: float) -> bool:
         return (v >= t.value) if g.kind == "min" else (v <= t.value)
 

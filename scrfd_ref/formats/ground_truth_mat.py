@@ -1,7 +1,10 @@
 """WIDER FACE ground truth: the readers of the official MATLAB ``.mat`` files.
 
 The official evaluation files (``eval_tools/ground_truth``): ``wider_face_val.mat``
-(keys ``event_list``, ``file_list``, ``face_bbx_list``; boxes ``x y w h``) and
+(keys ``event_list``, ``file_list``, ``face_bbx_list``; boxes ``x y w h``; and the six face
+labels ``blur_label_list``, ``expression_label_list``, ``illumination_label_list``,
+``invalid_label_list``, ``occlusion_label_list``, ``pose_label_list``, per box, read into
+``GroundTruthImage.attributes``; a copy without them reads with ``attributes`` None) and
 ``wider_{easy,medium,hard}_val.mat`` (key ``gt_list``: per image, the 1-based indices of
 the boxes that count in that setting; the other boxes are "don't care").
 Read with :func:`read_wider_mat`; :mod:`scrfd_ref.formats.ground_truth_txt` takes the
@@ -191,7 +194,45 @@ def _numeric(cell: object, path: Path, what: str) -> np.ndarray:
     return a
 
 
-def _read_face_mat(path: Path) -> tuple[list[str], list[list[str]], list[list[np.ndarray]]]:
+def _read_labels(mat: dict, path: Path, events: list[str], names: list[list[str]],
+                 boxes: list[list[np.ndarray]]) -> list[list[dict[str, np.ndarray]]] | None:
+    """The six ``<attribute>_label_list`` cell arrays (per event, per image, ``(n, 1)``
+    uint8), as ``[event][image] -> {attribute: (n,) labels}``; None when the file has none
+    of them (a reduced copy); an InputError when it has some but not all, or a list that
+    does not match the boxes."""
+    from scrfd_ref.formats.ground_truth_types import ATTRIBUTES
+
+    keys = {a: f"{a}_label_list" for a in ATTRIBUTES}
+    present = [a for a, k in keys.items() if k in mat]
+    if not present:
+        return None
+    if len(present) != len(keys):
+        lacking = ", ".join(k for a, k in keys.items() if a not in present)
+        raise InputError(f"{path}: has face labels but not {lacking}")
+    out = [[{} for _ in ev_names] for ev_names in names]
+    for a, k in keys.items():
+        cells = _cells(mat[k], path, k)
+        if len(cells) != len(events):
+            raise InputError(f"{path}: {k} has {len(cells)} events, face_bbx_list "
+                             f"{len(events)}")
+        for i, ev in enumerate(events):
+            per_img = _inner(cells[i], path, f"{k}[{i}] ({ev})")
+            if len(per_img) != len(names[i]):
+                raise InputError(f"{path}: {k}, event {ev}: {len(per_img)} images, "
+                                 f"file_list {len(names[i])}")
+            for j, c in enumerate(per_img):
+                n = boxes[i][j].shape[0]
+                v = _numeric(c, path, f"{k}[{i}][{j}] ({ev}/{names[i][j]})") if np.size(c) \
+                    else np.zeros(0, np.uint8)
+                if v.size != n:
+                    raise InputError(f"{path}: {ev}/{names[i][j]}: {v.size} {a} labels for "
+                                     f"{n} boxes")
+                out[i][j][a] = v.ravel()
+    return out
+
+
+def _read_face_mat(path: Path) -> tuple[list[str], list[list[str]], list[list[np.ndarray]],
+                                        list[list[dict[str, np.ndarray]]] | None]:
     mat = _loadmat(path)
     events_c = _cells(_key(mat, "event_list", path), path, "event_list")
     files_c = _cells(_key(mat, "file_list", path), path, "file_list")
@@ -218,7 +259,7 @@ def _read_face_mat(path: Path) -> tuple[list[str], list[list[str]], list[list[np
                                  f"expected (n, 4)")
             ev_boxes.append(b)
         boxes.append(ev_boxes)
-    return events, names, boxes
+    return events, names, boxes, _read_labels(mat, path, events, names, boxes)
 
 
 def _read_setting_mat(path: Path) -> tuple[list[str] | None, list[list[str]] | None,
@@ -280,7 +321,7 @@ def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
     setting_paths = [folder / SETTING_MAT.format(s) for s in SETTINGS]
     face, *settings = _guarded_many([(_read_face_mat, face_path)]
                                     + [(_read_setting_mat, p) for p in setting_paths])
-    events, names, boxes = face
+    events, names, boxes, labels = face
     counted: dict[str, list[list[np.ndarray]]] = {}
     for s, spath, (s_events, s_names, lists) in zip(SETTINGS, setting_paths, settings):
         if len(lists) != len(events):
@@ -303,7 +344,8 @@ def read_wider_mat(gt_dir: str | Path) -> GroundTruth:
                                      f"{ev}/{names[i][j]}") for j in range(len(names[i]))])
         counted[s] = per_event
     images = [
-        make_image(ev, names[i][j], boxes[i][j], {s: counted[s][i][j] for s in SETTINGS})
+        make_image(ev, names[i][j], boxes[i][j], {s: counted[s][i][j] for s in SETTINGS},
+                   None if labels is None else labels[i][j])
         for i, ev in enumerate(events) for j in range(len(names[i]))
     ]
     _check_unique(images, face_path)

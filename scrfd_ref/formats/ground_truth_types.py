@@ -19,6 +19,16 @@ ALL_FACES = "all"
 FACE_MAT = "wider_face_val.mat"
 SETTING_MAT = "wider_{}_val.mat"
 TXT_NAMES: tuple[str, ...] = ("wider_face_val_bbx_gt.txt", "wider_face_val_bbx_gt.derived.txt")
+#: the six face labels of WIDER FACE (``<name>_label_list`` in ``wider_face_val.mat``), each
+#: with its values' names in label order (0, 1, 2)
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "blur": ("clear", "normal", "heavy"),
+    "expression": ("typical", "exaggerated"),
+    "illumination": ("normal", "extreme"),
+    "invalid": ("valid", "invalid"),
+    "occlusion": ("none", "partial", "heavy"),
+    "pose": ("typical", "atypical"),
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,12 +41,15 @@ class GroundTruthImage:
         boxes: ``(n, 4)`` float64 ``x y w h`` (read-only).
         counted: setting -> sorted unique 0-based int64 indices of the boxes that count in
             that setting (read-only arrays; the other boxes are "don't care").
+        attributes: :data:`ATTRIBUTES` name -> ``(n,)`` uint8 label of each box (read-only),
+            or None when the source has no face labels (a text ground truth).
     """
 
     event: str
     name: str
     boxes: np.ndarray
     counted: Mapping[str, np.ndarray]
+    attributes: Mapping[str, np.ndarray] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,6 +75,11 @@ class GroundTruth:
     settings: tuple[str, ...] = SETTINGS
     source: str = ""
     note: str = ""
+
+    @property
+    def has_attributes(self) -> bool:
+        """Every image carries the six face labels (:data:`ATTRIBUTES`)."""
+        return bool(self.images) and all(img.attributes is not None for img in self.images)
 
     @property
     def num_boxes(self) -> int:
@@ -116,7 +134,9 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 
 def make_image(event: str, name: str, boxes: np.ndarray,
-               counted: Mapping[str, Sequence[int] | np.ndarray]) -> GroundTruthImage:
+               counted: Mapping[str, Sequence[int] | np.ndarray],
+               attributes: Mapping[str, Sequence[int] | np.ndarray] | None = None
+               ) -> GroundTruthImage:
     """Build a :class:`GroundTruthImage` (copies, converts, freezes the arrays).
 
     Args:
@@ -124,9 +144,11 @@ def make_image(event: str, name: str, boxes: np.ndarray,
         name: image name (a trailing ``.jpg`` is removed).
         boxes: ``(n, 4)`` ``x y w h``.
         counted: setting -> 0-based indices of the counted boxes.
+        attributes: every :data:`ATTRIBUTES` name -> ``(n,)`` labels, or None.
 
     Raises:
-        InputError: wrong box shape or an index outside ``0..n-1``.
+        InputError: wrong box shape, an index outside ``0..n-1``, or labels missing, of
+            another length than the boxes or outside the attribute's values.
     """
     name = name[:-4] if name.lower().endswith(".jpg") else name
     b = np.array(boxes, dtype=np.float64, copy=True)
@@ -140,5 +162,25 @@ def make_image(event: str, name: str, boxes: np.ndarray,
         if a.size and (a[0] < 0 or a[-1] >= b.shape[0]):
             raise InputError(f"{event}/{name}: {s} index out of range 0..{b.shape[0] - 1}")
         idx[s] = _frozen(a)
-    return GroundTruthImage(event=event, name=name, boxes=_frozen(b),
-                            counted=idx)
+    return GroundTruthImage(event=event, name=name, boxes=_frozen(b), counted=idx,
+                            attributes=None if attributes is None
+                            else _labels(event, name, b.shape[0], attributes))
+
+
+def _labels(event: str, name: str, n: int,
+            attributes: Mapping[str, Sequence[int] | np.ndarray]) -> dict[str, np.ndarray]:
+    """The six label arrays of one image, checked against :data:`ATTRIBUTES`."""
+    missing = [a for a in ATTRIBUTES if a not in attributes]
+    if missing:
+        raise InputError(f"{event}/{name}: no {', '.join(missing)} labels")
+    out = {}
+    for a, values in ATTRIBUTES.items():
+        v = np.asarray(attributes[a]).ravel()
+        if v.size != n:
+            raise InputError(f"{event}/{name}: {v.size} {a} labels for {n} boxes")
+        if v.size and (not np.issubdtype(v.dtype, np.number) or v.min() < 0
+                       or v.max() >= len(values) or not np.all(v == np.round(v))):
+            raise InputError(f"{event}/{name}: {a} labels must be 0..{len(values) - 1} "
+                             f"({' / '.join(values)})")
+        out[a] = _frozen(v.astype(np.uint8))
+    return out

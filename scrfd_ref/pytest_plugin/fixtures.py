@@ -21,7 +21,7 @@ from scrfd_ref.pytest_plugin.keys import (
 __all__ = ["judge", "perf_rows", "gates", "conformance_profile", "eval_items",
            "conformance_report", "run_cache", "conformance_set", "variant_model",
            "landmark_free", "reference_run", "device_run", "ap_paired", "ap_pair",
-           "reference_ap"]
+           "reference_ap", "slices_paired"]
 
 
 
@@ -284,6 +284,21 @@ def ap_paired(device_spec, device_run, reference_run, ground_truth, run_cache, g
             reference_run.predictions(), device_run.predictions(), ground_truth, keys, gates,
             device_spec.dtype)
     return run_cache.ap[device_spec.id]
+
+
+@pytest.fixture(scope="session")
+def slices_paired(device_spec, device_run, reference_run, ground_truth, gates):
+    """``(paired, missing)``: the per-slice paired bootstrap of device vs reference
+    (:func:`scrfd_ref.conformance.slice_checks.slices_bootstrap`), or ``(None, why)`` when
+    the ground truth has no face attributes."""
+    from scrfd_ref.conformance.slice_checks import slices_bootstrap
+
+    if not ground_truth.has_attributes:
+        return None, (f"the ground truth {ground_truth.source} has no face attributes; "
+                      "give the official wider_face_val.mat (--gt / the data folder)")
+    keys = [tuple(k.split("/", 1)) for k in device_run.detections]
+    return slices_bootstrap(reference_run.predictions(), device_run.predictions(),
+                            ground_truth, keys, gates, device_spec.dtype), ""
 
 
 @pytest.fixture(scope="session")

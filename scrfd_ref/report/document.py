@@ -22,8 +22,9 @@ import numpy as np
 from scrfd_ref import __version__
 from scrfd_ref.conformance.gates import GateResult, worst_verdict
 from scrfd_ref.formats.files import write_text
+from scrfd_ref.report.slices import markdown_section
 
-LEVEL_ORDER = ("heads", "detections", "ap", "collapse")
+LEVEL_ORDER = ("heads", "detections", "ap", "collapse", "slices")
 
 
 #: the version of report.json's layout (``meta.report_format``); readers refuse newer ones
@@ -254,12 +255,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
                   ""]
     devices = doc.get("devices", {})
     lines += _device_lines(devices)
-    lines += ["## Summary", "", "| variant | backend | dtype | heads | detections | collapse | AP | overall |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Summary", "", "| variant | backend | dtype | heads | detections | collapse | AP | "
+              "slices | overall |", "|---|---|---|---|---|---|---|---|---|"]
     for k, rec in devices.items():
         spec, lv = rec.get("spec", {}), rec.get("levels", {})
         cells = [_mark(lv.get(level))
-                 for level in ("heads", "detections", "collapse", "ap")]
+                 for level in ("heads", "detections", "collapse", "ap", "slices")]
         lines.append(f"| {spec.get('variant', '?')} | {spec.get('backend', '?')} | "
                      f"{spec.get('dtype', '?')} | " + " | ".join(cells) +
                      f" | {_mark(rec)} |")
@@ -287,6 +288,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                 cells.append(f"{_fmt(dev.get(s))} / {_fmt(ref.get(s))}: x{ratio:.4f}"
                              + (f" [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else ""))
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += markdown_section(devices)
     for verdict, title in (("fail", "Failed gates"),
                            ("inconclusive", "Inconclusive gates (the images cannot decide)")):
         rows = [(k, g) for k, rec in devices.items() for lv in rec.get("levels", {}).values()

@@ -17,7 +17,7 @@ from scrfd_ref.formats.datadir import VARIANTS
 from scrfd_ref.report.inline import inline_picture
 
 #: the check levels in the order of the flow (a report may add others; they follow)
-LEVEL_ORDER = ("heads", "anchors", "detections", "buckets", "collapse", "ap")
+LEVEL_ORDER = ("heads", "anchors", "detections", "buckets", "collapse", "ap", "slices")
 #: verdicts, worst first; ``none``: nothing was judged
 VERDICTS = ("fail", "inconclusive", "pass", "none")
 _SEVERITY = {v: i for i, v in enumerate(VERDICTS)}

@@ -206,6 +206,35 @@ def ap_row(dev: Mapping[str, Any]) -> dict[str, Any] | None:
             "images": r.get("images", ""), "cells": cells}
 
 
+from scrfd_ref.widerface.slices import SLICE_NAMES  # noqa: E402 - the report's slice order
+
+
+def slice_row(dev: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A device's line of the face-attribute table (``None`` without a slice level): per
+    slice the recall and AP deltas, their intervals and the slice's verdict."""
+    from scrfd_ref.report.slices import slice_verdicts
+
+    raw = dev["_levels"].get("slices")
+    if not raw:
+        return None
+    doc = (raw.get("metrics") or {}).get("slices") if isinstance(raw.get("metrics"),
+                                                                  Mapping) else None
+    verdicts = slice_verdicts(raw)
+    cells = {}
+    for name, c in ((doc or {}).get("slices") or {}).items():
+        rec, ap = c.get("recall_delta"), c.get("ap_delta")
+        cells[name] = {"verdict": verdicts.get(name, "none"), "faces": c.get("faces", ""),
+                       "recall": "\u2013" if rec is None else f"{rec:+.3f}",
+                       "ap": "\u2013" if ap is None else f"{ap:+.3f}",
+                       "title": f"{name}: {c.get('faces')} faces; recall delta "
+                                f"{_interval(c.get('recall_interval'))} corrected "
+                                f"{_interval(c.get('recall_corrected'))}; AP delta "
+                                f"{_interval(c.get('ap_interval'))} corrected "
+                                f"{_interval(c.get('ap_corrected'))}"}
+    return {"id": dev["id"], "anchor": dev["anchor"], "verdict": dev["level_verdicts"]["slices"],
+            "cells": cells, "missing": str((raw.get("metrics") or {}).get("missing") or "")}
+
+
 def _matrix(devices: list[dict[str, Any]]) -> dict[str, Any]:
     """Rows variants, columns backend x dtype, cells the device verdicts."""
     backends = sorted({d["backend"] for d in devices})
@@ -327,6 +356,7 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     levels = ordered([lv["name"] for d in devices for lv in d["levels"]], LEVEL_ORDER)
     tally = {v: sum(d["verdict"] == v for d in devices) for v in _SEV}
     ap_rows = [r for r in (ap_row(d) for d in devices) if r is not None]
+    slice_rows = [r for r in (slice_row(d) for d in devices) if r is not None]
     profile = meta.get("profile")
     others = [{"name": str(n), "markdown": str(s.get("markdown", ""))}
               for n, s in sections.items() if n not in ("likely_causes", "decomposition")
@@ -342,6 +372,8 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
         "ap_settings": ordered([c for r in ap_rows for c in r["cells"]], SETTINGS),
         "ap_images": sorted({str(r["images"]) for r in ap_rows}),
         "ap_intervals": _interval_label(doc.get("devices") or {}),
+        "slice_rows": slice_rows,
+        "slice_names": ordered([c for r in slice_rows for c in r["cells"]], SLICE_NAMES),
         "causes": [d for d in devices if d["causes"]],
         "decomposition": _decomposition(sections.get("decomposition")),
         "other_sections": others,

@@ -282,13 +282,14 @@ def match_predictions(predictions: Mapping[tuple[str, str], np.ndarray], gt: Gro
         recalls[cand[first]] = True
         proposals[s] = proposal
         recalled[s] = recalls
-    for a in (img_of_pred, t0, *proposals.values(), *recalled.values(), *faces.values()):
+    raw = np.ascontiguousarray(p[:, 4])
+    for a in (img_of_pred, t0, raw, *proposals.values(), *recalled.values(), *faces.values()):
         a.setflags(write=False)
     return Matching(keys=tuple(keys), events=sub.events, settings=tuple(sub.settings),
                     missing=tuple(missing), kernel=used, image=img_of_pred, t0=t0,
                     proposal=proposals, recalls=recalled, faces=faces,
                     thresh_num=int(thresh_num), iou_threshold=float(iou_threshold),
-                    inverted=n_inverted)
+                    inverted=n_inverted, score=raw)
 
 
 def evaluate(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth, *,

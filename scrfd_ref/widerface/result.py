@@ -44,6 +44,8 @@ class Matching:
         thresh_num: number of score thresholds ``T``.
         iou_threshold: the match threshold used.
         inverted: predictions with a negative width or height.
+        score: ``(P,)`` float64 raw score of each prediction (before the normalisation),
+            for a recall at an operating point.
     """
 
     keys: tuple[tuple[str, str], ...]
@@ -59,6 +61,7 @@ class Matching:
     thresh_num: int
     iou_threshold: float
     inverted: int
+    score: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -544,6 +544,22 @@ CASES = [
          r"--resamples 300: too few for a 99% interval; give at least 1000"),
     Case("eval-confidence-one", (*EVAL, "--compare", f"{WS}/pred", "--confidence", "1"), 2,
          r"--confidence 1\.0: give a level strictly between 0 and 1"),
+    # per-slice evaluation (--by attribute) needs the .mat face labels; its options need it
+    Case("eval-by-attribute-gt-without-labels", (*EVAL, "--by", "attribute"), 2,
+         r"error: .*gt/wider_face_val_bbx_gt\.txt: has no face attributes \(blur, expression, "
+         r"illumination, occlusion, pose\); slices need the official wider_face_val\.mat",
+         # refused before any prediction file is read (this one is malformed)
+         setup=_pred_file("1--A/1_a_1.txt", "1--A/1_a_1\n5\n1 2 3 4 0.5\n")),
+    Case("eval-operating-score-without-by", (*EVAL, "--operating-score", "0.6"), 2,
+         r"error: --operating-score: only with --by attribute"),
+    Case("eval-forest-without-compare", (*EVAL, "--by", "attribute", "--forest",
+                                         f"{WS}/forest.png"), 2,
+         r"error: --forest: only with --compare DIR", absent=("forest.png",)),
+    Case("eval-forest-onto-the-prediction-folder-file",
+         (*EVAL, "--by", "attribute", "--compare", f"{WS}/pred", "--forest",
+          f"{WS}/pred/1--A/1_a_1.txt"), 2,
+         r"error: --forest .*pred/1--A/1_a_1\.txt: lies inside the input folder .*pred; write "
+         r"the output somewhere else", keep=("pred",)),
     # ------------------------------------------------------------------ image2npz
     Case("image2npz-dataset-missing", ("image2npz", "--dataset-path", f"{WS}/none",
                                        "--target-path", f"{WS}/n2", "--text-path", f"{WS}/l.txt"),
