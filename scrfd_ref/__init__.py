@@ -18,6 +18,8 @@ available_backends     entry-point group for third-party runtimes)
 read_image             image files with clear errors and a pixel limit
 load_ground_truth      WIDER FACE ground truth (.mat or txt)
 evaluate, evaluate_dir official-protocol WIDER FACE AP
+evaluate_slices,       AP and recall at the operating point per face-attribute / scale
+paired_slices          slice, one run or device vs reference with intervals
 ScrfdRefError, ...     the errors, each with the CLI exit status it means
 =====================  ==============================================================
 
@@ -44,6 +46,8 @@ _API: dict[str, str] = {
     "load_ground_truth": "scrfd_ref.formats.ground_truth",
     "evaluate": "scrfd_ref.widerface.evaluate",
     "evaluate_dir": "scrfd_ref.widerface.evaluate",
+    "evaluate_slices": "scrfd_ref.widerface.slice_eval",
+    "paired_slices": "scrfd_ref.widerface.slice_eval",
     "ScrfdRefError": "scrfd_ref.core.errors",
     "InputError": "scrfd_ref.core.errors",
     "UsageError": "scrfd_ref.core.errors",

@@ -220,13 +220,14 @@ def run_eval(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         output_file(args.json, "--json", inputs=inputs)
     if args.plot:
         output_file(args.plot, "--plot", inputs=inputs)
+        if args.json not in (None, "-") and same_path(args.plot, args.json):
+            raise UsageError(f"--plot {display(args.plot)}: is also --json; give each output "
+                             "its own file")
     check_slice_options(args, inputs)
     events = unique(args.events, "--events")
     gt = load_ground_truth(gt_path)
     unknown = [e for e in events or () if e not in gt.events]
     if unknown:
-        from scrfd_ref.core.errors import UsageError
-
         raise UsageError(f"--events {' '.join(unknown[:5])}: not in the ground truth "
                          f"{display(gt.source)} ({len(gt.events)} events, e.g. "
                          f"{', '.join(gt.events[:3])})")

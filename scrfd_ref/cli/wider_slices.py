@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from scrfd_ref.core.errors import UsageError
-from scrfd_ref.formats.files import display, output_file
+from scrfd_ref.formats.files import display, output_file, same_path
 from scrfd_ref.widerface.slice_eval import OPERATING_SCORE
 
 #: what ``--by`` accepts
@@ -54,6 +54,10 @@ def check_slice_options(args: argparse.Namespace, inputs: list[Path]) -> None:
             raise UsageError("--forest: only with --compare DIR (the plot shows the deltas "
                              "of two prediction folders)")
         output_file(args.forest, "--forest", inputs=inputs)
+        for option, other in (("--json", args.json), ("--plot", args.plot)):
+            if other not in (None, "-") and same_path(args.forest, other):
+                raise UsageError(f"--forest {display(args.forest)}: is also {option}; give "
+                                 "each output its own file")
 
 
 def _score(args: argparse.Namespace) -> float:

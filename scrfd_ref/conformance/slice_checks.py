@@ -11,7 +11,9 @@ on the paired image bootstrap of :mod:`scrfd_ref.widerface.slice_eval`:
   ``min_faces`` faces) is entirely beyond the limit: the claim "this slice is worse" is
   made among all slices, so it is corrected for their number;
 - **inconclusive**: between the two, or a slice with fewer than ``min_faces`` faces among
-  the images (with what to add), or a ground truth without face attributes.
+  the images (with what to add), a drop with nothing to lose (the reference finds none of
+  the slice's faces: AP 0, or none at the operating point), or a ground truth without face
+  attributes.
 
 The level passes only when every slice passes: an intersection-union test, which needs no
 correction (its error is at most one slice's).
@@ -46,8 +48,26 @@ def slices_bootstrap(ref_predictions: Any, dev_predictions: Any, ground_truth: A
 
 
 def _neg(iv: Any) -> tuple[float, float]:
-    """The interval of ``-x`` from that of ``x``."""
-    return (-iv.high, -iv.low)
+    """The interval of ``-x`` from that of ``x`` (``0 - x``: no ``-0`` in the messages)."""
+    return (0.0 - iv.high, 0.0 - iv.low)
+
+
+def _f(x: float) -> str:
+    return "n/a" if x != x else f"{x:.4f}"
+
+
+def _nothing_to_lose(c: Any, paired: Any) -> dict[str, str]:
+    """The drops a slice cannot measure although it has faces: the reference finds none of
+    them (AP 0, or no face at the operating point), so the device has nothing to lose."""
+    where = f"among these {paired.images} images; add images where the reference finds them"
+    lack = {}
+    if not c.ap_a > 0:
+        lack["ap_drop"] = (f"the reference finds none of the {c.faces} face(s) of {c.name} "
+                           f"(AP 0) {where}")
+    if not c.recall_a > 0:
+        lack["recall_drop"] = (f"the reference finds none of the {c.faces} face(s) of "
+                               f"{c.name} at score >= {paired.operating_score:g} {where}")
+    return lack
 
 
 def check_slices(paired: Any, gates: Gates, dtype: str, *, missing: str = "") -> LevelResult:
@@ -63,9 +83,9 @@ def check_slices(paired: Any, gates: Gates, dtype: str, *, missing: str = "") ->
             rows += gates.check(dtype, "slices", f"slice {name}", {}, lacking=lack)
             continue
         c = paired[name]
-        subject = (f"slice {name} ({c.faces} faces; AP device {c.ap_b:.4f} reference "
-                   f"{c.ap_a:.4f}, recall@{paired.operating_score:g} device {c.recall_b:.4f} "
-                   f"reference {c.recall_a:.4f}, {paired.images} images)")
+        subject = (f"slice {name} ({c.faces} faces; AP device {_f(c.ap_b)} reference "
+                   f"{_f(c.ap_a)}, recall@{paired.operating_score:g} device {_f(c.recall_b)} "
+                   f"reference {_f(c.recall_a)}, {paired.images} images)")
         if c.faces < min_faces:
             why = (f"only {c.faces} face(s) of {name} among these {paired.images} images "
                    f"(at least {min_faces}); add images with {name.split('=')[1]} "
@@ -73,10 +93,11 @@ def check_slices(paired: Any, gates: Gates, dtype: str, *, missing: str = "") ->
             rows += gates.check(dtype, "slices", subject, {},
                                 lacking={"ap_drop": why, "recall_drop": why})
             continue
-        measured = {"ap_drop": -c.ap_delta}
-        if math.isfinite(c.recall_delta):
-            measured["recall_drop"] = -c.recall_delta
-        rows += gates.check(dtype, "slices", subject, measured,
+        lack = _nothing_to_lose(c, paired)
+        measured = {m: 0.0 - d for m, d in (("ap_drop", c.ap_delta),
+                                            ("recall_drop", c.recall_delta))
+                    if m not in lack and math.isfinite(d)}
+        rows += gates.check(dtype, "slices", subject, measured, lacking=lack,
                             intervals={"ap_drop": _neg(c.ap_interval),
                                        "recall_drop": _neg(c.recall_interval)},
                             fail_intervals={"ap_drop": _neg(c.ap_corrected),

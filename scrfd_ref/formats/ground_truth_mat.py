@@ -227,6 +227,13 @@ def _read_labels(mat: dict, path: Path, events: list[str], names: list[list[str]
                 if v.size != n:
                     raise InputError(f"{path}: {ev}/{names[i][j]}: {v.size} {a} labels for "
                                      f"{n} boxes")
+                values = ATTRIBUTES[a]
+                known = np.isin(v, np.arange(len(values)))
+                if not known.all():   # named here with the file (make_image would not)
+                    bad = v[~known].ravel()[0]
+                    raise InputError(f"{path}: {ev}/{names[i][j]}: {k} holds {bad:g}; {a} "
+                                     f"labels are 0..{len(values) - 1} ({' / '.join(values)}): "
+                                     "give the official wider_face_val.mat")
                 out[i][j][a] = v.ravel()
     return out
 

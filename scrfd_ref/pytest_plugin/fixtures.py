@@ -295,7 +295,8 @@ def slices_paired(device_spec, device_run, reference_run, ground_truth, gates):
 
     if not ground_truth.has_attributes:
         return None, (f"the ground truth {ground_truth.source} has no face attributes; "
-                      "give the official wider_face_val.mat (--gt / the data folder)")
+                      "put the official wider_face_val.mat (with its *_label_list keys) in "
+                      "DATA/widerface/ground_truth (--data-dir / SCRFD_DATA)")
     keys = [tuple(k.split("/", 1)) for k in device_run.detections]
     return slices_bootstrap(reference_run.predictions(), device_run.predictions(),
                             ground_truth, keys, gates, device_spec.dtype), ""

@@ -235,6 +235,19 @@ def slice_row(dev: Mapping[str, Any]) -> dict[str, Any] | None:
             "cells": cells, "missing": str((raw.get("metrics") or {}).get("missing") or "")}
 
 
+def _slice_header(names: list[str]) -> dict[str, Any]:
+    """The slice table's two header rows: attributes spanning their values."""
+    groups: list[dict[str, Any]] = []
+    for n in names:
+        attr = n.split("=", 1)[0]
+        if groups and groups[-1]["name"] == attr:
+            groups[-1]["count"] += 1
+        else:
+            groups.append({"name": attr, "count": 1, "first": n})
+    return {"slice_names": names, "slice_attributes": groups,
+            "slice_firsts": {g["first"] for g in groups}}
+
+
 def _matrix(devices: list[dict[str, Any]]) -> dict[str, Any]:
     """Rows variants, columns backend x dtype, cells the device verdicts."""
     backends = sorted({d["backend"] for d in devices})
@@ -373,7 +386,7 @@ def report_view(doc: Mapping[str, Any], folder: Path) -> dict[str, Any]:
         "ap_images": sorted({str(r["images"]) for r in ap_rows}),
         "ap_intervals": _interval_label(doc.get("devices") or {}),
         "slice_rows": slice_rows,
-        "slice_names": ordered([c for r in slice_rows for c in r["cells"]], SLICE_NAMES),
+        **_slice_header(ordered([c for r in slice_rows for c in r["cells"]], SLICE_NAMES)),
         "causes": [d for d in devices if d["causes"]],
         "decomposition": _decomposition(sections.get("decomposition")),
         "other_sections": others,

@@ -6,6 +6,10 @@
 * :mod:`scrfd_ref.widerface.bootstrap`: confidence intervals of an AP and of the delta /
   ratio of two prediction sets on the same images (paired image bootstrap), over the
   weighted-sum engine of :mod:`scrfd_ref.widerface.resample`;
+* :mod:`scrfd_ref.widerface.slices` and :mod:`scrfd_ref.widerface.slice_eval`: slices by
+  WIDER FACE face label (blur, expression, illumination, occlusion, pose) and scale, each an
+  extra setting of the official protocol; ``evaluate_slices`` and ``paired_slices`` (AP and
+  recall at the operating point per slice, paired with Bonferroni-corrected intervals);
 * :mod:`scrfd_ref.widerface.plot`: ``plot_pr_curves`` (needs matplotlib);
 * :mod:`scrfd_ref.widerface.run`: running a detector over the val images.
 

@@ -25,6 +25,10 @@ the AP and the recall), per slice the delta ``b - a`` of the AP and of the recal
   need 6000 resamples for five of them beyond each end; the hull keeps the corrected
   interval never narrower than the plain one.
 
+A resample in which a slice has no face measures neither its AP nor its recall: both
+intervals of that slice are then undefined (``nan`` ends, ``None`` in JSON), never
+narrowed by a delta of 0 that nothing measured.
+
 How the verdicts use them (:mod:`scrfd_ref.conformance.slice_checks`): a slice passes on
 its plain interval (the level passes only when every slice does: an intersection-union
 test, whose error is at most one slice's, needs no correction) and fails only on its
@@ -163,7 +167,8 @@ class SliceComparison:
 
     Attributes:
         name, faces: the slice and its faces.
-        ap_a, ap_b, recall_a, recall_b: both sets' AP and recall at the operating point.
+        ap_a, ap_b, recall_a, recall_b: both sets' AP and recall at the operating point
+            (``nan`` for a slice without faces).
         ap_delta, recall_delta: ``b - a``.
         ap_interval, recall_interval: percentile intervals of the deltas at the confidence.
         ap_corrected, recall_corrected: their Bonferroni intervals for the family (module
@@ -185,9 +190,9 @@ class SliceComparison:
 
     def to_dict(self) -> dict:
         """JSON-ready dict (intervals as ``[low, high]``, ``None`` where undefined)."""
-        return {"faces": self.faces, "ap_a": self.ap_a, "ap_b": self.ap_b,
+        return {"faces": self.faces, "ap_a": _num(self.ap_a), "ap_b": _num(self.ap_b),
                 "recall_a": _num(self.recall_a), "recall_b": _num(self.recall_b),
-                "ap_delta": self.ap_delta, "recall_delta": _num(self.recall_delta),
+                "ap_delta": _num(self.ap_delta), "recall_delta": _num(self.recall_delta),
                 "ap_interval": self.ap_interval.to_list(),
                 "recall_interval": self.recall_interval.to_list(),
                 "ap_corrected": self.ap_corrected.to_list(),
@@ -277,10 +282,11 @@ def paired_slices_matchings(a: Matching, b: Matching, *,
     ca, cb = image_counts(a), image_counts(b)
     ap_a, ap_b, rec_a, rec_b = [], [], [], []
     for w in iter_resample_weights(len(a.keys), resamples, seed):
-        ap_a.append(weighted_ap(ca, w))
-        ap_b.append(weighted_ap(cb, w))
         wf = w.astype(np.float64)
         n_faces = wf @ faces
+        # a resample without a face of the slice has no AP there (as it has no recall)
+        ap_a.append(np.where(n_faces > 0, weighted_ap(ca, w), np.nan))
+        ap_b.append(np.where(n_faces > 0, weighted_ap(cb, w), np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             rec_a.append(np.where(n_faces > 0, (wf @ fa) / n_faces, np.nan))
             rec_b.append(np.where(n_faces > 0, (wf @ fb) / n_faces, np.nan))
@@ -290,11 +296,13 @@ def paired_slices_matchings(a: Matching, b: Matching, *,
     comps = {}
     for si, s in enumerate(names):
         ra, rb = ev_a[s], ev_b[s]
-        ap_delta, rec_delta = rb.ap - ra.ap, rb.recall - ra.recall
+        # a slice without faces has no AP (evaluate_matching's 0.0 is no measurement)
+        ap_a_s, ap_b_s = (ra.ap, rb.ap) if ra.faces else (math.nan, math.nan)
+        ap_delta, rec_delta = ap_b_s - ap_a_s, rb.recall - ra.recall
         ap_iv = percentile_interval(d_ap[:, si], confidence)
         rec_iv = percentile_interval(d_rec[:, si], confidence)
         comps[s] = SliceComparison(
-            name=s, faces=ra.faces, ap_a=ra.ap, ap_b=rb.ap, recall_a=ra.recall,
+            name=s, faces=ra.faces, ap_a=ap_a_s, ap_b=ap_b_s, recall_a=ra.recall,
             recall_b=rb.recall, ap_delta=ap_delta, recall_delta=rec_delta,
             ap_interval=ap_iv, recall_interval=rec_iv,
             ap_corrected=corrected_interval(ap_delta, d_ap[:, si], ap_iv, confidence, family),

@@ -195,6 +195,54 @@ def _pred_copy(drop: str | None = None, add: str | None = None) -> Callable[[Pat
     return setup
 
 
+def _labelled_mats(**bad: tuple[str, int]) -> Callable[[Path], None]:
+    """``mat/``: the workspace's text ground truth as the four official .mat files
+    (scipy.io.savemat, the official layout) with the six face labels, all 0, except
+    ``attribute=(image, value)``: that label of the image's first box."""
+    import scipy.io
+
+    def cell(items) -> np.ndarray:
+        out = np.empty((len(items), 1), dtype=object)
+        for i, x in enumerate(items):
+            out[i, 0] = x
+        return out
+
+    def setup(ws: Path) -> None:
+        lines = (ws / "gt" / "wider_face_val_bbx_gt.txt").read_text().split("\n")
+        images: dict[str, dict[str, np.ndarray]] = {}
+        i = 0
+        while i + 1 < len(lines) and lines[i]:
+            event, name = lines[i][:-4].split("/")
+            n = int(lines[i + 1])
+            images.setdefault(event, {})[name] = np.array(
+                [[float(v) for v in row.split()[:4]] for row in lines[i + 2:i + 2 + n]])
+            i += 2 + n
+        events = list(images)
+        ev = cell([np.array([e]) for e in events])
+        fl = cell([cell([np.array([n]) for n in images[e]]) for e in events])
+        face = {"event_list": ev, "file_list": fl,
+                "face_bbx_list": cell([cell(list(images[e].values())) for e in events])}
+        for a in ("blur", "expression", "illumination", "invalid", "occlusion", "pose"):
+            per_event = []
+            for e in events:
+                per = []
+                for n, b in images[e].items():
+                    lab = np.zeros((len(b), 1), np.uint8)
+                    if a in bad and bad[a][0] == f"{e}/{n}":
+                        lab[0, 0] = bad[a][1]
+                    per.append(lab)
+                per_event.append(cell(per))
+            face[f"{a}_label_list"] = cell(per_event)
+        (ws / "mat").mkdir(exist_ok=True)
+        scipy.io.savemat(ws / "mat" / "wider_face_val.mat", face)
+        gl = cell([cell([np.arange(1, len(b) + 1, dtype=np.uint16).reshape(-1, 1)
+                         for b in images[e].values()]) for e in events])
+        for s in ("easy", "medium", "hard"):
+            scipy.io.savemat(ws / "mat" / f"wider_{s}_val.mat",
+                             {"gt_list": gl, "event_list": ev, "file_list": fl})
+    return setup
+
+
 def _check_pictures(*names: str) -> Callable[[Path], None]:
     def check(ws: Path) -> None:
         for n in names:
@@ -560,6 +608,23 @@ CASES = [
           f"{WS}/pred/1--A/1_a_1.txt"), 2,
          r"error: --forest .*pred/1--A/1_a_1\.txt: lies inside the input folder .*pred; write "
          r"the output somewhere else", keep=("pred",)),
+    Case("eval-by-attribute-labelled-mat", ("eval", "--pred", f"{WS}/pred", "--gt",
+                                            f"{WS}/mat", "--by", "attribute"), 0,
+         r"per slice .*\n.*\nblur=clear +3 ", setup=_labelled_mats()),
+    Case("eval-by-attribute-label-out-of-range",
+         ("eval", "--pred", f"{WS}/pred", "--gt", f"{WS}/mat", "--by", "attribute"), 1,
+         r"error: .*mat/wider_face_val\.mat: 2--B/2_b_1: occlusion_label_list holds 7; "
+         r"occlusion labels are 0\.\.2 \(none / partial / heavy\)",
+         setup=_labelled_mats(occlusion=("2--B/2_b_1", 7)), keep=("mat",)),
+    Case("eval-forest-is-also-the-json",
+         (*EVAL[:-1], f"{WS}/mat", "--by", "attribute", "--compare", f"{WS}/pred", "--forest",
+          f"{WS}/out.png", "--json", f"{WS}/out.png"), 2,
+         r"error: --forest .*out\.png: is also --json; give each output its own file",
+         setup=_labelled_mats(), absent=("out.png",)),
+    Case("eval-plot-is-also-the-json", (*EVAL, "--plot", f"{WS}/out.png", "--json",
+                                        f"{WS}/out.png"), 2,
+         r"error: --plot .*out\.png: is also --json; give each output its own file",
+         absent=("out.png",)),
     # ------------------------------------------------------------------ image2npz
     Case("image2npz-dataset-missing", ("image2npz", "--dataset-path", f"{WS}/none",
                                        "--target-path", f"{WS}/n2", "--text-path", f"{WS}/l.txt"),

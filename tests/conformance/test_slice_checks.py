@@ -298,3 +298,48 @@ def test_no_paired_result_leaves_every_slice_inconclusive_with_the_reason(gates)
         assert math.isnan(r.value)
     assert level.verdict == "inconclusive"
     assert level.metrics == {"slices": None, "missing": why}
+
+
+def test_a_slice_the_reference_finds_none_of_has_nothing_to_lose(gates):
+    """A slice with faces of which the reference finds none at the operating point (or
+    none at all: AP 0): a device cannot drop below it, so that drop is inconclusive with
+    what the images lack, never a pass (as a detection gate without a reference face above
+    the floor)."""
+    import dataclasses
+
+    comps = {n: _comparison(n) for n in SLICES}
+    comps["occlusion=heavy"] = dataclasses.replace(comps["occlusion=heavy"], recall_a=0.0,
+                                                   recall_b=0.0)
+    comps["blur=heavy"] = dataclasses.replace(comps["blur=heavy"], ap_a=0.0, ap_b=0.1,
+                                              ap_delta=0.1, recall_a=0.0, recall_b=0.05,
+                                              recall_delta=0.05)
+    paired = PairedSlices(slices=tuple(SLICES), comparisons=comps, images=100, resamples=200,
+                          confidence=0.95, seed=0, operating_score=0.5, family=30,
+                          family_confidence=1 - 0.05 / 30, min_faces=MIN_FACES, a=None, b=None)
+    level = check_slices(paired, gates, DTYPE)
+    verdicts = _verdicts(level)
+    lost = {("occlusion=heavy", "recall_drop_max"), ("blur=heavy", "recall_drop_max"),
+            ("blur=heavy", "ap_drop_max")}
+    for key, verdict in verdicts.items():
+        assert verdict == ("inconclusive" if key in lost else "pass"), key
+    row = next(r for r in level.rows
+               if r.subject.startswith("slice occlusion=heavy") and r.gate == "recall_drop_max")
+    assert "the reference finds none of the 100 face(s) of occlusion=heavy at score >= 0.5" \
+        in row.lack and "add images" in row.lack
+    assert level.verdict == "inconclusive"
+
+
+def test_a_zero_drop_reads_0_not_minus_0(gates):
+    """A device equal to the reference on a slice: deltas +0.0 (b - a), drops 0, not -0."""
+    import dataclasses
+
+    zero = Interval(0.0, 0.0)
+    comps = {n: dataclasses.replace(_comparison(n), ap_delta=0.0, recall_delta=0.0,
+                                    ap_interval=zero, recall_interval=zero,
+                                    ap_corrected=zero, recall_corrected=zero)
+             for n in SLICES}
+    paired = PairedSlices(slices=tuple(SLICES), comparisons=comps, images=100, resamples=200,
+                          confidence=0.95, seed=0, operating_score=0.5, family=30,
+                          family_confidence=1 - 0.05 / 30, min_faces=MIN_FACES, a=None, b=None)
+    for r in check_slices(paired, gates, DTYPE).rows:
+        assert r.verdict == "pass" and "-0" not in r.message, r.message

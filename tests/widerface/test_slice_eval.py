@@ -288,6 +288,61 @@ def test_corrected_interval_by_hand():
     assert math.isnan(corrected_interval(0.0, np.array([0.1]), narrow, 0.95, 2).low)
 
 
+def _exaggerated_in(n: int, holders: set[int]) -> GroundTruth:
+    """``n`` images of 4 faces 30-200 px high, every label 0 except expression=exaggerated
+    on every face of the images in ``holders`` (the only faces of that slice)."""
+    rng = np.random.default_rng(9)
+    imgs = []
+    for i in range(n):
+        h = rng.uniform(30, 200, 4)
+        b = np.column_stack([rng.uniform(0, 800, 4), rng.uniform(0, 600, 4), h / 1.2, h])
+        labels = {a: np.zeros(4, int) for a in LABELS}
+        labels["expression"][:] = int(i in holders)
+        imgs.append(make_image("0--Ev", f"img_{i}", b.round(1),
+                               {s: range(4) for s in ("easy", "medium", "hard")}, labels))
+    return GroundTruth(events=("0--Ev",), images=tuple(imgs), source="<exaggerated>")
+
+
+def test_a_slice_without_faces_has_no_ap_delta_and_strict_json():
+    """Its AP is undefined, as its recall: never a delta of 0 with a [0, 0] interval (the
+    single-set table says n/a too)."""
+    from scrfd_ref.report.slices import slice_table
+
+    gt = _exaggerated_in(12, set())
+    a = noisy_predictions(gt, 2)
+    b = {k: v[: max(0, len(v) - 1)] for k, v in a.items()}
+    p = paired_slices(a, b, gt, resamples=200, min_faces=1)
+    c = p["expression=exaggerated"]
+    assert c.faces == 0 and evaluate_slices(a, gt)["expression=exaggerated"].to_dict()["ap"] \
+        is None
+    for x in (c.ap_a, c.ap_b, c.ap_delta, c.ap_interval.low, c.ap_corrected.high):
+        assert math.isnan(x)
+    row = c.to_dict()
+    assert row["ap_a"] is row["ap_b"] is row["ap_delta"] is None
+    assert row["ap_interval"] == row["ap_corrected"] == [None, None]
+    json.dumps(p.to_dict(), allow_nan=False)
+    line = next(r for r in slice_table(p.to_dict()) if "`expression=exaggerated`" in r)
+    assert line.split(" | ")[2:5] == ["n/a", "n/a", "n/a"], line
+    assert math.isfinite(p["expression=typical"].ap_interval.low)
+
+
+def test_a_resample_without_the_slice_faces_leaves_its_ap_interval_undefined():
+    """The only faces of the slice in one image of 12: about a third of the resamples lack
+    it. They measure no AP of the slice (nor recall): the interval is undefined, not
+    narrowed toward 0 by the 0 - 0 of those resamples."""
+    gt = _exaggerated_in(12, {3})
+    a = noisy_predictions(gt, 2)
+    b = {k: v[: max(0, len(v) - 1)] for k, v in a.items()}
+    p = paired_slices(a, b, gt, resamples=200, min_faces=1)
+    c = p["expression=exaggerated"]
+    assert c.faces == 4 and math.isfinite(c.ap_delta)
+    assert math.isnan(c.recall_interval.low)          # as the recall's
+    assert math.isnan(c.ap_interval.low) and math.isnan(c.ap_corrected.low)
+    assert c.to_dict()["ap_interval"] == [None, None]
+    typical = p["expression=typical"]
+    assert math.isfinite(typical.ap_interval.low) and math.isfinite(typical.ap_interval.high)
+
+
 # --------------------------------------------------------------------------- the command
 
 def _cell(items) -> np.ndarray:
