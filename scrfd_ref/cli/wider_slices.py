@@ -71,9 +71,7 @@ def slice_block(args: argparse.Namespace, gt: Any, sets: list[Mapping], events: 
     (``sets[0]`` the --pred reference, ``sets[1]`` --compare) with ``bootstrap`` (the
     confidence, resamples and seed of --compare)."""
     from scrfd_ref.widerface.slice_eval import evaluate_slices, paired_slices
-    from scrfd_ref.widerface.slices import require_attributes
 
-    require_attributes(gt)
     opts = dict(events=events, allow_missing=args.allow_missing, kernel=args.kernel)
     if compare is None or bootstrap is None:
         ev = evaluate_slices(sets[0], gt, operating_score=_score(args), **opts)

@@ -29,6 +29,7 @@ from scrfd_ref.report.format import (
     unit_of,
     variant_order,
 )
+from scrfd_ref.widerface.slices import SLICE_NAMES
 
 _SEV = {"fail": 0, "inconclusive": 1, "pass": 2, "none": 3}
 SETTINGS = ("easy", "medium", "hard", "all")
@@ -204,9 +205,6 @@ def ap_row(dev: Mapping[str, Any]) -> dict[str, Any] | None:
             "delta_interval": _interval(iv.get("delta"), "abs_delta_max")}
     return {"id": dev["id"], "anchor": dev["anchor"], "verdict": dev["level_verdicts"]["ap"],
             "images": r.get("images", ""), "cells": cells}
-
-
-from scrfd_ref.widerface.slices import SLICE_NAMES  # noqa: E402 - the report's slice order
 
 
 def slice_row(dev: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -46,7 +46,12 @@ import numpy as np
 
 from scrfd_ref.core.errors import InputError
 from scrfd_ref.formats.ground_truth import GroundTruth
-from scrfd_ref.widerface.bootstrap import Interval, pairing_problem, percentile_interval
+from scrfd_ref.widerface.bootstrap import (
+    Interval,
+    _num,
+    pairing_problem,
+    percentile_interval,
+)
 from scrfd_ref.widerface.evaluate import evaluate_matching, match_predictions
 from scrfd_ref.widerface.resample import (
     CONFIDENCE,
@@ -58,14 +63,10 @@ from scrfd_ref.widerface.resample import (
     weighted_ap,
 )
 from scrfd_ref.widerface.result import Matching
-from scrfd_ref.widerface.slices import SLICES, Slice, slice_ground_truth
+from scrfd_ref.widerface.slices import BASE_SETTING, SLICES, Slice, slice_ground_truth
 
 #: the deployment operating point: a face counts as found by a detection scored >= this
 OPERATING_SCORE = 0.5
-
-
-def _num(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def found_per_image(m: Matching, operating_score: float) -> dict[str, np.ndarray]:
@@ -120,7 +121,7 @@ class SliceEvaluation:
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return {"images": self.images, "operating_score": self.operating_score,
-                "base_setting": "hard", "slices": {s: self.rows[s].to_dict()
+                "base_setting": BASE_SETTING, "slices": {s: self.rows[s].to_dict()
                                                    for s in self.slices}}
 
 
@@ -252,7 +253,7 @@ class PairedSlices:
         """JSON-ready dict: the parameters, then one entry per slice."""
         return {"images": self.images, "resamples": self.resamples,
                 "confidence": self.confidence, "seed": self.seed,
-                "operating_score": self.operating_score, "base_setting": "hard",
+                "operating_score": self.operating_score, "base_setting": BASE_SETTING,
                 "correction": {"method": "Bonferroni (normal quantile x bootstrap standard "
                                          "error, hull with the percentile interval)",
                                "family": self.family,
