@@ -7,13 +7,14 @@ held-out WIDER val images, with one pipeline fault at a time
 - ``bias_scores`` on stride 32 (a score-head requantization offset of -2 logits on the
   stride that detects the largest faces): the AP of easy / medium / hard stays inside the
   int8 gates, the ``scale=large`` slice fails both its gates;
-- the input range clipped to 40..215 (a fused preprocessing that saturates), the contrast
-  compressed, a Gaussian blur of the network input, a nearest-neighbour resize: the slice
-  level never passes them; the blur fails ``blur=heavy`` (the faces it erases first). On
-  344 images and with limits loose enough for honest int8 (NNCF loses one of 57 large
-  faces) the others leave their hurt slices inconclusive, not failed: their drops (0.05 to
-  0.1 on illumination=extreme, occlusion=partial, blur=heavy) are measured with intervals
-  that reach the limit. The clipped range passes the AP gates: only the slices refuse it.
+- the input range clipped to 40..215 (a fused preprocessing that saturates) and a Gaussian
+  blur of the network input: the slice level passes neither; the blur fails ``blur=heavy``
+  (the faces it erases first). On 344 images and with limits loose enough for honest int8
+  (NNCF loses one of 57 large faces) the clipped range leaves its hurt slices inconclusive,
+  not failed: its drops (0.05 to 0.07 on illumination=extreme) are measured with intervals
+  that reach the limit; it passes the AP gates: only the slices refuse it. (The contrast
+  compressed and a nearest resize behave alike: ``scrfd_ref/conformance/pipeline_faults.py``
+  has them; the closing note of the attributes issue has their rows.)
 
 The same faulty runs judged under every dtype's slice gates show that each slice bound can
 fail (the fault-injection matrix shows it for the other levels). The honest devices of the
@@ -39,26 +40,21 @@ VARIANT = "500m_bnkps"
 DTYPE = "int8"
 S32 = "bias_scores(32 -2)"
 #: input fault -> the slices it must fail (the slice level must not pass any of them)
-MUST_FAIL = {"input_clip(40..215)": set(), "input_compress(x0.35)": set(),
-             "input_blur(sigma 1 px)": {"blur=heavy"}, "nearest_resize": set()}
+MUST_FAIL = {"input_clip(40..215)": set(), "input_blur(sigma 1 px)": {"blur=heavy"}}
 #: fault label -> (input fault, head fault, nearest resize)
 FAULTS = {
     S32: (None, Fault("bias_scores", stride=32, magnitude=-2.0), False),
     "input_clip(40..215)": (InputFault("input_clip", low=40, high=215), None, False),
-    "input_compress(x0.35)": (InputFault("input_compress", factor=0.35), None, False),
     "input_blur(sigma 1 px)": (InputFault("input_blur", sigma=1.0), None, False),
-    "nearest_resize": (None, None, True),
 }
 
 
 @pytest.fixture(scope="module")
-def judged(variant_file, eval_items, ground_truth, gates):
-    """fault -> (AP level, slice level under int8 gates, paired slices) and the reference."""
+def judged(variant_file, eval_items, ground_truth, gates, reference_run_for):
+    """fault -> (AP level, slice level under int8 gates, paired slices)."""
     profile = get_profile("widerface-eval")
     model = variant_file(VARIANT)
-    with get_backend("ort", model) as ref_backend:
-        reference = run_device(ref_backend, profile, eval_items, device="reference",
-                               progress=False)
+    reference = reference_run_for(VARIANT, "widerface-eval")   # the suite's, cached
     int8 = prepare_model(model, dtype=DTYPE)
     keys = [tuple(k.split("/", 1)) for k in reference.detections]
     out = {}

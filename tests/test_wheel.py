@@ -61,10 +61,14 @@ def test_installed_wheel_runs_the_suite_from_another_folder(tmp_path, data_root,
                   "print(scrfd_ref.__file__); print(g.DEFAULT_GATES)"], cwd=elsewhere, env=env)
     assert probe.returncode == 0, probe.stderr
     assert all(line.startswith(str(site)) for line in probe.stdout.split()), probe.stdout
+    # one event (31 images) cannot decide the face-attribute slices (too few faces in
+    # several): a smoke run accepts that, and the verdict says it did
     res = _run([sys.executable, "-m", "pytest", "--pyargs", "scrfd_ref.conformance",
                 "--device-outputs", str(dump), "--data-dir", str(data_root),
-                "-p", "no:cacheprovider", "-q"], cwd=elsewhere, env=env)
+                "--accept-inconclusive", "-p", "no:cacheprovider", "-q"], cwd=elsewhere,
+               env=env)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
-    assert "7 passed" in out and "failed" not in out   # 6 + the session verdict row
-    assert "PASS, 1 device: 1 pass" in out
+    assert "8 passed" in out and "failed" not in out   # 7 + the session verdict row
+    assert "PASS, 1 device" in out and "inconclusive accepted by --accept-inconclusive" in out
+    assert "slices" in out and "only 7 face(s) of occlusion=heavy" in out

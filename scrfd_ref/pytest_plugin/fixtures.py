@@ -21,7 +21,7 @@ from scrfd_ref.pytest_plugin.keys import (
 __all__ = ["judge", "perf_rows", "gates", "conformance_profile", "eval_items",
            "conformance_report", "run_cache", "conformance_set", "variant_model",
            "landmark_free", "reference_run", "device_run", "ap_paired", "ap_pair",
-           "reference_ap", "slices_paired"]
+           "reference_ap", "reference_run_for", "slices_paired"]
 
 
 
@@ -310,19 +310,28 @@ def ap_pair(ap_paired):
 
 
 @pytest.fixture(scope="session")
-def reference_ap(variant_file, eval_items, ground_truth, run_cache, pytestconfig):
+def reference_run_for(variant_file, eval_items, run_cache, pytestconfig):
+    """``reference_run_for(variant, profile)``: the fp32 ORT reference run of ``variant`` on
+    the held-out images (cached: the very run the conformance suite compares devices with,
+    same images and head images)."""
+    from scrfd_ref.core.profiles import get_profile
+
+    def _run(variant: str, profile: str):
+        heads = head_images(list(eval_items), pytestconfig.getoption("--head-images"))
+        return _reference(pytestconfig, run_cache, variant, variant_file(variant),
+                          get_profile(profile), list(eval_items), heads)
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def reference_ap(reference_run_for, ground_truth):
     """``reference_ap(variant, profile)``: WIDER AP of the fp32 ORT reference run (cached,
     the same run the conformance suite compares devices against)."""
-    from scrfd_ref.core.profiles import get_profile
     from scrfd_ref.widerface.evaluate import evaluate
 
     def _ap(variant: str, profile: str):
-        model = variant_file(variant)
-        # the same run (same images and head images) the conformance suite uses: computed once
-        heads = head_images(list(eval_items), pytestconfig.getoption("--head-images"))
-        run = _reference(pytestconfig, run_cache, variant, model, get_profile(profile),
-                         list(eval_items), heads)
-        preds = run.predictions()
+        preds = reference_run_for(variant, profile).predictions()
         return evaluate(preds, ground_truth, images=list(preds))
 
     return _ap

@@ -38,7 +38,7 @@ keeps the family-wise false-failure rate at ``1 - c``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -124,11 +124,30 @@ class SliceEvaluation:
                                                    for s in self.slices}}
 
 
+def _sliced(gt: GroundTruth, slices: tuple[Slice, ...], events: Iterable[str] | None,
+            images: Iterable[tuple[str, str]] | None
+            ) -> tuple[GroundTruth, Callable[[Mapping], dict]]:
+    """The slices of the selected images only (slicing all 3226 val images costs a second)
+    and the filter of a prediction set for them: predictions of images outside the
+    selection are left out, those of images the ground truth does not have are kept, so
+    that ``match_predictions`` refuses them as it does against the full ground truth."""
+    if events is None and images is None:
+        return slice_ground_truth(gt, slices), dict
+    sub = gt.select(events, images)
+    chosen, known = set(sub.keys()), set(gt.keys())
+
+    def kept(predictions: Mapping) -> dict:
+        return {k: v for k, v in predictions.items()
+                if tuple(k) in chosen or tuple(k) not in known}
+    return slice_ground_truth(sub, slices), kept
+
+
 def slice_matching(predictions: Mapping[tuple[str, str], np.ndarray], gt: GroundTruth, *,
                    slices: tuple[Slice, ...] = SLICES, **options) -> Matching:
     """:func:`~scrfd_ref.widerface.evaluate.match_predictions` against the slices of ``gt``
     (``options``: events, images, allow_missing, kernel, iou_threshold, thresh_num)."""
-    return match_predictions(predictions, slice_ground_truth(gt, slices), **options)
+    sg, kept = _sliced(gt, slices, options.pop("events", None), options.pop("images", None))
+    return match_predictions(kept(predictions), sg, **options)
 
 
 def evaluate_slice_matching(m: Matching, operating_score: float = OPERATING_SCORE
@@ -339,10 +358,10 @@ def paired_slices(pred_a: Mapping[tuple[str, str], np.ndarray],
         UsageError: ``gt`` has no attributes; InputError: as ``paired_bootstrap``.
     """
     check_params(confidence, resamples, seed)
-    sg = slice_ground_truth(gt, slices)
-    opts = dict(events=events, images=images, allow_missing=allow_missing, kernel=kernel)
-    return paired_slices_matchings(match_predictions(pred_a, sg, **opts),
-                                   match_predictions(pred_b, sg, **opts),
+    sg, kept = _sliced(gt, slices, events, images)
+    opts = dict(allow_missing=allow_missing, kernel=kernel)
+    return paired_slices_matchings(match_predictions(kept(pred_a), sg, **opts),
+                                   match_predictions(kept(pred_b), sg, **opts),
                                    operating_score=operating_score, confidence=confidence,
                                    resamples=resamples, seed=seed, min_faces=min_faces)
 
