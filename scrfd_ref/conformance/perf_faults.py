@@ -81,8 +81,9 @@ class BatchHeadBackend(_Wrapped):
 
 
 class PaddingBackend(_Wrapped):
-    """A partial batch padded to ``batch`` with noise; the returned rows are shifted by
-    one (row ``i`` gets the outputs of row ``i + 1`` of the padded batch)."""
+    """A partial batch (more than one image, fewer than ``batch``) padded to ``batch`` with
+    noise; the returned rows are shifted by one (row ``i`` gets the outputs of row
+    ``i + 1`` of the padded batch). Batch 1 has its own path and is right."""
 
     def __init__(self, inner: Backend, batch: int) -> None:
         super().__init__(inner)
@@ -92,7 +93,7 @@ class PaddingBackend(_Wrapped):
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         """Full batches as they are; a partial one through the padded, shifted path."""
         n = blob.shape[0]
-        if n >= self.batch:
+        if n >= self.batch or n == 1:
             return self.inner.run(blob)
         pad = np.random.default_rng(n).uniform(-1, 1, (self.batch - n, *blob.shape[1:]))
         full = self.inner.run(np.concatenate([blob, pad.astype(blob.dtype)]))
