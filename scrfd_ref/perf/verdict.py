@@ -162,5 +162,22 @@ def interleave(measure_a: Callable[[], float], measure_b: Callable[[], float], r
     return a, b
 
 
+
+
+def compare_settings(baseline: object, candidate: object, *, threshold: float,
+                     rounds: int = 20, warmup: int = 1,
+                     run: Callable[[object], object] | None = None, **judge: object
+                     ) -> PerfVerdict:
+    """Time two :class:`~scrfd_ref.perf.settings.PerfSettings` interleaved (:func:`interleave`,
+    ``rounds`` rounds plus ``warmup``), each round's statistic the seconds per image
+    (``1 / throughput``), and judge them (:func:`judge_rounds`; ``judge``: its options)."""
+    if run is None:
+        from scrfd_ref.perf.runner import run_perf as run
+    a, b = interleave(lambda: 1.0 / run(baseline).throughput_ips,
+                      lambda: 1.0 / run(candidate).throughput_ips, rounds + warmup)
+    return judge_rounds(a, b, threshold=threshold, warmup=warmup, **judge)
+
+
 __all__ = ["CONFIDENCE", "MAX_DRIFT", "RESAMPLES", "SEED", "PerfVerdict", "bootstrap_ratio",
+           "compare_settings",
            "interleave", "judge_rounds"]

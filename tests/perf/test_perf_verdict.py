@@ -49,3 +49,19 @@ def test_interleave_alternates_the_order():
 def test_bad_rounds_are_refused(a, b):
     with pytest.raises(InputError):
         judge_rounds(a, b, threshold=0.05, warmup=0)
+
+
+def test_compare_settings_interleaves_two_runs():
+    from types import SimpleNamespace
+
+    from scrfd_ref.perf.verdict import compare_settings
+
+    calls = []
+
+    def run(settings):
+        calls.append(settings)
+        return SimpleNamespace(throughput_ips=100.0 if settings == "A" else 80.0)
+
+    v = compare_settings("A", "B", threshold=0.05, rounds=6, run=run)
+    assert calls[:4] == ["A", "B", "B", "A"] and v.verdict == "fail"
+    assert abs(v.ratio - 1.25) < 1e-9
