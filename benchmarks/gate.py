@@ -13,6 +13,22 @@ re-measure what looks slower before calling it a regression.
    benchmark stays above the limit in every run, **0** when none does, **2** on a usage
    error (no baseline, a benchmark missing from the baseline, a bad ``--fail``).
 
+**Interleaved mode** (``--baseline-dir DIR`` or ``--baseline-rev REV``): the baseline is
+not a saved file but another tree, timed in the same session: round ``i`` runs ``pytest
+<args> --benchmark-json`` in the baseline tree and in this one, in the order ABBA ABBA
+(:func:`scrfd_ref.perf.verdict.interleave`), one warm-up round dropped; per benchmark the
+round's ``--fail`` statistic of each side gives a time ratio per round, and
+:func:`scrfd_ref.perf.verdict.judge_rounds` its bootstrap interval and verdict against
+``--threshold``: **pass**, **fail** (exit 1) or **inconclusive** (exit 1 unless
+``--accept-inconclusive``, saying how many more rounds would decide). First 4 rounds judged,
+then 2 more at a time while a benchmark is inconclusive, up to ``--rounds``.
+``--baseline-rev REV`` makes the tree itself: ``git worktree add --detach`` of ``REV`` in a
+temporary folder, its Cython kernels built in place, removed afterwards.
+``--candidate-arg ARG`` (repeatable) is passed to this tree's runs only (e.g.
+``--bench-slowdown decode=1.05`` to see the gate fire).
+
+    python benchmarks/gate.py --baseline-rev main --threshold 3% -- benchmarks/test_bench_micro.py -k "not insightface"
+
 Why: this shared 2-core machine has slow spells of several seconds that slow some kinds of
 work by 20-70% and others not at all (README, "Performance regression gate"). One compare
 against a stored baseline then fails now and then on an unchanged tree, each time on a
@@ -128,6 +144,144 @@ def gate(baseline: dict[str, float], pytest_args: Sequence[str], stat: str, limi
     return list(verdicts.values())
 
 
+# ----------------------------------------------------------------------------- interleaved
+
+#: rounds judged at the first look of the interleaved mode (after the warm-up round)
+FIRST_LOOK = 4
+
+
+def parse_threshold(text: str) -> float:
+    """``3%`` -> ``0.03``."""
+    try:
+        value = float(text.rstrip("%")) / 100.0
+    except ValueError:
+        value = -1.0
+    if not (text.endswith("%") and 0 <= value < 1):
+        raise GateUsageError(f"--threshold {text!r}: expected a percentage from 0% to 100%, "
+                             "e.g. 3%")
+    return value
+
+
+def run_pytest_in(tree: Path, args: Sequence[str], json_path: Path) -> int:
+    """``python -m pytest ARGS --benchmark-json`` with ``tree`` as the working directory
+    and first on ``PYTHONPATH`` (its own ``scrfd_ref``); the exit code."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, "-m", "pytest", *args, f"--benchmark-json={json_path}"]
+    r = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write((r.stdout + r.stderr)[-3000:])
+    return r.returncode
+
+
+def interleaved(baseline_tree: Path, pytest_args: Sequence[str], stat: str, threshold: float,
+                rounds: int, candidate_args: Sequence[str] = (),
+                runner: Callable[[Path, Sequence[str], Path], int] | None = None,
+                ) -> dict[str, object]:
+    """Time the baseline tree and this one interleaved; ``{benchmark: PerfVerdict}``.
+
+    Raises:
+        GateUsageError: a pytest run failed; the two trees' benchmarks differ.
+    """
+    from scrfd_ref.perf.verdict import judge_rounds
+
+    runner = runner or run_pytest_in
+    here = Path.cwd()
+    times: dict[str, tuple[list[float], list[float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="scrfd-gate-") as tmp:
+        def side(tree: Path, extra: Sequence[str], k: int) -> dict[str, float]:
+            out = Path(tmp) / f"{'a' if tree == baseline_tree else 'b'}{k}.json"
+            args = [*pytest_args, *extra]
+            code = runner(tree, args, out)
+            if code != 0 or not out.is_file():
+                raise GateUsageError(f"pytest {' '.join(args)} in {tree} exited {code}; fix "
+                                     "the run first")
+            return read_stats(out, stat)
+
+        def one_round(k: int) -> None:
+            print(f"gate: round {k + 1}{' (warm-up)' if k == 0 else ''}, "
+                  f"{'baseline first' if k % 2 == 0 else 'this tree first'}",
+                  file=sys.stderr, flush=True)
+            order = [(baseline_tree, ()), (here, tuple(candidate_args))]
+            got = {}
+            for tree, extra in (order if k % 2 == 0 else order[::-1]):
+                got[tree == baseline_tree] = side(tree, extra, k)
+            base, cand = got[True], got[False]
+            if set(base) != set(cand):
+                raise GateUsageError(f"the trees run different benchmarks: only in the "
+                                     f"baseline {sorted(set(base) - set(cand))}, only here "
+                                     f"{sorted(set(cand) - set(base))}")
+            for name in base:
+                a, b = times.setdefault(name, ([], []))
+                a.append(base[name])
+                b.append(cand[name])
+
+        done = 0
+        verdicts: dict[str, object] = {}
+        for k in range(1 + FIRST_LOOK):
+            one_round(k)
+        done = 1 + FIRST_LOOK
+        while True:
+            verdicts = {n: judge_rounds(a, b, threshold=threshold, warmup=1)
+                        for n, (a, b) in times.items()}
+            open_ = [n for n, v in verdicts.items() if v.verdict == "inconclusive"]
+            if not open_ or done - 1 >= rounds:
+                return verdicts
+            for k in range(done, min(done + 2, rounds + 1)):
+                one_round(k)
+            done = min(done + 2, rounds + 1)
+
+
+def baseline_worktree(rev: str, where: Path) -> Path:
+    """``git worktree add --detach WHERE REV`` and its Cython kernels built in place."""
+    tree = where / "baseline"
+    for cmd, cwd in ((["git", "worktree", "add", "-q", "--detach", str(tree), rev], None),
+                     ([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], tree)):
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise GateUsageError(f"--baseline-rev {rev}: {' '.join(cmd[:3])} failed: "
+                                 f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    return tree
+
+
+def main_interleaved(args: argparse.Namespace) -> int:
+    """The interleaved mode's command line: one line per benchmark and the exit code."""
+    stat, _ = parse_fail(args.fail)
+    threshold = parse_threshold(args.threshold)
+    if args.rounds < FIRST_LOOK:
+        raise GateUsageError(f"--rounds {args.rounds}: at least {FIRST_LOOK}")
+    with tempfile.TemporaryDirectory(prefix="scrfd-gate-tree-") as tmp:
+        tree = (Path(args.baseline_dir) if args.baseline_dir
+                else baseline_worktree(args.baseline_rev, Path(tmp)))
+        if not (tree / "benchmarks").is_dir():
+            raise GateUsageError(f"--baseline-dir {tree}: no benchmarks/ folder there (a "
+                                 "checkout of this project is expected)")
+        try:
+            verdicts = interleaved(tree, args.pytest_args, stat, threshold, args.rounds,
+                                   args.candidate_arg)
+        finally:
+            if not args.baseline_dir:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+    words = {"pass": "ok", "fail": "REGRESSED", "inconclusive": "UNDECIDED"}
+    for name, v in verdicts.items():
+        print(f"{words[v.verdict]:9s} {name}: {stat} time ratio {v.ratio:.3f} "
+              f"[{v.interval[0]:.3f}, {v.interval[1]:.3f}] over {v.rounds} interleaved "
+              f"rounds; {v.reason}")
+    failed = [n for n, v in verdicts.items() if v.verdict == "fail"]
+    undecided = [n for n, v in verdicts.items() if v.verdict == "inconclusive"]
+    n = f"{len(verdicts)} benchmark{'' if len(verdicts) == 1 else 's'}"
+    if failed or (undecided and not args.accept_inconclusive):
+        print(f"gate: {len(failed)} of {n} regressed, {len(undecided)} undecided"
+              + ("" if failed else " (--accept-inconclusive accepts that)"), file=sys.stderr)
+        return 1
+    print(f"gate: passed ({n}" + (f", {len(undecided)} undecided accepted)" if undecided
+                                 else ")"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(
@@ -136,8 +290,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "slower before failing (exit 1 on a confirmed regression).")
     parser.add_argument("--storage", type=Path, default=Path(".benchmarks"),
                         help="pytest-benchmark storage folder (default .benchmarks)")
-    parser.add_argument("--baseline", required=True,
+    parser.add_argument("--baseline", default=None,
                         help="saved run to compare with: its number or name prefix, e.g. 0001")
+    inter = parser.add_argument_group("interleaved mode (instead of --baseline)")
+    inter.add_argument("--baseline-dir", default=None, metavar="DIR",
+                       help="a checkout of the baseline (kernels built): timed interleaved "
+                            "with this tree")
+    inter.add_argument("--baseline-rev", default=None, metavar="REV",
+                       help="a git revision: checked out as a temporary worktree and built")
+    inter.add_argument("--threshold", default="3%",
+                       help="slowdown allowed (default 3%%): fail when the interval of the "
+                            "time ratio is above 1 + threshold")
+    inter.add_argument("--rounds", type=int, default=10,
+                       help="most interleaved rounds judged (default 10; the first look "
+                            f"after {FIRST_LOOK})")
+    inter.add_argument("--candidate-arg", action="append", default=[], metavar="ARG",
+                       help="a pytest argument for this tree's runs only (repeatable)")
+    inter.add_argument("--accept-inconclusive", action="store_true",
+                       help="exit 0 when a benchmark stays undecided")
     parser.add_argument("--fail", default="min:15%",
                         help="statistic and allowed increase (default min:15%%)")
     parser.add_argument("--confirm", type=int, default=2,
@@ -148,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="+", help="after --: the pytest arguments")
     args = parser.parse_args(argv)
     try:
+        modes = [m for m in ("baseline", "baseline_dir", "baseline_rev") if getattr(args, m)]
+        if len(modes) != 1:
+            raise GateUsageError("give one of --baseline (a saved run), --baseline-dir or "
+                                 "--baseline-rev (interleaved)")
+        if modes[0] != "baseline":
+            return main_interleaved(args)
         if args.confirm < 0:
             raise GateUsageError("--confirm must be 0 or more")
         if not args.pause >= 0:

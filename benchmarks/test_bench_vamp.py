@@ -5,9 +5,14 @@ Each test does two things with the same backend:
 1. pytest-benchmark times one ``backend.run`` call on a batch (the stored statistic that
    ``--benchmark-compare --benchmark-compare-fail=mean:10%`` checks between releases);
 2. :func:`scrfd_ref.perf.runner.run_perf` runs the vamp-style load (``--perf-instances``,
-   ``--perf-processes``, batch, ``--perf-shape``, ``--perf-iterations``) and stores
-   throughput (images/s) and latency percentiles (ms) in ``benchmark.extra_info``; the
-   table at the end of the session lists every run.
+   ``--perf-processes``, batch, ``--perf-shape``, ``--perf-iterations``) on real images,
+   keeping a sample of the timed calls' outputs, and stores throughput (images/s) and
+   latency percentiles (ms) in ``benchmark.extra_info``; the table at the end of the
+   session lists every run;
+3. the run's compliance (:func:`scrfd_ref.conformance.perf_compliance.check_timed_run`):
+   the kept outputs equal an untimed run's (bit-exact on CPU), each image alone equals it
+   inside a batch (the last partial batch included), one input repeated is not faster than
+   distinct ones (a cache). A failed check fails the benchmark, naming the check.
 
 Options and parametrization come from the root conftest (``--backend``, ``--dtype``,
 ``--variant``, ``--perf-*``). Under pytest-xdist the benchmarks refuse to time.
@@ -17,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scrfd_ref.cli.perf_verdicts import COMPLIANCE_SAMPLE
+from scrfd_ref.conformance.perf_compliance import check_timed_run
 from scrfd_ref.conformance.runs import open_backend
 from scrfd_ref.core.errors import BackendUnavailable
 from scrfd_ref.perf import PerfSettings, run_perf
@@ -89,12 +96,20 @@ def test_bench_vamp(benchmark, device_spec, perf_batch, variant_model, pytestcon
                             processes=pytestconfig.getoption("--perf-processes"),
                             batch=perf_batch, shape=shape,
                             iterations=2 if quick else pytestconfig.getoption("--perf-iterations"),
-                            warmup=0 if quick else 3, threads=threads)
+                            warmup=0 if quick else 3, threads=threads,
+                            keep_outputs=COMPLIANCE_SAMPLE, data_dir=str(data_root),
+                            max_images=8 if quick else 32)
     res = run_perf(settings)
+    checks = check_timed_run(settings, res, gates, repeat_calls=6 if quick else 20)
+    failed = [c.message for c in checks if not c.passed]
+    if failed:
+        pytest.fail(f"{device_spec.id} b{perf_batch}: compliance of the timed run: "
+                    + "; ".join(failed), pytrace=False)
     assert res.calls == settings.iterations * settings.instances * settings.processes
     assert res.throughput_ips > 0 and res.latency_ms["p99"] >= res.latency_ms["p50"]
     benchmark.extra_info.update(throughput_ips=res.throughput_ips, latency_ms=res.latency_ms,
-                                settings=res.settings, quick=quick)
+                                settings=res.settings, quick=quick,
+                                compliance=res.compliance)
     perf_rows.append({"device": device_spec.id, "instances": settings.instances,
                       "processes": settings.processes, "batch": perf_batch,
                       "shape": "x".join(map(str, shape)), "throughput_ips": res.throughput_ips,

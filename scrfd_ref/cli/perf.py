@@ -103,11 +103,19 @@ def cmd_perf(args: argparse.Namespace) -> int:
     spawned and builds its own instances; warm-up calls are not measured. --pipeline
     measures the full flow (pre-processing of real images, inference, decode + NMS) with
     a pre / infer / post split; --bare runs a plain onnxruntime session.run loop with
-    the same settings to check the harness overhead.
+    the same settings to check the harness overhead. --compliance checks that what was
+    timed computes what an untimed run computes; --compare MODEL judges this run against
+    another model's, timed interleaved, with an interval and pass / fail / inconclusive.
     """
+    from scrfd_ref.cli import perf_verdicts
     from scrfd_ref.perf import format_summary, run_bare, run_perf
 
+    perf_verdicts.check_options(args)
     settings = settings_from_args(args)
+    if args.compliance:
+        return perf_verdicts.run_compliance(args, settings)
+    if args.compare is not None:
+        return perf_verdicts.run_compare(args, settings)
     result = run_bare(settings) if args.bare else run_perf(settings)
     to_stdout = args.json == "-"
     print(format_summary(result), file=sys.stderr if to_stdout else sys.stdout)
@@ -180,4 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bare", action="store_true",
                    help="run a plain onnxruntime session.run loop with the same settings "
                         "(no harness) to check the harness overhead")
+    from scrfd_ref.cli.perf_verdicts import add_options
+
+    add_options(p)
     add_json_option(p, "the result")

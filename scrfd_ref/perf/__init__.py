@@ -3,7 +3,7 @@ executor, the process / thread runner (:mod:`scrfd_ref.perf.runner`), statistics
 and summaries. May import ``core``, ``formats``, ``backends``, ``detector``, ``widerface``,
 ``device`` and ``quantize`` (the model of a dtype); never conformance or anything above it.
 """
-from scrfd_ref.perf.pipeline import default_image_paths, pipeline_images
+from scrfd_ref.perf.inputs import default_image_paths, pipeline_images
 from scrfd_ref.perf.result import PerfResult, format_summary, library_versions
 from scrfd_ref.perf.runner import compare_with_bare, model_for_dtype, run_bare, run_perf
 from scrfd_ref.perf.settings import DEFAULT_ITERATIONS, DEFAULT_WARMUP, PerfError, PerfSettings

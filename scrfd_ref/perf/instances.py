@@ -101,26 +101,71 @@ def _make_backend(settings: PerfSettings, model_file: str) -> Any:
     from scrfd_ref.backends import get_backend
 
     try:
-        return get_backend(settings.backend, model_file, **_backend_options(settings))
+        backend = get_backend(settings.backend, model_file, **_backend_options(settings))
     except TypeError as exc:
         raise InputError(f"backend {settings.backend!r} does not take the options "
                          f"{sorted(_backend_options(settings))}: {exc}") from exc
+    return backend if settings.wrap is None else settings.wrap(backend)
 
 
 # ----------------------------------------------------------------------------- bench (harness)
 
 class _BenchInstance(_Instance):
-    """``backend.run(blob)`` in a loop: the harness measurement."""
+    """``backend.run(blob)`` in a loop: the harness measurement. With
+    ``settings.keep_outputs`` it cycles through the real blobs instead
+    (:func:`scrfd_ref.perf.inputs.real_blobs`) and keeps ``(blob index, outputs)`` of
+    every ``k``-th timed call (the compliance sample; kept after the call's end time)."""
 
     def __init__(self, settings: PerfSettings, model_file: str, index: int) -> None:
         super().__init__(settings, index)
         self.backend = _make_backend(settings, model_file)
-        self.blob = _random_blob(settings, index)
+        self.kept: list[tuple[int, list[np.ndarray]]] = []
+        if settings.keep_outputs:
+            from scrfd_ref.perf.inputs import real_blobs
+
+            self.blobs = real_blobs(settings)
+            self.blob = self.blobs[index % len(self.blobs)]
+        else:
+            self.blob = _random_blob(settings, index)
 
     def call_once(self) -> None:
         self.backend.run(self.blob)
 
+    def _keep_every(self) -> int:
+        """Keep every k-th call: the sample spread over an iterations run; 7 (a prime, so
+        the sample walks over the blobs) in a duration run."""
+        its = self.settings.iterations
+        return max(1, its // self.settings.keep_outputs) if its else 7
+
+    def _measure_kept(self, t0: int) -> None:
+        run, clock, blobs = self.backend.run, time.perf_counter_ns, self.blobs
+        deadline, its = self.deadline(t0), self.settings.iterations or 0
+        every, keep, n = self._keep_every(), self.settings.keep_outputs, len(blobs)
+        i = 0
+        while True:
+            s = clock()
+            if (deadline is None and i == its) or (deadline is not None and s >= deadline):
+                return
+            k = (self.index + i) % n
+            out = run(blobs[k])
+            e = clock()
+            self.starts.append(s)
+            self.ends.append(e)
+            if i % every == 0 and len(self.kept) < keep:
+                self.kept.append((k, [np.asarray(o) for o in out]))
+            i += 1
+
+    def record(self, keep_calls: bool) -> dict[str, Any]:
+        """The base record plus ``kept`` (the compliance sample) when outputs were kept."""
+        rec = super().record(keep_calls)
+        if self.settings.keep_outputs:
+            rec["kept"] = self.kept
+        return rec
+
     def measure(self, t0: int) -> None:
+        if self.settings.keep_outputs:
+            self._measure_kept(t0)
+            return
         run, blob, clock = self.backend.run, self.blob, time.perf_counter_ns
         starts, ends = self.starts, self.ends
         deadline = self.deadline(t0)

@@ -1,4 +1,5 @@
-"""Perf pipeline mode: the full flow (pre + infer + decode/NMS) per call, and its images.
+"""Perf pipeline mode: the full flow (pre + infer + decode/NMS) per call (its images come
+from :mod:`scrfd_ref.perf.inputs`).
 
 ``pipeline=True`` measures the full flow instead of ``backend.run``: per call, ``batch``
 real images are letterboxed and normalised (pre), run (infer) and decoded + NMS'd (post),
@@ -20,12 +21,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from scrfd_ref.core.errors import InputError
+from scrfd_ref.perf.inputs import pipeline_images
 from scrfd_ref.perf.instances import _Instance, _make_backend
 from scrfd_ref.perf.settings import PerfSettings
 
@@ -213,44 +214,6 @@ def _get(q: queue.Queue, stop: threading.Event) -> Any:
         except queue.Empty:
             continue
     return None
-
-
-_IMAGE_CACHE: dict[tuple[Any, ...], list[np.ndarray]] = {}
-
-
-def pipeline_images(settings: PerfSettings) -> list[np.ndarray]:
-    """The BGR images of the pipeline mode: ``settings.images``, else the first
-    ``max_images`` WIDER val images of the data directory, else random images
-    (720x1280, seeded). Read once per process.
-
-    Raises:
-        DataMissingError / InputError: an explicit image is missing or unreadable.
-    """
-    key = (settings.images, settings.data_dir, settings.max_images, settings.seed)
-    if key not in _IMAGE_CACHE:
-        images = _load_images(settings)
-        _IMAGE_CACHE.clear()  # keep one image set per process, not every one ever used
-        _IMAGE_CACHE[key] = images
-    return _IMAGE_CACHE[key]
-
-
-def default_image_paths(data_dir: str | None, limit: int) -> list[Path]:
-    """The first ``limit`` WIDER val images (sorted ``event/name``) of the data directory."""
-    from scrfd_ref.formats import datadir as data_mod
-
-    root = data_mod.widerface_dir(data_mod.data_dir(data_dir)) / "WIDER_val" / "images"
-    return sorted(root.glob("*/*.jpg"))[:limit] if root.is_dir() else []
-
-
-def _load_images(settings: PerfSettings) -> list[np.ndarray]:
-    from scrfd_ref.formats.images import read_image
-
-    paths = ([Path(p) for p in settings.images] if settings.images
-             else default_image_paths(settings.data_dir, settings.max_images))
-    if paths:
-        return [read_image(p) for p in paths]
-    rng = np.random.default_rng(settings.seed)
-    return [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
 
 
 def _make_pipeline_instance(settings: PerfSettings, model_file: str, index: int) -> _Instance:

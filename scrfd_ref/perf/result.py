@@ -38,6 +38,10 @@ class PerfResult:
         stages_ms: pipeline modes: mean ``pre`` / ``infer`` / ``post`` ms per call.
         detections: pipeline modes: faces found over the measured calls.
         backend: the first instance's ``backend.info()`` (bare: session providers).
+        kept: the compliance sample, ``(blob index, outputs)`` of timed calls
+            (``PerfSettings.keep_outputs``); not in the JSON (only its count).
+        compliance: the compliance checks' results when they were run (set by
+            :func:`scrfd_ref.conformance.perf_compliance.check_timed_run`).
     """
 
     mode: str
@@ -52,10 +56,17 @@ class PerfResult:
     stages_ms: dict[str, float] | None = None
     detections: int | None = None
     backend: dict[str, Any] | None = None
+    kept: list[tuple[int, list[np.ndarray]]] = dataclasses.field(default_factory=list,
+                                                                  repr=False)
+    compliance: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the definitions of the window and the percentiles."""
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, kept=[]))
+        del d["kept"]
+        d["kept_outputs"] = len(self.kept)
+        if self.compliance is None:
+            del d["compliance"]
         d["total_images"] = self.settings["batch"] * self.calls
         d["percentile_method"] = PERCENTILE_METHOD
         d["window"] = WINDOW_DEFINITION
@@ -105,6 +116,7 @@ def _assemble(mode: str, settings: PerfSettings, model_file: str,
     end = max(rec["last_end_ns"] for rec in records if rec["last_end_ns"] is not None)
     wall_s = (end - t0) / 1e9
     latencies = [ns / 1e6 for rec in records for ns in rec.pop("latencies_ns")]
+    kept = [pair for rec in records for pair in rec.pop("kept", [])]
     for rec in records:
         _relative_to(rec, t0)
     result = PerfResult(
@@ -113,7 +125,7 @@ def _assemble(mode: str, settings: PerfSettings, model_file: str,
         settings={**settings.to_dict(), "mode": mode, "model_file": model_file},
         versions=library_versions(), calls=calls, wall_s=wall_s,
         pids=sorted({r["pid"] for r in reports}), instances=records,
-        backend=reports[0]["backend"])
+        backend=reports[0]["backend"], kept=kept)
     if mode in ("pipelined", "serial"):
         result.stages_ms = _stage_means(records)
         result.detections = sum(rec["detections"] for rec in records)
@@ -153,7 +165,9 @@ def format_summary(result: PerfResult) -> str:
         + (f" ({backend['library']} {backend.get('version', '')}, inference precision "
            f"{backend['inference_precision']}, CPU {backend.get('cpu', '?')})"
            if backend.get("inference_precision") else ""),
-        f"mode        : {_MODE_TEXT[result.mode]}",
+        f"mode        : {_MODE_TEXT[result.mode]}" + (
+            f" -> real images (the pipeline images, preprocessed); {len(result.kept)} calls' "
+            "outputs kept for the compliance checks" if s.get("keep_outputs") else ""),
         f"instances   : {s['instances']} x processes {s['processes']}, batch {s['batch']}, "
         f"shape {'x'.join(map(str, s['shape']))}, intra-op threads "
         f"{s['threads'] if s['threads'] else 'the runtime default'}",

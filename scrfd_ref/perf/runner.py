@@ -78,6 +78,16 @@ def run_perf(settings: PerfSettings) -> PerfResult:
     return _assemble(settings.mode, settings, str(model_file), reports)
 
 
+def build_backend(settings: PerfSettings) -> Any:
+    """A backend as a timed instance of ``settings`` builds it (same model file for the
+    dtype, same options, ``settings.wrap`` applied): the untimed side of the compliance
+    checks. The caller closes it."""
+    from scrfd_ref.perf.instances import _make_backend
+
+    return _make_backend(settings, str(model_for_dtype(settings.model, settings.dtype,
+                                                       settings.backend)))
+
+
 def run_bare(settings: PerfSettings) -> PerfResult:
     """The plain onnxruntime control loop: ``session.run`` in the same threads x processes,
     same blob, intra-op threads, warm-up, barrier and window; no Backend, no queues.

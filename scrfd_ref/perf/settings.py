@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +54,15 @@ class PerfSettings:
             (for instance one whose preprocessing comes from a vdsp params file).
         record_calls: keep every call's start/end (ns from ``t0``) in the result.
         seed: seed of the random blob / random images.
+        keep_outputs: for the compliance checks (:mod:`scrfd_ref.conformance.perf_compliance`):
+            how many ``(input, outputs)`` pairs of its timed calls each instance keeps,
+            spread over the run (0: none). With it the bench mode times real images (the
+            pipeline images, letterboxed and normalised with ``profile``: see
+            :func:`scrfd_ref.perf.inputs.real_blobs`) instead of the random blob.
+        wrap: a function applied to every backend the run builds (the fault library's
+            timed-backend faults; None in the product: the backend as it is). Must be
+            picklable (a module-level function or a ``functools.partial`` of a class)
+            when ``processes > 1``.
     """
 
     model: str
@@ -76,6 +85,8 @@ class PerfSettings:
     profile: "str | Profile" = "insightface"
     record_calls: bool = False
     seed: int = 0
+    keep_outputs: int = 0
+    wrap: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", str(self.model))
@@ -84,6 +95,11 @@ class PerfSettings:
         object.__setattr__(self, "backend_options", dict(self.backend_options))
         for name in ("instances", "processes", "batch", "max_images"):
             _check_positive(name, getattr(self, name))
+        if self.keep_outputs < 0:
+            raise InputError(f"keep_outputs {self.keep_outputs} is negative")
+        if self.keep_outputs and self.pipeline:
+            raise InputError("the compliance sample (keep_outputs) is of the backend.run loop; "
+                             "the pipeline mode does not keep outputs")
         if self.warmup < 0:
             raise InputError(f"warmup {self.warmup} is negative")
         if self.threads is not None:
@@ -112,13 +128,23 @@ class PerfSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (``shape`` as a list)."""
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, wrap=None))
+        d["wrap"] = None if self.wrap is None else _callable_name(self.wrap)
         d["shape"] = list(self.shape)
         d["images"] = list(self.images)
         d["mode"] = self.mode
         if not isinstance(self.profile, str):
             d["profile"] = self.profile.to_dict()
         return d
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    """A readable name of a wrapper (a partial's function or class and its arguments)."""
+    inner = getattr(fn, "func", fn)
+    name = getattr(inner, "__qualname__", type(inner).__name__)
+    args = [repr(a) for a in getattr(fn, "args", ())]
+    args += [f"{k}={v!r}" for k, v in getattr(fn, "keywords", {}).items()]
+    return f"{name}({', '.join(args)})" if hasattr(fn, "func") else name
 
 
 def _check_positive(name: str, value: Any) -> None:
