@@ -16,7 +16,7 @@ re-measure what looks slower before calling it a regression.
 **Interleaved mode** (``--baseline-dir DIR`` or ``--baseline-rev REV``): the baseline is
 not a saved file but another tree, timed in the same session: round ``i`` runs ``pytest
 <args> --benchmark-json`` in the baseline tree and in this one, in the order ABBA ABBA
-(:func:`scrfd_ref.perf.verdict.interleave`), one warm-up round dropped; per benchmark the
+(:func:`scrfd_ref.perf.rounds.interleave`), one warm-up round dropped; per benchmark the
 round's ``--fail`` statistic of each side gives a time ratio per round, and
 :func:`scrfd_ref.perf.verdict.judge_rounds` its bootstrap interval and verdict against
 ``--threshold``: **pass**, **fail** (exit 1) or **inconclusive** (exit 1 unless
@@ -38,6 +38,7 @@ benchmarks that failed keeps the gate's cost near one run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -185,14 +186,16 @@ def interleaved(baseline_tree: Path, pytest_args: Sequence[str], stat: str, thre
     Raises:
         GateUsageError: a pytest run failed; the two trees' benchmarks differ.
     """
+    from scrfd_ref.perf.rounds import interleave
     from scrfd_ref.perf.verdict import judge_rounds
 
     runner = runner or run_pytest_in
     here = Path.cwd()
-    times: dict[str, tuple[list[float], list[float]]] = {}
+    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "here": []}
+    files = itertools.count()
     with tempfile.TemporaryDirectory(prefix="scrfd-gate-") as tmp:
-        def side(tree: Path, extra: Sequence[str], k: int) -> dict[str, float]:
-            out = Path(tmp) / f"{'a' if tree == baseline_tree else 'b'}{k}.json"
+        def side(label: str, tree: Path, extra: Sequence[str]) -> dict[str, float]:
+            out = Path(tmp) / f"{label}{next(files)}.json"   # never an earlier run's file
             args = [*pytest_args, *extra]
             code = runner(tree, args, out)
             if code != 0 or not out.is_file():
@@ -200,38 +203,33 @@ def interleaved(baseline_tree: Path, pytest_args: Sequence[str], stat: str, thre
                                      "the run first")
             return read_stats(out, stat)
 
-        def one_round(k: int) -> None:
-            print(f"gate: round {k + 1}{' (warm-up)' if k == 0 else ''}, "
-                  f"{'baseline first' if k % 2 == 0 else 'this tree first'}",
-                  file=sys.stderr, flush=True)
-            order = [(baseline_tree, ()), (here, tuple(candidate_args))]
-            got = {}
-            for tree, extra in (order if k % 2 == 0 else order[::-1]):
-                got[tree == baseline_tree] = side(tree, extra, k)
-            base, cand = got[True], got[False]
-            if set(base) != set(cand):
-                raise GateUsageError(f"the trees run different benchmarks: only in the "
-                                     f"baseline {sorted(set(base) - set(cand))}, only here "
-                                     f"{sorted(set(cand) - set(base))}")
-            for name in base:
-                a, b = times.setdefault(name, ([], []))
-                a.append(base[name])
-                b.append(cand[name])
+        def more(n: int) -> None:
+            """``n`` more rounds in the ABBA order of :func:`interleave`."""
+            done = iter(range(len(runs["baseline"]) + 1, len(runs["baseline"]) + n + 1))
+            a, b = interleave(lambda: side("baseline", baseline_tree, ()),
+                              lambda: side("here", here, tuple(candidate_args)), n,
+                              start=len(runs["baseline"]),
+                              on_round=lambda: print(f"gate: round {next(done)} of at most "
+                                                     f"{rounds + 1} done", file=sys.stderr,
+                                                     flush=True))
+            for base, cand in zip(a, b):
+                if set(base) != set(cand):
+                    raise GateUsageError(f"the trees run different benchmarks: only in the "
+                                         f"baseline {sorted(set(base) - set(cand))}, only "
+                                         f"here {sorted(set(cand) - set(base))}")
+            runs["baseline"] += a
+            runs["here"] += b
 
-        done = 0
-        verdicts: dict[str, object] = {}
-        for k in range(1 + FIRST_LOOK):
-            one_round(k)
-        done = 1 + FIRST_LOOK
+        more(1 + FIRST_LOOK)   # the warm-up round and the first look
         while True:
-            verdicts = {n: judge_rounds(a, b, threshold=threshold, warmup=1)
-                        for n, (a, b) in times.items()}
-            open_ = [n for n, v in verdicts.items() if v.verdict == "inconclusive"]
-            if not open_ or done - 1 >= rounds:
+            verdicts = {name: judge_rounds([r[name] for r in runs["baseline"]],
+                                           [r[name] for r in runs["here"]],
+                                           threshold=threshold, warmup=1)
+                        for name in runs["baseline"][0]}
+            judged = len(runs["baseline"]) - 1
+            if judged >= rounds or all(v.verdict != "inconclusive" for v in verdicts.values()):
                 return verdicts
-            for k in range(done, min(done + 2, rounds + 1)):
-                one_round(k)
-            done = min(done + 2, rounds + 1)
+            more(min(2, rounds - judged))
 
 
 def baseline_worktree(rev: str, where: Path) -> Path:

@@ -32,9 +32,17 @@ from scrfd_ref.core.errors import BackendUnavailable
 from scrfd_ref.perf import PerfSettings, run_perf
 
 
+#: the batches timed unless ``--perf-batch`` says
+DEFAULT_BATCHES = [1, 8]
+
+
+def _batches(config: pytest.Config) -> list[int]:
+    return config.getoption("--perf-batch") or DEFAULT_BATCHES
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "perf_batch" in metafunc.fixturenames:
-        batches = metafunc.config.getoption("--perf-batch") or [1, 8]
+        batches = _batches(metafunc.config)
         metafunc.parametrize("perf_batch", batches, ids=[f"b{b}" for b in batches])
 
 
@@ -103,8 +111,7 @@ def test_bench_vamp(benchmark, device_spec, perf_batch, variant_model, pytestcon
                             keep_outputs=COMPLIANCE_SAMPLE, data_dir=str(data_root),
                             max_images=8 if quick else 32)
     res = run_perf(settings)
-    batches = pytestconfig.getoption("--perf-batch") or [1, 8]
-    if not quick or perf_batch == max(batches):
+    if not quick or perf_batch == max(_batches(pytestconfig)):
         checks = check_timed_run(settings, res, gates, repeat_calls=6 if quick else 20)
         failed = [c.message for c in checks if not c.passed]
         if failed:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from scrfd_ref.cli.args import (
@@ -21,7 +20,7 @@ from scrfd_ref.cli.args import (
 )
 from scrfd_ref.core.dtypes import DTYPES
 from scrfd_ref.core.errors import UsageError
-from scrfd_ref.formats.files import display, input_file, output_file, write_text
+from scrfd_ref.formats.files import display, input_file, output_file
 
 DEFAULT_SHAPE = (3, 640, 640)
 
@@ -117,13 +116,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.compare is not None:
         return perf_verdicts.run_compare(args, settings)
     result = run_bare(settings) if args.bare else run_perf(settings)
-    to_stdout = args.json == "-"
-    print(format_summary(result), file=sys.stderr if to_stdout else sys.stdout)
-    if to_stdout:
-        print(result.to_json())
-    elif args.json:
-        write_text(args.json, result.to_json() + "\n")
-        print(f"json        : {display(args.json)}")
+    perf_verdicts.emit(args, [format_summary(result)], result.to_json())
     return 0
 
 

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 
 from scrfd_ref.cli.args import _bounded, positive_int
 from scrfd_ref.core.errors import UsageError
@@ -29,7 +30,8 @@ _rounds = positive_int(1000)
 
 def add_options(p: argparse.ArgumentParser) -> None:
     """The ``perf`` options of this module."""
-    from scrfd_ref.perf.verdict import DEFAULT_THRESHOLD, MIN_ROUNDS
+    from scrfd_ref.conformance.perf_compliance import REPEAT_MARGIN
+    from scrfd_ref.perf.verdict import DEFAULT_THRESHOLD, MAX_ROUNDS, MIN_ROUNDS
 
     g = p.add_argument_group("verdicts of the timed run")
     g.add_argument("--compliance", action="store_true",
@@ -39,8 +41,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         "backend (bit-exact for CPU ORT / OpenCV / OpenVINO, else the "
                         "dtype's head gates); each image alone vs inside a batch, the last "
                         "partial batch included; one input repeated must not run more than "
-                        "15%% faster than distinct inputs (a cache). Exit 1 naming the "
-                        "failed check")
+                        f"{100 * REPEAT_MARGIN:g}%% faster than distinct inputs (a cache). "
+                        "Exit 1 naming the failed check")
     g.add_argument("--compare", default=None, metavar="MODEL",
                    help="judge this run (the candidate) against the same run with MODEL "
                         "(a file or variant name: the baseline), timed interleaved in ABBA "
@@ -53,7 +55,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         f"{100 * DEFAULT_THRESHOLD:g}); fail means the candidate is slower "
                         "than that with 95%% confidence")
     g.add_argument("--rounds", type=_rounds, default=None,
-                   help=f"with --compare: at most this many rounds judged (default 20; the "
+                   help=f"with --compare: at most this many rounds judged (default "
+                        f"{MAX_ROUNDS}; the "
                         f"first look after {MIN_ROUNDS}, more only while inconclusive)")
     g.add_argument("--statistic", choices=("p50", "throughput", "latency"), default=None,
                    help="with --compare: a round's number: the median call latency (p50, "
@@ -67,7 +70,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse the combinations these verdicts cannot judge (one line, exit 2); fill the
     ``--compare`` defaults."""
-    from scrfd_ref.perf.verdict import MIN_ROUNDS
+    from scrfd_ref.perf.verdict import DEFAULT_THRESHOLD, MAX_ROUNDS, MIN_ROUNDS
 
     given = [o for o, on in (("--compliance", args.compliance),
                              ("--compare", args.compare is not None)) if on]
@@ -80,28 +83,28 @@ def check_options(args: argparse.Namespace) -> None:
     if args.compliance and args.backend == "replay":
         raise UsageError("--compliance: a replay backend computes nothing while timed (its "
                          "outputs are files); check the device that wrote them")
-    from scrfd_ref.perf.verdict import DEFAULT_THRESHOLD
-
     if args.compare is None:
         for opt in ("threshold", "rounds", "statistic", "accept_inconclusive"):
             if getattr(args, opt) not in (None, False):
                 raise UsageError(f"--{opt.replace('_', '-')} applies to --compare only")
         return
     args.threshold = 100 * DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    args.rounds = 20 if args.rounds is None else args.rounds
+    args.rounds = MAX_ROUNDS if args.rounds is None else args.rounds
     args.statistic = args.statistic or "p50"
     if args.rounds < MIN_ROUNDS:
         raise UsageError(f"--rounds {args.rounds}: at least {MIN_ROUNDS} (the first look)")
 
 
-def _emit(args: argparse.Namespace, lines: list[str], doc: dict) -> None:
+def emit(args: argparse.Namespace, lines: Sequence[str], json_text: str) -> None:
+    """The ``perf`` command's output: ``lines`` on stdout (on stderr with ``--json -``),
+    ``json_text`` on stdout (``--json -``) or into the ``--json`` file."""
     text = sys.stderr if args.json == "-" else sys.stdout
     for line in lines:
         print(line, file=text)
     if args.json == "-":
-        print(json.dumps(doc, indent=2, default=str))
+        print(json_text)
     elif args.json:
-        write_text(args.json, json.dumps(doc, indent=2, default=str) + "\n")
+        write_text(args.json, json_text + "\n")
         print(f"json        : {display(args.json)}", file=text)
 
 
@@ -114,7 +117,7 @@ def run_compliance(args: argparse.Namespace, settings) -> int:
     result = run_perf(settings)
     checks = check_timed_run(settings, result)
     lines = [format_summary(result)] + [f"compliance  : {c.message}" for c in checks]
-    _emit(args, lines, result.to_dict())
+    emit(args, lines, result.to_json())
     failed = [c for c in checks if not c.passed]
     if failed:
         print(f"scrfd-ref perf: compliance check {failed[0].name} failed: {failed[0].detail}",
@@ -125,8 +128,10 @@ def run_compliance(args: argparse.Namespace, settings) -> int:
 
 def run_compare(args: argparse.Namespace, settings) -> int:
     """Interleaved candidate (as set) vs baseline (``--compare``'s model); the verdict."""
+    from tqdm import tqdm
+
     from scrfd_ref.cli.args import resolve_model
-    from scrfd_ref.perf.verdict import compare_settings
+    from scrfd_ref.perf.verdict import MAX_DRIFT, compare_settings
 
     baseline = dataclasses.replace(settings, model=str(resolve_model(args.compare,
                                                                      args.data_dir)))
@@ -134,8 +139,6 @@ def run_compare(args: argparse.Namespace, settings) -> int:
     print(f"compare     : {display(settings.model)} (candidate) vs {display(baseline.model)} "
           f"(baseline), {settings.backend} {settings.dtype}, ABBA rounds, at most "
           f"{args.rounds}, threshold {args.threshold:g}% ...", file=text, flush=True)
-    from tqdm import tqdm
-
     with tqdm(total=args.rounds + 1, desc="rounds (ABBA)", unit="round", file=sys.stderr,
               leave=False, disable=None) as bar:
         c = compare_settings(baseline, settings, threshold=args.threshold / 100,
@@ -149,10 +152,10 @@ def run_compare(args: argparse.Namespace, settings) -> int:
              f"rounds, {c.statistic}); {v.reason}",
              f"session     : {len(c.baseline)} rounds ({c.warmup} warm-up), looks at "
              f"{c.looks}, {c.seconds:.1f} s; the ratio moved {100 * v.ratio_drift:+.1f}% between the "
-             f"halves (at most 10%), the baseline {100 * v.drift:+.1f}% (cancelled by the "
+             f"halves (at most {100 * MAX_DRIFT:g}%), the baseline {100 * v.drift:+.1f}% (cancelled by the "
              "interleaving)"]
-    _emit(args, lines, {"comparison": c.to_dict(), "candidate": settings.to_dict(),
-                        "baseline": baseline.to_dict()})
+    emit(args, lines, json.dumps({"comparison": c.to_dict(), "candidate": settings.to_dict(),
+                                  "baseline": baseline.to_dict()}, indent=2, default=str))
     if v.verdict == "pass":
         return 0
     if v.verdict == "inconclusive" and args.accept_inconclusive:

@@ -168,7 +168,7 @@ DETERMINISTIC = ("ort", "opencv", "openvino")
 def is_deterministic(settings: object) -> bool:
     """Whether the timed sample of ``settings`` (a PerfSettings) must be bit-exact: a CPU
     backend of :data:`DETERMINISTIC` (ORT only with CPU providers)."""
-    providers = str(getattr(settings, "backend_options", {}).get("providers") or "cpu")
+    providers = str(settings.backend_options.get("providers") or "cpu")
     return settings.backend in DETERMINISTIC and providers.lower() in ("cpu",
                                                                        "cpuexecutionprovider")
 

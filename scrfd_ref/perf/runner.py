@@ -40,6 +40,7 @@ from scrfd_ref.core.errors import InputError, ScrfdRefError
 from scrfd_ref.perf.instances import _Instance, _make_bare_instance, _make_bench_instance
 from scrfd_ref.perf.pipeline import _make_pipeline_instance
 from scrfd_ref.perf.result import PerfResult, _assemble
+from scrfd_ref.perf.rounds import interleave
 from scrfd_ref.perf.settings import PerfError, PerfSettings, _check_positive
 
 #: seconds a process may wait at the start barrier for the others
@@ -117,11 +118,8 @@ def compare_with_bare(settings: PerfSettings, rounds: int = 5) -> dict[str, Any]
         ``overhead_pct`` = 100 x (1 - median over rounds of harness / bare throughput).
     """
     _check_positive("rounds", rounds)
-    harness: list[float] = []
-    bare: list[float] = []
-    for r in range(rounds):
-        for run in ((run_perf, run_bare) if r % 2 == 0 else (run_bare, run_perf)):
-            (harness if run is run_perf else bare).append(run(settings).throughput_ips)
+    harness, bare = interleave(lambda: run_perf(settings).throughput_ips,
+                               lambda: run_bare(settings).throughput_ips, rounds)
     ratios = [h / b for h, b in zip(harness, bare)]
     return {"harness_ips": harness, "bare_ips": bare,
             "median_harness_ips": float(np.median(harness)),

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from scrfd_ref.core.errors import InputError
+from scrfd_ref.perf.rounds import interleave
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -167,31 +168,13 @@ def judge_rounds(baseline: Sequence[float], candidate: Sequence[float], *,
                        + (f"; about {more} more rounds would decide" if more else ""), moved)
 
 
-def interleave(measure_a: Callable[[], float], measure_b: Callable[[], float], rounds: int,
-               start: int = 0, on_round: Callable[[], None] | None = None
-               ) -> tuple[list[float], list[float]]:
-    """``rounds`` rounds of both measurements in the order ABBA ABBA ...: round ``i`` times
-    A then B when ``i`` is even, B then A when odd (``i`` counted from ``start``, so that a
-    session extended by more rounds keeps the order); ``on_round()`` after each round (a
-    progress bar). Returns the two lists of times."""
-    a, b = [], []
-    for i in range(start, start + rounds):
-        if i % 2 == 0:
-            a.append(measure_a())
-            b.append(measure_b())
-        else:
-            b.append(measure_b())
-            a.append(measure_a())
-        if on_round is not None:
-            on_round()
-    return a, b
-
-
 #: what one round's number can be (``compare_settings(statistic=)``): its unit
 STATISTICS = {"p50": "s/call (median call latency)", "throughput": "s/image (1 / throughput)",
               "latency": "s/call (mean latency)"}
 #: rounds judged first by :func:`compare_sequential` before it adds more
 MIN_ROUNDS = 6
+#: the most rounds a comparison judges unless told (``perf --compare --rounds``)
+MAX_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -224,7 +207,8 @@ class PerfComparison:
 
 
 def compare_sequential(measure_a: Callable[[], float], measure_b: Callable[[], float], *,
-                       threshold: float, rounds: int = 20, min_rounds: int = MIN_ROUNDS,
+                       threshold: float, rounds: int = MAX_ROUNDS,
+                       min_rounds: int = MIN_ROUNDS,
                        warmup: int = 1, statistic: str = "s/image",
                        progress: Callable[[PerfVerdict], None] | None = None,
                        on_round: Callable[[], None] | None = None,
@@ -262,7 +246,7 @@ def compare_sequential(measure_a: Callable[[], float], measure_b: Callable[[], f
 
 
 def compare_settings(baseline: object, candidate: object, *, threshold: float,
-                     rounds: int = 20, min_rounds: int = MIN_ROUNDS, warmup: int = 1,
+                     rounds: int = MAX_ROUNDS, min_rounds: int = MIN_ROUNDS, warmup: int = 1,
                      statistic: str = "p50",
                      run: Callable[[object], object] | None = None,
                      progress: Callable[[PerfVerdict], None] | None = None,
@@ -295,6 +279,6 @@ def compare_settings(baseline: object, candidate: object, *, threshold: float,
                               on_round=on_round, **judge)
 
 
-__all__ = ["CONFIDENCE", "DEFAULT_THRESHOLD", "MAX_DRIFT", "MIN_ROUNDS", "RESAMPLES", "SEED", "STATISTICS", "PerfComparison",
+__all__ = ["CONFIDENCE", "DEFAULT_THRESHOLD", "MAX_DRIFT", "MAX_ROUNDS", "MIN_ROUNDS", "RESAMPLES", "SEED", "STATISTICS", "PerfComparison",
            "PerfVerdict", "bootstrap_ratio", "compare_sequential", "compare_settings",
            "interleave", "judge_rounds"]
