@@ -134,7 +134,8 @@ def run_compare(args: argparse.Namespace, settings) -> int:
     from scrfd_ref.perf.verdict import MAX_DRIFT, compare_settings
 
     baseline = dataclasses.replace(settings, model=str(resolve_model(args.compare,
-                                                                     args.data_dir)))
+                                                                     args.data_dir,
+                                                                     "--compare")))
     text = sys.stderr if args.json == "-" else sys.stdout
     print(f"compare     : {display(settings.model)} (candidate) vs {display(baseline.model)} "
           f"(baseline), {settings.backend} {settings.dtype}, ABBA rounds, at most "
